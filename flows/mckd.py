@@ -1,0 +1,140 @@
+"""The MCKD flow: teacher → partition → S-1 cross-relabel stages → final student → evaluation → report."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from mckd_core.config import RunConfig
+from mckd_core.data import ParquetRef
+from mckd_core.partition import cross_assignment, stage_seed
+from mckd_core.report import final_entry, student_entry, summarize_test
+from mckd_core.steps import changed_fraction, gold_labels, prepare_inputs
+from tasks.annotate import annotate_task
+from tasks.common import with_storage
+from tasks.evaluate import evaluate_student_task, score_labels_task
+from tasks.partition import partition_task
+from tasks.relabel import merge_labels_task, relabel_task
+from tasks.report import publish_stage_table, report_task
+from tasks.train_student import train_student_task
+
+
+class _Nodes:
+    """The tasks of one run, bound to its result storage and directories."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg, root = cfg, cfg.runs_root
+        self.annotate = with_storage(annotate_task, root)
+        self.partition = with_storage(partition_task, root)
+        self.train = with_storage(train_student_task, root)
+        self.relabel = with_storage(relabel_task, root)
+        self.merge = with_storage(merge_labels_task, root)
+        self.evaluate = with_storage(evaluate_student_task, root)
+        self.score = with_storage(score_labels_task, root)
+
+    def dir(self, *parts: str) -> str:
+        return str(self.cfg.run_dir.joinpath(*parts))
+
+
+@flow(name="mckd-stage", flow_run_name="stage-{stage}")
+def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: ParquetRef, dev: ParquetRef,
+               test: ParquetRef | None) -> tuple[ParquetRef, list[dict]]:
+    """One intermediate stage: student k trains on every part but k, then relabels part k (all k concurrently)."""
+    n, cfg = _Nodes(config), config
+    students, relabels = [], []
+    for k, (train_parts, held_out) in enumerate(cross_assignment(cfg.stages.partitions)):
+        student = n.train.submit(labels, assignment, train_parts, dev, cfg.student, cfg.data.task,
+                                 cfg.seed + 100 * stage + k, n.dir(f"stage-{stage}", f"student-{k}"), f"stage-{stage}/student-{k}")
+        students.append(student)
+        relabels.append(n.relabel.submit(student, labels, assignment, held_out, stage, f"stage-{stage}/student-{k}",
+                                         cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}")))
+    trained = [s.result() for s in students]  # raises a student's own error, not a downstream "not finished"
+    new_labels = n.merge(labels, [r.result() for r in relabels], n.dir(f"stage-{stage}"))
+    tests = [n.evaluate.submit(s, test, cfg.student, cfg.data.task) if test is not None and cfg.stages.evaluate_students else None
+             for s in students]
+    entries = [student_entry(k, s.metrics, t.result() if t else None) for k, (s, t) in enumerate(zip(trained, tests))]
+    publish_stage_table(stage, entries)
+    return new_labels, entries
+
+
+@flow(name="mckd-distill", log_prints=True)
+def mckd_flow(config: RunConfig) -> dict:
+    """Multistage Collaborative Knowledge Distillation (Zhao et al., ACL 2024) for one RunConfig."""
+    logger = get_run_logger()
+    cfg, n = config, _Nodes(config)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    # 0. Inputs, all validated before any model loads.
+    data = prepare_inputs(cfg)
+    cache_path = str(cfg.run_dir.parent / ".teacher-cache.sqlite")
+
+    # 1. Teacher: few-shot pseudolabels Y0 for U (and the teacher's own test score).
+    labels = n.annotate(data.unlabeled, data.labeled, cfg.teacher, cfg.data.task, cfg.seed, n.dir("teacher"), cache_path, "unlabeled")
+    teacher_test = (n.annotate(data.test, data.labeled, cfg.teacher, cfg.data.task, cfg.seed, n.dir("teacher", "test"), cache_path, "test")
+                    if data.test else None)
+    teacher_labels = labels
+    timings["teacher"] = _lap(clock)
+
+    # 2. Partition U into K disjoint parts (fixed across stages unless redrawn).
+    assignment = n.partition(data.unlabeled, cfg.stages.partitions, cfg.seed, n.dir("data"))
+
+    # 3. Intermediate stages: cross-train and relabel; Y_s is the union of the relabels.
+    stages = []
+    for stage in range(1, cfg.stages.num_stages):
+        started = time.perf_counter()
+        if cfg.stages.redraw_partitions:
+            assignment = n.partition(data.unlabeled, cfg.stages.partitions, stage_seed(cfg.seed, stage, True), n.dir("data"))
+        new_labels, students = stage_flow(cfg, stage, labels, assignment, data.dev, data.test)
+        stages.append({"stage": stage, "students": students, "pseudolabel_f1": _f1(n.score(new_labels, cfg.data.task)),
+                       "changed_fraction": changed_fraction(labels, new_labels)})
+        labels = new_labels
+        timings[f"stage-{stage}"] = time.perf_counter() - started
+
+    # 4. Final stage: one student on all of U with Y_{S-1}: the deliverable model.
+    started = time.perf_counter()
+    final = n.train(labels, None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * cfg.stages.num_stages,
+                    n.dir("final", "student"), "final/student")
+    timings["final"] = time.perf_counter() - started
+
+    # 5. Evaluate on T (never used for any decision above) and report.
+    started = time.perf_counter()
+    final_test = n.evaluate(final, data.test, cfg.student, cfg.data.task) if data.test else None
+    baselines = {name: {"test": summarize_test(res)} for name, res in _baselines(cfg, n, data).items()}
+    timings["evaluate"] = time.perf_counter() - started
+    teacher_counts = teacher_labels.read()
+    timings["total"] = time.perf_counter() - clock
+    report = {
+        "config": cfg.model_dump(mode="json"),
+        "counts": {"labeled": data.labeled.rows, "unlabeled": data.unlabeled.rows, "test": data.test.rows if data.test else 0,
+                   "teacher_valid": int(teacher_counts["valid"].sum()), "teacher_invalid": int((~teacher_counts["valid"]).sum()),
+                   "teacher_repaired": int((teacher_counts["error"] == "repaired").sum())},
+        "teacher": {"test": summarize_test(n.score(teacher_test, cfg.data.task)) if teacher_test else None,
+                    "pseudolabel_f1": _f1(n.score(teacher_labels, cfg.data.task))},
+        "stages": stages,
+        "final_student": final_entry(final.dir, final.metrics, final_test),
+        "baselines": baselines,
+        "timings": timings,
+    }
+    report_task(report, str(cfg.run_dir))
+    logger.info("run dir: %s", cfg.run_dir)
+    return report
+
+
+def _baselines(cfg: RunConfig, n: _Nodes, data) -> dict:
+    """SFT: a student trained on the labeled set L only (dev selection only when a separate dev set exists)."""
+    results = {}
+    if "sft" in cfg.baselines and data.test:
+        sft_cfg = cfg.student.model_copy(update={"select_on_dev": cfg.data.dev is not None, "min_valid_rows": 1})
+        student = n.train(gold_labels(data.labeled, n.dir("baselines")), None, None, data.dev, sft_cfg, cfg.data.task, cfg.seed, n.dir("baselines", "sft"), "baseline/sft")
+        results["sft"] = n.evaluate(student, data.test, sft_cfg, cfg.data.task)
+    return results
+
+
+def _lap(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def _f1(metrics: dict | None) -> float | None:
+    return None if metrics is None else metrics["f1"]

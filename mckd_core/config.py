@@ -1,0 +1,134 @@
+"""RunConfig: the one typed parameter of the MCKD flow (the Prefect UI renders its form from this schema)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import MckdInputError
+
+# The pip-shipped SmolLM2-135M-Instruct (see mckd_core.models); also accepted: a local dir or a hub id.
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    # Typos in YAML keys must not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    task: str = Field("slots", description="Task format name: slots, constituency, text, or a registered one.")
+    labeled: str = Field(..., description="Gold examples L: Parquet/JSONL/CSV file or a saved `datasets` dir.")
+    unlabeled: str = Field(..., description="Unlabeled inputs U (a `target` column, if present, is only used for diagnostics).")
+    test: str | None = Field(None, description="Gold test set T (evaluation only).")
+    dev: str | None = Field(None, description="Labeled dev set for checkpoint selection; default: the labeled set L.")
+    max_labeled: int | None = Field(None, ge=1)
+    max_unlabeled: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=1)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        from .formats import format_names
+
+        if task not in format_names():
+            raise ValueError(f"{task!r} is not a known format ({', '.join(format_names())})")
+        return task
+
+
+class TeacherConfig(_Section):
+    backend: Literal["transformers", "vllm-server", "vllm-offline"] = "transformers"
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend vllm-server, e.g. http://127.0.0.1:8000/v1")
+    served_model_name: str | None = Field(None, description="Model name the server knows (default: `model`).")
+    api_key_env: str = Field("MCKD_TEACHER_API_KEY", description="Environment variable holding the endpoint's API key.")
+    chat: bool = Field(True, description="Use the chat template / chat endpoint (False: plain completion prompts).")
+    num_demos: int = Field(5, ge=0, le=64, description="k demonstrations per prompt.")
+    demo_selection: Literal["random-fixed", "bm25"] = "random-fixed"
+    max_new_tokens: int = Field(96, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    batch_size: int = Field(8, ge=1, description="Prompts per generate() call (transformers backend).")
+    concurrency: int = Field(16, ge=1, description="Concurrent HTTP requests (vllm-server backend).")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    structured_outputs: bool = Field(False, description="Constrain decoding with the format's regex where supported.")
+    trust_remote_code: bool = False
+
+
+class StudentConfig(_Section):
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    arch: Literal["auto", "seq2seq", "causal"] = Field("auto", description="auto: from the model config.")
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-4, gt=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_input_tokens: int = Field(128, ge=8)
+    max_target_tokens: int = Field(128, ge=8)
+    eval_batch_size: int = Field(16, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA with bf16 support, else fp32.")
+    select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
+    max_dev: int = Field(50, ge=1, description="Dev rows used for checkpoint selection.")
+    min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
+    isolate: Literal["auto", "always", "never"] = Field("auto", description="Train in a spawned child process (auto: on CUDA only).")
+    trust_remote_code: bool = False
+
+
+class StagesConfig(_Section):
+    num_stages: int = Field(3, ge=1, le=16, description="S: 1 = vanilla KD, 3 = the paper's 3-stage MCKD.")
+    partitions: int = Field(2, ge=2, le=64, description="K disjoint parts of U (2 in the paper).")
+    redraw_partitions: bool = Field(False, description="Draw a new partition at every stage (default: fixed, as the authors do).")
+    evaluate_students: bool = Field(True, description="Score every intermediate student on the test set.")
+
+
+class RunConfig(_Section):
+    run_name: str = Field("mckd-run", pattern=r"^[A-Za-z0-9._-]+$")
+    runs_root: str = "runs"
+    seed: int = 0
+    data: DataConfig
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    stages: StagesConfig = StagesConfig()
+    baselines: list[Literal["sft"]] = Field(default_factory=list, description="Extra rows in the report (sft = student on L only).")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_root).resolve() / self.run_name
+
+
+def describe_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """All validation errors, one per line, with the dotted field path."""
+    lines = [f"invalid {source} ({exc.error_count()} error{'s' * (exc.error_count() > 1)}):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  - {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config; relative data paths stay relative to the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise MckdInputError(f"config file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return parse_config(_deep_merge(raw, overrides or {}), source=str(path))
+
+
+def parse_config(raw: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise MckdInputError(describe_validation_error(exc, source)) from None
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged

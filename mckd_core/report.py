@@ -1,0 +1,106 @@
+"""report.json (a contract other tools read: extend, don't rename), report.md and f1_by_stage.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from statistics import mean
+
+
+def summarize_test(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    keys = ("f1", "exact_match", "precision", "recall", "invalid", "f1_micro")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def stage_f1(stage: dict) -> float | None:
+    """A stage's test F1: the mean over its students (None when they were not evaluated)."""
+    scores = [s["test"]["f1"] for s in stage["students"] if s.get("test")]
+    return mean(scores) if scores else None
+
+
+def table_rows(report: dict) -> list[tuple[str, float | None, float | None]]:
+    """(row name, test F1, test exact match) in pipeline order."""
+    rows = [("teacher (few-shot)", *_f1_em(report["teacher"].get("test")))]
+    for stage in report["stages"]:
+        ems = [s["test"]["exact_match"] for s in stage["students"] if s.get("test")]
+        rows.append((f"stage {stage['stage']} students (mean)", stage_f1(stage), mean(ems) if ems else None))
+    rows.append(("final student", *_f1_em(report["final_student"].get("test"))))
+    for name, base in report.get("baselines", {}).items():
+        rows.append((f"baseline: {name}", *_f1_em(base.get("test"))))
+    return rows
+
+
+def _f1_em(test: dict | None) -> tuple[float | None, float | None]:
+    return (test["f1"], test["exact_match"]) if test else (None, None)
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
+def render_markdown(report: dict) -> str:
+    c = report["counts"]
+    lines = [
+        f"# mckd report: {report['config']['run_name']}",
+        "",
+        f"Task **{report['config']['data']['task']}**; L={c['labeled']} labeled, U={c['unlabeled']} unlabeled, T={c['test']} test. "
+        f"Teacher pseudolabels: {c['teacher_valid']} valid ({c.get('teacher_repaired', 0)} repaired), {c['teacher_invalid']} invalid.",
+        "",
+        "| model | test F1 | exact match |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {_fmt(f1)} | {_fmt(em)} |" for name, f1, em in table_rows(report)]
+    lines += ["", "| stage | student | train rows | dev F1 | best epoch | seconds |", "|---|---|---:|---:|---:|---:|"]
+    for stage in report["stages"]:
+        for s in stage["students"]:
+            lines.append(f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} | {s['seconds']:.0f} |")
+    fs = report["final_student"]
+    lines += ["", f"Final student: `{fs['dir']}`", ""]
+    return "\n".join(lines)
+
+
+def plot_f1(report: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, scores = zip(*[(n, f) for n, f, _ in table_rows(report) if f is not None]) if any(
+        f is not None for _, f, _ in table_rows(report)) else ((), ())
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(range(len(names)), scores, color="#4C72B0")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test F1")
+    ax.set_title(f"F1 by stage — {report['config']['run_name']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(report: dict, run_dir: str | Path) -> dict:
+    """Write report.json (atomically), report.md and f1_by_stage.png into the run dir; returns their paths."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(report, fh, indent=2, default=str)
+    os.replace(tmp, run_dir / "report.json")
+    (run_dir / "report.md").write_text(render_markdown(report))
+    plot_f1(report, run_dir / "f1_by_stage.png")
+    return {name: str(run_dir / name) for name in ("report.json", "report.md", "f1_by_stage.png")}
+
+
+def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:
+    return {"partition": partition, "train_rows": metrics["train_rows"], "dev_f1": metrics["dev_f1"],
+            "epochs": metrics["epochs"], "seconds": metrics["seconds"], "test": summarize_test(test)}
+
+
+def final_entry(student_dir: str, metrics: dict, test: dict | None) -> dict:
+    return {"test": summarize_test(test), "dir": student_dir, "train_rows": metrics["train_rows"],
+            "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"], "seconds": metrics["seconds"]}
+
+

@@ -1,0 +1,210 @@
+"""The MCKD pipeline's node logic, one function per DAG node, free of Prefect.
+
+`tasks/` wraps each function in a Prefect task; `benchmarks/` calls them directly to measure what
+orchestration costs. Every node reads ParquetRefs and writes new ones, one output row per input row.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel
+
+from .config import RunConfig, StudentConfig, TeacherConfig
+from .data import (ParquetRef, assert_conserved, check_disjoint, check_targets, label_frame, normalize_examples,
+                   read_table, write_parquet)
+from .errors import MckdInputError
+from .formats import get_format
+from .models import check_model_ref
+from .partition import partition_ids
+from .prompting import Demo
+from .student import TrainSpec, predict, train, train_isolated, with_micro_batch
+from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate
+
+
+class Inputs(BaseModel):
+    labeled: ParquetRef
+    unlabeled: ParquetRef
+    dev: ParquetRef
+    test: ParquetRef | None = None
+
+
+class StudentRef(BaseModel):
+    dir: str
+    metrics: dict
+
+
+def prepare_inputs(cfg: RunConfig) -> Inputs:
+    """Load and validate every input (before any model loads) and write them as ParquetRefs."""
+    fmt = get_format(cfg.data.task)
+    d = cfg.data
+    sets = {
+        "labeled": normalize_examples(read_table(d.labeled, "labeled"), "labeled", need_target=True, limit=d.max_labeled),
+        "unlabeled": normalize_examples(read_table(d.unlabeled, "unlabeled"), "unlabeled", need_target=False, limit=d.max_unlabeled),
+    }
+    if d.test:
+        sets["test"] = normalize_examples(read_table(d.test, "test"), "test", need_target=True, limit=d.max_test)
+    if d.dev:
+        sets["dev"] = normalize_examples(read_table(d.dev, "dev"), "dev", need_target=True)
+    for name in ("labeled", "test", "dev"):
+        if name in sets:
+            check_targets(sets[name], name, fmt)
+    check_disjoint({k: v for k, v in sets.items() if k != "dev"})
+    if len(sets["labeled"]) < cfg.teacher.num_demos:
+        raise MckdInputError(
+            f"labeled: {len(sets['labeled'])} rows but teacher.num_demos={cfg.teacher.num_demos}; "
+            "add labeled rows or lower teacher.num_demos"
+        )
+    if len(sets["unlabeled"]) < cfg.stages.partitions:
+        raise MckdInputError(f"unlabeled: {len(sets['unlabeled'])} rows cannot fill stages.partitions={cfg.stages.partitions} parts")
+    if cfg.teacher.backend != "vllm-server":
+        check_model_ref(cfg.teacher.model, "teacher.model")
+    check_model_ref(cfg.student.model, "student.model")
+    out = cfg.run_dir / "data"
+    refs = {name: write_parquet(df, out, name) for name, df in sets.items()}
+    refs.setdefault("dev", refs["labeled"])
+    return Inputs(**refs)
+
+
+# ---- teacher -------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def _teacher_backend(cfg_json: str):
+    cfg = TeacherConfig.model_validate_json(cfg_json)
+    if cfg.backend == "transformers":
+        return TransformersTeacher(cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code)
+    if cfg.backend == "vllm-server":
+        from .teacher_http import openai_teacher_from_config
+
+        return openai_teacher_from_config(cfg)
+    from .teacher_vllm import VLLMOfflineTeacher
+
+    return VLLMOfflineTeacher(cfg)
+
+
+def teacher_backend(cfg: TeacherConfig):
+    """One backend per teacher config per process (loading a model for U and again for T would waste minutes)."""
+    return _teacher_backend(cfg.model_dump_json())
+
+
+def annotate_rows(examples: ParquetRef, demos: ParquetRef, cfg: TeacherConfig, task: str, seed: int,
+                  out_dir: str | Path, cache_path: str | Path, progress=None) -> tuple[ParquetRef, dict]:
+    """Teacher pseudolabels Y0 for every row of `examples` (per-row cached)."""
+    fmt = get_format(task)
+    rows = examples.read()
+    demo_rows = demos.read()
+    demo_list = [Demo(i, x, y) for i, x, y in zip(demo_rows["id"], demo_rows["input"], demo_rows["target"])]
+    regex = getattr(fmt, "regex", None)
+    params = GenParams(cfg.max_new_tokens, cfg.temperature, regex if (cfg.structured_outputs and isinstance(regex, str)) else None)
+    cache = ResponseCache(cache_path)
+    started = time.time()
+    try:
+        labels, stats = annotate(rows, demo_list, fmt, teacher_backend(cfg), cache, k=cfg.num_demos, selection=cfg.demo_selection,
+                                 seed=seed, params=params, chat=cfg.chat, progress=progress)
+    finally:
+        cache.close()
+    ref = write_parquet(labels, out_dir, "labels")
+    assert_conserved(rows, labels, "annotate")
+    return ref, {"requested": stats.requested, "cached": stats.cached, "seconds": time.time() - started,
+                 "valid": int(labels["valid"].sum()), "invalid": int((~labels["valid"]).sum()),
+                 "repaired": int((labels["error"] == "repaired").sum())}
+
+
+# ---- partition / students ----------------------------------------------------------------------------
+
+def make_partition(unlabeled: ParquetRef, k: int, seed: int, out_dir: str | Path) -> ParquetRef:
+    return write_parquet(partition_ids(list(unlabeled.read()["id"]), k, seed), out_dir, "partition")
+
+
+def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, min_valid: int, what: str) -> pd.DataFrame:
+    """The valid pseudolabeled rows of the given parts (all parts when `assignment` is None)."""
+    df = labels.read()
+    if assignment is not None:
+        part = assignment.read().set_index("id")["part"]
+        df = df[df["id"].map(part).isin(parts)]
+    valid = df[df["valid"] & df["label"].notna()]
+    if len(valid) < min_valid:
+        sources = ", ".join(sorted(set(df["source"]))) or "none"
+        raise MckdInputError(
+            f"{what}: only {len(valid)} valid labels of {len(df)} rows (student.min_valid_rows={min_valid}); "
+            f"the outputs of {sources} are mostly invalid — check that model, its prompt/demos or epochs, or lower the floor"
+        )
+    return valid
+
+
+def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
+                     cfg: StudentConfig, task: str, seed: int, out_dir: str | Path, attempt: int = 1,
+                     device: str = "cpu", what: str = "student") -> StudentRef:
+    """Train one student on the valid labels of `parts`; attempt n > 1 backs off the micro-batch (OOM retries)."""
+    train_df = training_rows(labels, assignment, parts, cfg.min_valid_rows, what)
+    dev_df = dev.read().iloc[: cfg.max_dev]
+    spec = TrainSpec(
+        model=cfg.model, revision=cfg.revision, arch=cfg.arch, out_dir=str(out_dir), task=task,
+        train_inputs=list(train_df["input"]), train_targets=list(train_df["label"]),
+        dev_inputs=list(dev_df["input"]), dev_targets=list(dev_df["target"]),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, max_input_tokens=cfg.max_input_tokens,
+        max_target_tokens=cfg.max_target_tokens, eval_batch_size=cfg.eval_batch_size, precision=cfg.precision,
+        select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
+    )
+    spec = with_micro_batch(spec, attempt)
+    isolate = cfg.isolate == "always" or (cfg.isolate == "auto" and device != "cpu")
+    metrics = train_isolated(spec, device) if isolate else train(spec)
+    return StudentRef(dir=str(out_dir), metrics=metrics)
+
+
+def relabel(student: StudentRef, labels: ParquetRef, assignment: ParquetRef | None, part: int | None, stage: int,
+            source: str, cfg: StudentConfig, task: str, out_dir: str | Path) -> ParquetRef:
+    """The student's labels for the rows of `part` (all rows when `assignment` is None)."""
+    fmt = get_format(task)
+    df = labels.read()
+    if assignment is not None:
+        df = df[df["id"].map(assignment.read().set_index("id")["part"]) == part]
+    examples = df[[c for c in df.columns if c not in ("label", "raw", "valid", "error", "source", "stage")]]
+    raws = predict(student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+    checked = [fmt.check(x, r) for x, r in zip(examples["input"], raws)]
+    out = label_frame(examples, [c.label for c in checked], raws, [c.valid for c in checked],
+                      [c.error if not c.valid else ("repaired" if c.repaired else None) for c in checked], source, stage)
+    assert_conserved(examples, out, source)
+    return write_parquet(out, out_dir, "relabels")
+
+
+def merge_labels(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str | Path) -> ParquetRef:
+    """Y_s: the union of the students' relabels, in the row order of Y_{s-1}."""
+    prev = previous.read()
+    merged = pd.concat([r.read() for r in relabels]).set_index("id").loc[prev["id"]].reset_index()
+    assert_conserved(prev, merged, "merge")
+    return write_parquet(merged, out_dir, "labels")
+
+
+def gold_labels(examples: ParquetRef, out_dir: str | Path) -> ParquetRef:
+    """Gold targets as label rows (for baselines trained on L)."""
+    df = examples.read()
+    out = label_frame(df, list(df["target"]), list(df["target"]), [True] * len(df), [None] * len(df), "gold", 0)
+    return write_parquet(out, out_dir, "gold-labels")
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
+
+def score_labels(labels: ParquetRef, task: str) -> dict | None:
+    """Metrics of label rows against their gold `target` (None when the rows carry no gold)."""
+    df = labels.read()
+    gold = df["target"].notna()
+    if not gold.all():
+        return None
+    return get_format(task).metrics(list(df["input"]), list(df["target"]), [l if v else None for l, v in zip(df["label"], df["valid"])])
+
+
+def evaluate_student(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str) -> dict:
+    df = test.read()
+    preds = predict(student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+    return get_format(task).metrics(list(df["input"]), list(df["target"]), preds)
+
+
+def changed_fraction(before: ParquetRef, after: ParquetRef) -> float:
+    a = before.read().set_index("id")["label"]
+    b = after.read().set_index("id")["label"].reindex(a.index)
+    return float((a.fillna("\0") != b.fillna("\0")).mean())

@@ -1,0 +1,326 @@
+"""Student training and prediction with transformers: encoder-decoder (T5) or decoder-only models.
+
+Decoder-only students see `Input: <x>\nOutput: <y><eos>` with the prompt tokens masked out of the loss.
+The epoch kept is the one with the best F1 on the labeled dev data (never on gold of U).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ProgressFn = Callable[[int, int], None]
+
+
+def causal_prompt(text: str) -> str:
+    return f"Input: {text}\nOutput:"
+
+
+@dataclass
+class TrainSpec:
+    """Everything a training run needs, picklable so it can cross into a spawned child process."""
+
+    model: str
+    out_dir: str
+    task: str
+    train_inputs: list[str]
+    train_targets: list[str]
+    dev_inputs: list[str] = field(default_factory=list)
+    dev_targets: list[str] = field(default_factory=list)
+    revision: str | None = None
+    arch: str = "auto"
+    epochs: int = 3
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    max_input_tokens: int = 128
+    max_target_tokens: int = 128
+    eval_batch_size: int = 16
+    precision: str = "auto"
+    select_on_dev: bool = True
+    seed: int = 0
+    trust_remote_code: bool = False
+
+
+def pick_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False, padding_side: str = "right"):
+    from transformers import AutoTokenizer, ByT5Tokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError):
+        # Random-init T5 test models ship no tokenizer files: ByT5 needs none.
+        tok = ByT5Tokenizer()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def is_seq2seq(path: str, arch: str, revision: str | None = None, trust_remote_code: bool = False) -> bool:
+    if arch != "auto":
+        return arch == "seq2seq"
+    from transformers import AutoConfig
+
+    return bool(AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code).is_encoder_decoder)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Encoder:
+    """Tokenizes (input, target) pairs into model inputs for either architecture."""
+
+    def __init__(self, tokenizer, seq2seq: bool, max_in: int, max_out: int):
+        self.tok, self.seq2seq, self.max_in, self.max_out = tokenizer, seq2seq, max_in, max_out
+
+    def example(self, text: str, target: str) -> dict:
+        if self.seq2seq:
+            ids = self.tok(text, truncation=True, max_length=self.max_in)["input_ids"]
+            labels = self.tok(text_target=target, truncation=True, max_length=self.max_out)["input_ids"]
+            return {"input_ids": ids, "labels": labels}
+        prompt = self.tok(causal_prompt(text), add_special_tokens=False, truncation=True, max_length=self.max_in)["input_ids"]
+        answer = self.tok(" " + target, add_special_tokens=False, truncation=True, max_length=self.max_out - 1)["input_ids"]
+        answer = answer + [self.tok.eos_token_id]
+        return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+
+    def collate(self, rows: list[dict]):
+        import torch
+
+        pad = self.tok.pad_token_id
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        if self.seq2seq:
+            lwidth = max(len(r["labels"]) for r in rows)
+            labels = torch.full((len(rows), lwidth), -100, dtype=torch.long)
+        else:
+            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            mask[i, :n] = 1
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 32) -> list[list[int]]:
+    """Shuffled batches of similar length: sort inside random mega-batches, so padding is small but order is random."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    span = batch_size * group
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _autocast(device, precision: str):
+    import contextlib
+
+    import torch
+
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+
+def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
+    """Train, select the best epoch on dev, save it (safetensors) with metrics.json to spec.out_dir."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, get_linear_schedule_with_warmup
+
+    from .formats import get_format
+    from .models import resolve_model
+
+    started = time.time()
+    seed_everything(spec.seed)
+    path = resolve_model(spec.model)
+    device = pick_device()
+    seq2seq = is_seq2seq(path, spec.arch, spec.revision, spec.trust_remote_code)
+    tok = load_tokenizer(path, spec.revision, spec.trust_remote_code)
+    model_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = model_cls.from_pretrained(path, revision=spec.revision, dtype=torch.float32, trust_remote_code=spec.trust_remote_code).to(device)
+    encoder = _Encoder(tok, seq2seq, spec.max_input_tokens, spec.max_target_tokens)
+    rows = [encoder.example(x, y) for x, y in zip(spec.train_inputs, spec.train_targets)]
+    lengths = [len(r["input_ids"]) + (len(r["labels"]) if seq2seq else 0) for r in rows]
+    rng = random.Random(spec.seed)
+
+    steps_per_epoch = math.ceil(math.ceil(len(rows) / spec.batch_size) / spec.grad_accum)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    total = steps_per_epoch * spec.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_ratio * total), total)
+    fmt = get_format(spec.task)
+
+    history, best_state, best_f1, best_epoch, tokens = [], None, -1.0, 0, 0
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        batches = length_grouped_batches(lengths, spec.batch_size, rng)
+        epoch_loss = 0.0
+        for step, batch_idx in enumerate(batches):
+            batch = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in batch_idx]).items()}
+            with _autocast(device, spec.precision):
+                loss = model(**batch).loss
+            (loss / spec.grad_accum).backward()
+            epoch_loss += loss.item()
+            tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if seq2seq else 0)
+            if (step + 1) % spec.grad_accum == 0 or step + 1 == len(batches):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if progress:
+                progress((epoch - 1) * len(batches) + step + 1, spec.epochs * len(batches))
+        record = {"epoch": epoch, "loss": epoch_loss / max(len(batches), 1)}
+        if spec.select_on_dev and spec.dev_inputs:
+            preds = generate(model, tok, seq2seq, spec.dev_inputs, spec.eval_batch_size, spec.max_target_tokens, device, spec.precision)
+            record["dev_f1"] = fmt.metrics(spec.dev_inputs, spec.dev_targets, preds)["f1"]
+            if record["dev_f1"] >= best_f1:  # ties go to the later, longer-trained epoch
+                best_f1, best_epoch = record["dev_f1"], epoch
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        history.append(record)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = spec.epochs
+    seconds = time.time() - started
+    metrics = {
+        "train_rows": len(rows),
+        "dev_f1": best_f1 if best_f1 >= 0 else None,
+        "epochs": best_epoch,
+        "epochs_run": spec.epochs,
+        "history": history,
+        "seconds": seconds,
+        "train_tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "micro_batch": spec.batch_size,
+        "grad_accum": spec.grad_accum,
+        "arch": "seq2seq" if seq2seq else "causal",
+        "device": device.type,
+    }
+    save_model(model, tok, spec.out_dir, metrics)
+    return metrics
+
+
+def save_model(model, tokenizer, out_dir: str, metrics: dict) -> None:
+    """Atomic save: a finished student dir either exists whole or not at all."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, max_new_tokens: int, device, precision: str = "auto") -> list[str]:
+    """Greedy outputs (first line) for `inputs`, batched longest-first to keep padding low."""
+    import torch
+
+    model.eval()
+    texts = list(inputs) if seq2seq else [causal_prompt(x) for x in inputs]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    outputs = [""] * len(texts)
+    previous_side = tok.padding_side
+    tok.padding_side = "right" if seq2seq else "left"
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=seq2seq).to(device)
+            with torch.inference_mode(), _autocast(device, precision):
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)
+            new = out if seq2seq else out[:, enc["input_ids"].shape[1]:]
+            for row, i in enumerate(idx):
+                text = tok.decode(new[row], skip_special_tokens=True).strip()
+                outputs[i] = text.splitlines()[0].strip() if text else ""
+    finally:
+        tok.padding_side = previous_side
+    return outputs
+
+
+def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new_tokens: int = 128,
+            precision: str = "auto", progress: ProgressFn | None = None) -> list[str]:
+    """Load a trained student dir and generate one output per input."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    device = pick_device()
+    seq2seq = is_seq2seq(model_dir, "auto")
+    tok = load_tokenizer(model_dir)
+    cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = cls.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    outputs: list[str] = []
+    chunk = max(batch_size * 4, 1)
+    for start in range(0, len(inputs), chunk):
+        outputs += generate(model, tok, seq2seq, inputs[start:start + chunk], batch_size, max_new_tokens, device, precision)
+        if progress:
+            progress(len(outputs), len(inputs))
+    return outputs
+
+
+def train_isolated(spec: TrainSpec, device: str = "cpu") -> dict:
+    """Run `train` in a spawned child process that sees only `device`, so a poisoned CUDA context dies with it.
+
+    CUDA failures come back as StudentOOM / GPUError (picklable, classified by mckd_core.failures).
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    env = {} if device == "cpu" else {"CUDA_VISIBLE_DEVICES": device}
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=os.environ.update, initargs=(env,)) as pool:
+        return pool.submit(_train_child, spec).result()
+
+
+def _train_child(spec: TrainSpec) -> dict:
+    from .failures import GPUError, StudentOOM, is_oom, is_transient
+
+    try:
+        return train(spec)
+    except Exception as exc:
+        if is_oom(exc):
+            raise StudentOOM(str(exc)) from None
+        if is_transient(exc):
+            raise GPUError(str(exc)) from None
+        raise
+
+
+def with_micro_batch(spec: TrainSpec, attempt: int) -> TrainSpec:
+    """OOM back-off: attempt n halves the micro-batch n-1 times and multiplies accumulation to keep the effective batch."""
+    divisor = 2 ** (attempt - 1)
+    if spec.batch_size < divisor:
+        # Not a StudentOOM: that would be retried again.
+        raise RuntimeError(
+            f"out of memory even with micro-batch 1 (effective batch {spec.batch_size * spec.grad_accum}); "
+            "lower student.max_input_tokens / max_target_tokens or use a smaller student model"
+        )
+    new = copy.copy(spec)
+    new.batch_size = spec.batch_size // divisor
+    new.grad_accum = spec.grad_accum * divisor
+    return new

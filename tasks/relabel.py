@@ -1,0 +1,24 @@
+"""DAG nodes: a student relabels its held-out part; the stage's relabels merge into Y_s."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from mckd_core.config import StudentConfig
+from mckd_core.data import ParquetRef
+from mckd_core.gpus import device_slot
+from mckd_core.steps import StudentRef, merge_labels, relabel
+
+from .common import CACHE, retry_transient
+
+
+@task(name="relabel", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+def relabel_task(student: StudentRef, labels: ParquetRef, assignment: ParquetRef, part: int, stage: int,
+                 source: str, cfg: StudentConfig, task_name: str, out_dir: str) -> ParquetRef:
+    with device_slot():
+        return relabel(student, labels, assignment, part, stage, source, cfg, task_name, out_dir)
+
+
+@task(name="merge-labels", cache_policy=CACHE)
+def merge_labels_task(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str) -> ParquetRef:
+    return merge_labels(previous, relabels, out_dir)

@@ -1,0 +1,22 @@
+"""DAG node: write report.json / report.md / f1_by_stage.png and publish them as Prefect artifacts."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from mckd_core.report import render_markdown, write_report
+
+
+@task(name="report")
+def report_task(report: dict, run_dir: str) -> dict:
+    paths = write_report(report, run_dir)
+    create_markdown_artifact(key="mckd-report", markdown=render_markdown(report) + f"\n\nRun dir: `{run_dir}`\n",
+                             description="MCKD teacher / stage / final F1")
+    return paths
+
+
+def publish_stage_table(stage: int, students: list[dict]) -> None:
+    """A table artifact per stage (students, rows, dev F1, seconds)."""
+    create_table_artifact(key=f"mckd-stage-{stage}", table=[{k: v for k, v in s.items() if k != "test"} | {
+        "test_f1": (s.get("test") or {}).get("f1")} for s in students], description=f"Stage {stage} students")

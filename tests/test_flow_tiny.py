@@ -1,0 +1,83 @@
+"""A whole MCKD flow on tiny random-init models: row conservation, report contract, cached re-run."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+from flows import mckd_flow
+from mckd_core.config import parse_config
+from toy_data import toy_config
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory, tiny_models):
+    tmp = tmp_path_factory.mktemp("toy-flow")
+    cfg = parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 3, "partitions": 2}, baselines=["sft"]))
+    state = mckd_flow(cfg, return_state=True)
+    return cfg, state
+
+
+def test_flow_completes_and_report_follows_contract(toy_run):
+    cfg, state = toy_run
+    assert state.is_completed()
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    counts = report["counts"]
+    assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (8, 12, 4)
+    assert counts["teacher_valid"] + counts["teacher_invalid"] == counts["unlabeled"]
+    assert [s["stage"] for s in report["stages"]] == [1, 2]
+    for stage in report["stages"]:
+        assert [s["partition"] for s in stage["students"]] == [0, 1]
+        assert 0.0 <= stage["changed_fraction"] <= 1.0
+        assert all(s["test"] is not None for s in stage["students"])
+    assert report["final_student"]["test"]["f1"] >= 0
+    assert "sft" in report["baselines"]
+    assert {"teacher", "stage-1", "stage-2", "final", "evaluate", "total"} <= set(report["timings"])
+    for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json"):
+        assert (cfg.run_dir / name).exists(), name
+
+
+def test_every_node_conserves_rows(toy_run):
+    cfg, _ = toy_run
+    ids = set(pd.read_parquet(next((cfg.run_dir / "data").glob("unlabeled-*.parquet")))["id"])
+    for stage_dir in [cfg.run_dir / "teacher", cfg.run_dir / "stage-1", cfg.run_dir / "stage-2"]:
+        labels = pd.read_parquet(next(stage_dir.glob("labels-*.parquet")))
+        assert set(labels["id"]) == ids and len(labels) == len(ids)
+        assert {"label", "raw", "valid", "error", "source", "stage"} <= set(labels.columns)
+    for stage in (1, 2):
+        parts = [pd.read_parquet(next((cfg.run_dir / f"stage-{stage}" / f"partition-{k}").glob("relabels-*.parquet"))) for k in (0, 1)]
+        assert set(parts[0]["id"]).isdisjoint(parts[1]["id"])
+        assert set(parts[0]["id"]) | set(parts[1]["id"]) == ids
+        assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
+
+
+async def _task_states(flow_run_id) -> dict[str, list[str]]:
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        sub = await client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def test_rerun_same_config_is_cached(toy_run):
+    cfg, first = toy_run
+    second = mckd_flow(cfg, return_state=True)
+    assert second.is_completed()
+    import asyncio
+
+    async def states():
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(second.state_details.flow_run_id)
+            return await client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id={"any_": [flow_run.id]}))
+
+    runs = asyncio.run(states())
+    heavy = [r for r in runs if r.name.startswith(("annotate", "train-student", "evaluate-student"))]
+    assert heavy, "expected heavy task runs in the second flow run"
+    assert all(r.state.name == "Cached" for r in heavy), [(r.name, r.state.name) for r in heavy]
+    assert json.loads((cfg.run_dir / "report.json").read_text())["final_student"]["test"] == second.result()["final_student"]["test"]

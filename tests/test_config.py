@@ -1,0 +1,45 @@
+import pytest
+
+from mckd_core.config import RunConfig, load_config, parse_config
+from mckd_core.errors import MckdInputError
+
+
+def base(**extra):
+    return {"data": {"labeled": "l.parquet", "unlabeled": "u.parquet"}, **extra}
+
+
+def test_defaults_are_the_papers_setting():
+    cfg = parse_config(base())
+    assert (cfg.stages.num_stages, cfg.stages.partitions, cfg.stages.redraw_partitions) == (3, 2, False)
+    assert cfg.teacher.demo_selection == "random-fixed"
+
+
+def test_every_error_is_listed_with_its_field_path():
+    with pytest.raises(MckdInputError) as info:
+        parse_config(base(stages={"partitions": 1, "num_stages": 0}, student={"epoch": 3}, teacher={"demo_selection": "knn"}))
+    message = str(info.value)
+    assert "4 errors" in message
+    for field in ("stages.partitions", "stages.num_stages", "student.epoch", "teacher.demo_selection"):
+        assert field in message
+
+
+def test_unknown_task_is_rejected():
+    with pytest.raises(MckdInputError, match="data.task.*not a known format"):
+        parse_config({"data": {"labeled": "a", "unlabeled": "b", "task": "pos-tagging"}})
+
+
+def test_yaml_load_with_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("run_name: x\ndata:\n  labeled: l.jsonl\n  unlabeled: u.jsonl\nstages:\n  num_stages: 2\n")
+    cfg = load_config(path, {"stages": {"partitions": 3}})
+    assert (cfg.run_name, cfg.stages.num_stages, cfg.stages.partitions) == ("x", 2, 3)
+
+
+def test_missing_config_file():
+    with pytest.raises(MckdInputError, match="config file not found"):
+        load_config("/nonexistent/run.yaml")
+
+
+def test_json_schema_is_a_typed_form():
+    schema = RunConfig.model_json_schema()
+    assert {"data", "teacher", "student", "stages"} <= set(schema["properties"])

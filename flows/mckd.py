@@ -50,7 +50,7 @@ def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: Pa
         relabels.append(n.relabel.submit(student, labels, assignment, held_out, stage, f"stage-{stage}/student-{k}",
                                          cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}")))
     trained = [s.result() for s in students]  # raises a student's own error, not a downstream "not finished"
-    new_labels = n.merge(labels, [r.result() for r in relabels], n.dir(f"stage-{stage}"))
+    new_labels = n.merge(labels, [r.result() for r in relabels], n.dir(f"stage-{stage}"), cfg.stages.keep_previous_on_invalid)
     tests = [n.evaluate.submit(s, test, cfg.student, cfg.data.task) if test is not None and cfg.stages.evaluate_students else None
              for s in students]
     entries = [student_entry(k, s.metrics, t.result() if t else None) for k, (s, t) in enumerate(zip(trained, tests))]

@@ -85,6 +85,7 @@ class StagesConfig(_Section):
     partitions: int = Field(2, ge=2, le=64, description="K disjoint parts of U (2 in the paper).")
     redraw_partitions: bool = Field(False, description="Draw a new partition at every stage (default: fixed, as the authors do).")
     evaluate_students: bool = Field(True, description="Score every intermediate student on the test set.")
+    keep_previous_on_invalid: bool = Field(True, description="Where a student's relabel is invalid, keep the row's previous valid label.")
 
 
 class RunConfig(_Section):

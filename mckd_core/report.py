@@ -22,15 +22,18 @@ def stage_f1(stage: dict) -> float | None:
     return mean(scores) if scores else None
 
 
-def table_rows(report: dict) -> list[tuple[str, float | None, float | None]]:
-    """(row name, test F1, test exact match) in pipeline order."""
-    rows = [("teacher (few-shot)", *_f1_em(report["teacher"].get("test")))]
+def table_rows(report: dict) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(row name, test F1, test exact match, F1 of its labels of U) in pipeline order.
+
+    The last column is a diagnostic, only filled when U carries gold targets (benchmarks).
+    """
+    rows = [("teacher (few-shot)", *_f1_em(report["teacher"].get("test")), report["teacher"].get("pseudolabel_f1"))]
     for stage in report["stages"]:
         ems = [s["test"]["exact_match"] for s in stage["students"] if s.get("test")]
-        rows.append((f"stage {stage['stage']} students (mean)", stage_f1(stage), mean(ems) if ems else None))
-    rows.append(("final student", *_f1_em(report["final_student"].get("test"))))
+        rows.append((f"stage {stage['stage']} students", stage_f1(stage), mean(ems) if ems else None, stage.get("pseudolabel_f1")))
+    rows.append(("final student", *_f1_em(report["final_student"].get("test")), None))
     for name, base in report.get("baselines", {}).items():
-        rows.append((f"baseline: {name}", *_f1_em(base.get("test"))))
+        rows.append((f"baseline: {name}", *_f1_em(base.get("test")), None))
     return rows
 
 
@@ -50,10 +53,10 @@ def render_markdown(report: dict) -> str:
         f"Task **{report['config']['data']['task']}**; L={c['labeled']} labeled, U={c['unlabeled']} unlabeled, T={c['test']} test. "
         f"Teacher pseudolabels: {c['teacher_valid']} valid ({c.get('teacher_repaired', 0)} repaired), {c['teacher_invalid']} invalid.",
         "",
-        "| model | test F1 | exact match |",
-        "|---|---:|---:|",
+        "| model | test F1 | exact match | F1 of its labels of U |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {_fmt(f1)} | {_fmt(em)} |" for name, f1, em in table_rows(report)]
+    lines += [f"| {name} | {_fmt(f1)} | {_fmt(em)} | {_fmt(u)} |" for name, f1, em, u in table_rows(report)]
     lines += ["", "| stage | student | train rows | dev F1 | best epoch | seconds |", "|---|---|---:|---:|---:|---:|"]
     for stage in report["stages"]:
         for s in stage["students"]:
@@ -69,8 +72,8 @@ def plot_f1(report: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names, scores = zip(*[(n, f) for n, f, _ in table_rows(report) if f is not None]) if any(
-        f is not None for _, f, _ in table_rows(report)) else ((), ())
+    scored = [(name, f1) for name, f1, _, _ in table_rows(report) if f1 is not None]
+    names, scores = zip(*scored) if scored else ((), ())
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(range(len(names)), scores, color="#4C72B0")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)

@@ -172,11 +172,22 @@ def relabel(student: StudentRef, labels: ParquetRef, assignment: ParquetRef | No
     return write_parquet(out, out_dir, "relabels")
 
 
-def merge_labels(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str | Path) -> ParquetRef:
-    """Y_s: the union of the students' relabels, in the row order of Y_{s-1}."""
+def merge_labels(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str | Path,
+                 keep_previous_on_invalid: bool = True) -> ParquetRef:
+    """Y_s: the union of the students' relabels, in the row order of Y_{s-1}.
+
+    Where a student's output is invalid but the previous label was valid, the previous label is kept
+    (its source/stage say where it came from), so one weak student cannot empty the next stage.
+    """
     prev = previous.read()
     merged = pd.concat([r.read() for r in relabels]).set_index("id").loc[prev["id"]].reset_index()
     assert_conserved(prev, merged, "merge")
+    if keep_previous_on_invalid:
+        fallback = (~merged["valid"].to_numpy()) & prev["valid"].to_numpy()
+        notes = "kept previous label; student output invalid: " + merged.loc[fallback, "error"].fillna("").astype(str)
+        for column in ("label", "raw", "valid", "error", "source", "stage"):
+            merged.loc[fallback, column] = prev.loc[fallback, column].to_numpy()
+        merged.loc[fallback, "error"] = notes.to_numpy()
     return write_parquet(merged, out_dir, "labels")
 
 

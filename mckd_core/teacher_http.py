@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import httpx
@@ -56,7 +57,7 @@ class OpenAITeacher:
         self._api_key = api_key
 
     def generate(self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None) -> list[str]:
-        return asyncio.run(self._generate_all(prompts, params, progress))
+        return _run_sync(self._generate_all(prompts, params, progress))
 
     async def _generate_all(self, prompts, params, progress) -> list[str]:
         semaphore = asyncio.Semaphore(self.concurrency)
@@ -110,11 +111,11 @@ class OpenAITeacher:
                 last_error = str(exc)
         attempts = self.max_retries + 1
         raise TeacherTransportError(self._redact(
-            f"teacher endpoint {url} failed after {attempts} attempt{'s' * (attempts > 1)}: {last_error}"
+            f"teacher endpoint {url} failed after {attempts} attempt{'s' * (attempts > 1)}: {' '.join(last_error.split())}"
         ))
 
     def _backoff(self, attempt: int) -> float:
-        # Full jitter, so many clients that failed together do not retry together.
+        # Jitter, so many requests that failed together do not retry together.
         return min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     def _parse(self, response: httpx.Response) -> str:
@@ -134,6 +135,16 @@ class OpenAITeacher:
 
     def _redact(self, message: str) -> str:
         return message.replace(self._api_key, "***") if self._api_key else message
+
+
+def _run_sync(coro):
+    """asyncio.run, also when this thread already runs an event loop (Jupyter, async callers)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _server_message(response: httpx.Response) -> str:

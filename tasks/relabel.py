@@ -20,5 +20,5 @@ def relabel_task(student: StudentRef, labels: ParquetRef, assignment: ParquetRef
 
 
 @task(name="merge-labels", cache_policy=CACHE)
-def merge_labels_task(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str) -> ParquetRef:
-    return merge_labels(previous, relabels, out_dir)
+def merge_labels_task(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str, keep_previous_on_invalid: bool) -> ParquetRef:
+    return merge_labels(previous, relabels, out_dir, keep_previous_on_invalid)

@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["vllm_fixture"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api():

@@ -78,7 +78,8 @@ def test_repair_unbalanced_brackets():
 
 
 @pytest.mark.parametrize("output, error", [("", "empty"), ("  \n ", "empty"), (")", "no words"), ("( ( ) )", "no words"),
-                                           ("( x y )", "no word of the output")])
+                                           ("( x y )", "no word of the output"),
+                                           ("( " * 5000 + "the cat sat", "nested deeper")])
 def test_invalid_outputs(output, error):
     checked = FMT.check("the cat sat", output)
     assert not checked.valid and checked.label is None and error in checked.error

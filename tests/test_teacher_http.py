@@ -91,6 +91,18 @@ def test_chat_payload(endpoint_factory):
     assert req["json"] == {"model": "m", "max_tokens": 7, "temperature": 0.0, "messages": list(PROMPT.messages)}
 
 
+def test_works_inside_a_running_event_loop(endpoint_factory):
+    # Jupyter and async callers already run a loop in their thread.
+    import asyncio
+
+    ep = endpoint_factory([(200, completion("moon"))])
+
+    async def caller():
+        return teacher(ep.base_url).generate([PROMPT], GenParams())
+
+    assert asyncio.run(caller()) == ["moon"]
+
+
 def test_completion_payload(endpoint_factory):
     ep = endpoint_factory([(200, completion(" moon"))])
     assert teacher(ep.base_url, chat=False).generate([PROMPT], GenParams(max_new_tokens=5)) == [" moon"]
@@ -153,9 +165,9 @@ def test_connection_refused():
 
 def test_timeout_is_transient(endpoint_factory):
     ep = endpoint_factory([(200, completion("late"))], delay_s=1.0)
-    with pytest.raises(TeacherTransportError, match="Timeout"):
+    # (No request count here: under load the handler may record a request after the client gave up.)
+    with pytest.raises(TeacherTransportError, match="2 attempts.*Timeout"):
         teacher(ep.base_url, timeout_s=0.1, max_retries=1).generate([PROMPT], GenParams())
-    assert len(ep.requests) == 2
 
 
 def test_malformed_success_body_is_retried(endpoint_factory):

@@ -67,7 +67,7 @@ def test_annotate_sends_only_uncached_rows(vllm_server, tmp_path):
     rows = pd.DataFrame([{"id": f"u{i}", "input": x, "target": None} for i, (x, _) in enumerate(atis(11, skip=200))])
     cache = ResponseCache(tmp_path / "teacher.sqlite")
     backend = teacher_for(vllm_server)
-    kwargs = dict(k=len(DEMOS), selection="random-fixed", seed=0, params=GenParams(48), chat=True)
+    kwargs = dict(k=len(DEMOS), selection="random-fixed", seed=0, params=GenParams(24), chat=True)
     try:
         before = served(vllm_server)
         labels, stats = annotate(rows[:8], DEMOS, fmt, backend, cache, **kwargs)

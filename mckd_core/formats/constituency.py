@@ -30,6 +30,8 @@ PUNCT_TAGS = frozenset({"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$"})
 Node = Union[str, list]
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
+#: Deeper outputs (degenerate generations) are invalid: the tree functions recurse once per level.
+MAX_DEPTH = 500
 
 
 class BracketError(ValueError):
@@ -183,6 +185,14 @@ def _balance(tokens: list[str]) -> list[str]:
     return ["("] * -lowest + tokens + [")"] * (depth - lowest)
 
 
+def _depth(tokens: list[str]) -> int:
+    depth = deepest = 0
+    for tok in tokens:
+        depth += (tok == "(") - (tok == ")")
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _align(tree: Node, input_words: list[str]) -> Node | None:
     """Carry the bracket structure over to the input words; None when no output word matches the input.
 
@@ -228,6 +238,8 @@ class ConstituencyFormat:
         if not text:
             return Checked(None, False, error="empty output")
         tokens = _tokens(text)
+        if _depth(tokens) > MAX_DEPTH:
+            return Checked(None, False, error=f"brackets nested deeper than {MAX_DEPTH}")
         # A missing outer pair or stray items after it are read as one sentence-level group.
         tree = collapse(_read_groups(_balance(tokens)))
         if tree is None:

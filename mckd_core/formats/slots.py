@@ -148,7 +148,7 @@ class SlotsFormat:
             correct += len(gold_chunks & pred_chunks)
             n_pred += len(pred_chunks)
             n_gold += len(gold_chunks)
-            exact += gold_tags == pred_tags
+            exact += checked.valid and gold_tags == pred_tags  # an invalid output is never an exact match
         return prf(correct, n_pred, n_gold) | {
             "exact_match": 100.0 * exact / max(len(golds), 1),
             "invalid": 100.0 * invalid / max(len(golds), 1),

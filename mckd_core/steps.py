@@ -85,6 +85,14 @@ def _teacher_backend(cfg_json: str):
     return VLLMOfflineTeacher(cfg)
 
 
+def annotation_chunk(cfg: TeacherConfig) -> int:
+    """Rows per backend call: responses are cached after each call, so a crash loses at most one chunk.
+
+    One batch for in-process generation; for a server, enough requests to keep its batches full.
+    """
+    return cfg.batch_size if cfg.backend == "transformers" else 4 * cfg.concurrency
+
+
 def teacher_backend(cfg: TeacherConfig):
     """One backend per teacher config per process (loading a model for U and again for T would waste minutes)."""
     return _teacher_backend(cfg.model_dump_json())
@@ -103,7 +111,8 @@ def annotate_rows(examples: ParquetRef, demos: ParquetRef, cfg: TeacherConfig, t
     started = time.time()
     try:
         labels, stats = annotate(rows, demo_list, fmt, teacher_backend(cfg), cache, k=cfg.num_demos, selection=cfg.demo_selection,
-                                 seed=seed, params=params, chat=cfg.chat, progress=progress)
+                                 seed=seed, params=params, chat=cfg.chat, progress=progress,
+                                 chunk_size=annotation_chunk(cfg))
     finally:
         cache.close()
     ref = write_parquet(labels, out_dir, "labels")

@@ -165,6 +165,12 @@ class ResponseCache:
         self._conn.close()
 
 
+def cacheable(params: GenParams, fmt, input: str, raw: str) -> bool:
+    """Valid outputs are always cached. Invalid ones only under greedy decoding, where asking again would
+    return the same answer; when sampling, a later run gets a fresh chance at them."""
+    return params.temperature == 0 or fmt.check(input, extract_output(raw)).valid
+
+
 @dataclass
 class AnnotationStats:
     requested: int = 0
@@ -188,9 +194,8 @@ def annotate(
 ) -> tuple[pd.DataFrame, AnnotationStats]:
     """Few-shot label every row of `examples`; only rows missing from the cache reach the backend.
 
-    Responses are cached chunk by chunk as they arrive, so a crash loses at most one chunk. Outputs that
-    fail validation are still stored as raw text (the prompt gets the same answer again) but are flagged
-    invalid in the label rows; transport failures never reach the cache.
+    Responses are cached chunk by chunk as they arrive, so a crash loses at most one chunk. Transport
+    failures never reach the cache; invalid outputs are flagged in the label rows (see `cacheable`).
     """
     selector = DemoSelector(demos, k, selection, seed)
     prompts = [build_prompt(fmt.instruction, selector.select(text), text) for text in examples["input"]]
@@ -206,7 +211,8 @@ def annotate(
         idx = missing[start:start + chunk_size]
         generated = backend.generate([prompts[i] for i in idx], params)
         fresh = {keys[i]: text for i, text in zip(idx, generated)}
-        cache.put_many(fresh)
+        cache.put_many({key: text for (key, text), i in zip(fresh.items(), idx)
+                        if cacheable(params, fmt, examples["input"].iloc[i], text)})
         raws.update(fresh)
         done += len(idx)
         if progress:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
 from flows import mckd_flow
 from mckd_core.config import parse_config
@@ -55,29 +56,22 @@ def test_every_node_conserves_rows(toy_run):
         assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
 
 
-async def _task_states(flow_run_id) -> dict[str, list[str]]:
+async def _task_runs_of(flow_run_id):
+    """Task runs of a flow run and of its subflow runs (the stages)."""
     async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        sub = await client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
+        subflows = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        ids = [flow_run_id] + [f.id for f in subflows]
+        return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
 
 
 def test_rerun_same_config_is_cached(toy_run):
     cfg, first = toy_run
     second = mckd_flow(cfg, return_state=True)
     assert second.is_completed()
-    import asyncio
-
-    async def states():
-        async with get_client() as client:
-            flow_run = await client.read_flow_run(second.state_details.flow_run_id)
-            return await client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id={"any_": [flow_run.id]}))
-
-    runs = asyncio.run(states())
+    runs = asyncio.run(_task_runs_of(second.state_details.flow_run_id))
     heavy = [r for r in runs if r.name.startswith(("annotate", "train-student", "evaluate-student"))]
-    assert heavy, "expected heavy task runs in the second flow run"
+    assert {r.name.rsplit("-", 1)[0] for r in heavy} == {"annotate", "train-student", "evaluate-student"}
+    assert len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 1  # 2 stages x K=2, final, SFT
     assert all(r.state.name == "Cached" for r in heavy), [(r.name, r.state.name) for r in heavy]
     assert json.loads((cfg.run_dir / "report.json").read_text())["final_student"]["test"] == second.result()["final_student"]["test"]

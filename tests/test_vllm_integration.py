@@ -15,11 +15,10 @@ from mckd_core.formats.slots import bio_to_bracketed
 from mckd_core.prompting import Demo, build_prompt, extract_output
 from mckd_core.teacher import GenParams, ResponseCache, annotate
 from mckd_core.teacher_http import OpenAITeacher
-from mckd_core.vllm_server import metrics
+from tests_support import served_requests
 
 pytestmark = pytest.mark.integration
 
-REQUESTS = "vllm:request_success_total"
 
 
 def atis(n: int, skip: int = 0) -> list[tuple[str, str]]:
@@ -40,18 +39,6 @@ def teacher_for(server, chat: bool = True) -> OpenAITeacher:
     return OpenAITeacher(server.base_url, server.served_model_name, chat=chat, timeout_s=300)
 
 
-def served(server) -> float:
-    return metrics(server.base_url).get(REQUESTS, 0.0)
-
-
-def wait_served(server, expected: float, timeout_s: float = 5.0) -> float:
-    """The request counter, once it reaches `expected` (it is updated just after the responses go out)."""
-    deadline = time.monotonic() + timeout_s
-    while (count := served(server)) < expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return count
-
-
 def test_few_shot_slots_prompt(vllm_server):
     fmt = get_format("slots")
     queries = [x for x, _ in atis(8, skip=100)]
@@ -69,22 +56,22 @@ def test_annotate_sends_only_uncached_rows(vllm_server, tmp_path):
     backend = teacher_for(vllm_server)
     kwargs = dict(k=len(DEMOS), selection="random-fixed", seed=0, params=GenParams(24), chat=True)
     try:
-        before = served(vllm_server)
+        before = served_requests(vllm_server)
         labels, stats = annotate(rows[:8], DEMOS, fmt, backend, cache, **kwargs)
         assert (stats.requested, stats.cached, len(labels)) == (8, 0, 8)
-        assert wait_served(vllm_server, before + 8) - before == 8
+        assert served_requests(vllm_server, at_least=before + 8) - before == 8
 
-        before = served(vllm_server)
+        before = served_requests(vllm_server)
         again, stats = annotate(rows[:8], DEMOS, fmt, backend, cache, **kwargs)
         assert (stats.requested, stats.cached) == (0, 8)
         time.sleep(1)  # a request that slipped through would show up in the counter by now
-        assert served(vllm_server) - before == 0
+        assert served_requests(vllm_server) - before == 0
         assert list(again["raw"]) == list(labels["raw"])
 
-        before = served(vllm_server)
+        before = served_requests(vllm_server)
         _, stats = annotate(rows, DEMOS, fmt, backend, cache, **kwargs)
         assert (stats.requested, stats.cached) == (3, 8)
-        assert wait_served(vllm_server, before + 3) - before == 3
+        assert served_requests(vllm_server, at_least=before + 3) - before == 3
     finally:
         cache.close()
 

@@ -1,0 +1,59 @@
+"""The `mckd` CLI: clean one-line errors for bad input, eval/report/data commands."""
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+
+
+def test_bad_config_is_one_error_line_exit_2(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("data:\n  labeled: l.jsonl\n  unlabeled: u.jsonl\nstages:\n  partitions: 1\n")
+    result = runner.invoke(app, ["run", str(cfg)])
+    assert result.exit_code == 2
+    assert "stages.partitions" in result.output and "greater than or equal to 2" in result.output
+
+
+def test_missing_data_file_fails_before_any_model_loads(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"runs_root: {tmp_path}/runs\ndata:\n  labeled: {tmp_path}/nope.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n")
+    result = runner.invoke(app, ["run", str(cfg)])
+    assert result.exit_code == 2
+    assert "labeled: file not found" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
+
+
+def test_eval_prints_json_metrics(tmp_path):
+    gold = pd.DataFrame({"id": ["1", "2"], "input": ["from boston", "to dallas"],
+                         "target": ["from [fromloc.city_name boston]", "to [toloc.city_name dallas]"]})
+    pred = pd.DataFrame({"id": ["2", "1"], "label": ["to [toloc.city_name dallas]", "from boston"]})
+    gold.to_json(tmp_path / "gold.jsonl", orient="records", lines=True)
+    pred.to_json(tmp_path / "pred.jsonl", orient="records", lines=True)
+    result = runner.invoke(app, ["eval", "--task", "slots", "--gold", str(tmp_path / "gold.jsonl"), "--pred", str(tmp_path / "pred.jsonl")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["precision"] == 100.0 and metrics["recall"] == 50.0 and metrics["exact_match"] == 50.0
+
+
+def test_eval_names_missing_predictions(tmp_path):
+    pd.DataFrame({"id": ["1"], "input": ["a"], "target": ["a"]}).to_json(tmp_path / "g.jsonl", orient="records", lines=True)
+    pd.DataFrame({"id": ["9"], "label": ["a"]}).to_json(tmp_path / "p.jsonl", orient="records", lines=True)
+    result = runner.invoke(app, ["eval", "--task", "text", "--gold", str(tmp_path / "g.jsonl"), "--pred", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 2 and "1 gold ids have no prediction" in result.output
+
+
+def test_data_atis_writes_disjoint_sets(tmp_path):
+    result = runner.invoke(app, ["data", "atis", "--out", str(tmp_path), "--labeled", "5", "--unlabeled", "7", "--test", "3"])
+    assert result.exit_code == 0, result.output
+    sets = {n: pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("labeled", "unlabeled", "test")}
+    assert [len(sets[n]) for n in ("labeled", "unlabeled", "test")] == [5, 7, 3]
+    assert set(sets["labeled"]["input"]).isdisjoint(sets["unlabeled"]["input"])
+
+
+def test_report_of_missing_run_dir(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "report.json" in result.output

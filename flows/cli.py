@@ -19,7 +19,7 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 # Sized to finish in about 15 minutes on 2 CPU cores (generation dominates: see BENCHMARKS.md).
-DEMO_DEFAULTS = {"labeled": 50, "unlabeled": 80, "test": 40, "stages": 3, "epochs": 2}
+DEMO_DEFAULTS = {"labeled": 50, "unlabeled": 64, "test": 32, "stages": 3, "epochs": 1}
 
 
 class RichProgress:
@@ -109,12 +109,12 @@ def demo(
     from mckd_core.atis import write_atis
     from mckd_core.config import parse_config
 
-    paths = write_atis(runs_root / "demo-data", labeled, unlabeled, test, seed, max_words=20)
+    paths = write_atis(runs_root / "demo-data", labeled, unlabeled, test, seed, max_words=15)
     cfg = parse_config({
         "run_name": "demo", "runs_root": str(runs_root), "seed": seed,
         "data": {"task": "slots", **paths},
         "teacher": {"num_demos": 4, "max_new_tokens": 64, "batch_size": 32},
-        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 8, "eval_batch_size": 32},
+        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 2e-4, "max_target_tokens": 64, "max_dev": 8, "eval_batch_size": 32},
         # Intermediate students are scored on their relabels of U (ATIS U has gold), not on T: it saves minutes.
         "stages": {"num_stages": stages, "partitions": 2, "evaluate_students": False},
     }, source="demo config")

@@ -50,6 +50,7 @@ def write_parquet(df: pd.DataFrame, directory: str | Path, stem: str) -> Parquet
     try:
         # No timestamps in the file, so the same rows always give the same bytes and the same name.
         pq.write_table(table, tmp, compression="zstd")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
         sha = file_sha256(tmp)
         final = directory / f"{stem}-{sha[:12]}.parquet"
         os.replace(tmp, final)
@@ -57,6 +58,12 @@ def write_parquet(df: pd.DataFrame, directory: str | Path, stem: str) -> Parquet
         Path(tmp).unlink(missing_ok=True)
         raise
     return ParquetRef(path=str(final), sha256=sha, rows=len(df))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def content_id(text: str) -> str:

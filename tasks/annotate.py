@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.runtime import task_run
 
 from mckd_core.config import TeacherConfig
 from mckd_core.data import ParquetRef
+from mckd_core.faults import maybe_inject
 from mckd_core.steps import annotate_rows
 
 from .common import CACHE, retry_transient
@@ -16,6 +18,7 @@ from .progress import progress_reporter
 def annotate_task(examples: ParquetRef, demos: ParquetRef, teacher: TeacherConfig, task_name: str, seed: int,
                   out_dir: str, cache_path: str, what: str = "unlabeled") -> ParquetRef:
     logger = get_run_logger()
+    maybe_inject("annotate", task_run.run_count or 1)
     with progress_reporter(f"Teacher annotation ({what})") as progress:
         ref, stats = annotate_rows(examples, demos, teacher, task_name, seed, out_dir, cache_path, progress)
     logger.info("teacher on %s: %d rows (%d sent, %d from cache), %d valid, %d invalid, %d repaired, %.1fs",

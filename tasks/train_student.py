@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import task_run
 
 from mckd_core.config import StudentConfig
+from mckd_core.faults import maybe_inject
 from mckd_core.data import ParquetRef
 from mckd_core.gpus import device_slot
 from mckd_core.steps import StudentRef, train_student_on
@@ -23,6 +24,7 @@ def train_student_task(labels: ParquetRef, assignment: ParquetRef | None, parts:
     micro, accum = student.batch_size // 2 ** (attempt - 1), student.grad_accum * 2 ** (attempt - 1)
     with device_slot() as device:
         logger.info("%s: attempt %d on %s, micro-batch %d x grad-accum %d", what, attempt, device, micro, accum)
+        maybe_inject("train-student", attempt)
         with progress_reporter(f"Training {what}"):
             ref = train_student_on(labels, assignment, parts, dev, student, task_name, seed, out_dir,
                                    attempt=attempt, device=device, what=what)

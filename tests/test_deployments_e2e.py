@@ -1,0 +1,401 @@
+"""The Prefect product surface end to end, on tiny random-init models.
+
+1. A throwaway `prefect server start` (own PREFECT_HOME) → work pool → `prefect deploy --all` →
+   `prefect deployment run mckd-distill/mckd-distill --param config=...` → `prefect worker start --run-once`:
+   the run completes and its artifacts (markdown `mckd-report`, table `mckd-stage-1`) exist; a Chromium
+   screenshot of the run page when Chromium is installed.
+2. `dispatch_student` through the `mckd-train-student` deployment (GPU pinning job variable included).
+3. Re-distillation in-process: new rows → distilled (only they reach the teacher); none → "no new data";
+   a failed run leaves the state untouched.
+4. The evaluation flow on a saved model dir (metrics + markdown artifact `mckd-evaluate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from toy_data import toy_config
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PREFECT = str(BIN / "prefect")
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+# ---- a throwaway Prefect server + the repo's deployments ------------------------------------------------
+
+@dataclass
+class Server:
+    url: str
+    env: dict
+    home: Path
+    logs: Path
+    timings: dict = field(default_factory=dict)
+    distill: dict | None = None  # the config and flow run id of the deployment run, for the dispatch test
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    def cli(self, *args: str, timeout: float = 300, name: str = "cli") -> subprocess.CompletedProcess:
+        """A `prefect` command against this server, from the repo root; fails the test with its output."""
+        proc = subprocess.run([PREFECT, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        (self.logs / f"{name}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        assert proc.returncode == 0, f"prefect {' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+    def run_once_worker(self, name: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return self.cli("worker", "start", "--pool", "mckd-process", "--run-once", timeout=timeout, name=name)
+
+    def client(self):
+        """An API client bound to this server (not the session's test harness)."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        class _Bound:
+            async def __aenter__(inner):
+                inner._settings = temporary_settings(updates={PREFECT_API_URL: self.api})
+                inner._settings.__enter__()
+                inner._client = get_client()
+                return await inner._client.__aenter__()
+
+            async def __aexit__(inner, *exc):
+                try:
+                    return await inner._client.__aexit__(*exc)
+                finally:
+                    inner._settings.__exit__(*exc)
+
+        return _Bound()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _child_env(home: Path, api_url: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MCKD_REPO"}
+    env.update({
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    return env
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"prefect server not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e-prefect-home")
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _child_env(home, f"{url}/api")
+    log = logs / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], cwd=home, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        started = time.monotonic()
+        _wait_healthy(url, proc, log)
+        srv = Server(url, env, home, logs)
+        srv.timings["server_start_s"] = time.monotonic() - started
+        yield srv
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server we started: its own process group (uvicorn children included), TERM then KILL."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def deployed(server):
+    started = time.monotonic()
+    server.cli("work-pool", "create", "mckd-process", "--type", "process", name="work-pool")
+    setup = subprocess.run(["bash", str(REPO / "deployments" / "setup_work_pool.sh")], env={**server.env, "PREFECT": PREFECT}, capture_output=True,
+                           text=True, timeout=120)
+    assert setup.returncode == 0 and "already exists" in setup.stdout, setup.stdout + setup.stderr  # idempotent
+    out = server.cli("--no-prompt", "deploy", "--all", name="deploy").stdout
+    for name in ("mckd-distill", "mckd-redistill", "mckd-evaluate", "mckd-train-student"):
+        assert name in out
+    server.timings["deploy_s"] = time.monotonic() - started
+    return server
+
+
+def _run_id(output: str) -> str:
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", output)
+    assert match, output
+    return match.group(1)
+
+
+async def _read_run(server: Server, flow_run_id: str):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
+
+    async with server.client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        deployment = await client.read_deployment(run.deployment_id)
+        children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run.id]}))
+        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mckd-report", "mckd-stage-1"])))
+        deployments = await client.read_deployments()
+    return run, deployment, children, artifacts, deployments
+
+
+def test_deploy_and_run_from_the_work_pool(deployed, tiny_models, tmp_path_factory):
+    server = deployed
+    tmp = tmp_path_factory.mktemp("e2e-distill")
+    config = toy_config(tmp, tiny_models, student={"epochs": 2}, stages={"num_stages": 2, "partitions": 2})
+    out = server.cli("deployment", "run", "mckd-distill/mckd-distill", "--param", f"config={json.dumps(config)}", name="run").stdout
+    flow_run_id = _run_id(out)
+    started = time.monotonic()
+    server.run_once_worker("worker-distill")
+    server.timings["distill_worker_s"] = time.monotonic() - started
+
+    run, deployment, children, artifacts, deployments = asyncio.run(_read_run(server, flow_run_id))
+    assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{(server.logs / 'worker-distill.log').read_text()[-4000:]}"
+    assert deployment.name == "mckd-distill" and deployment.work_pool_name == "mckd-process"
+    assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO.resolve())}}]
+    assert deployment.parameter_openapi_schema["required"] == ["config"]  # the UI's typed launch form
+    by_name = {d.name: d for d in deployments}
+    redistill_schedules = by_name["mckd-redistill"].schedules
+    assert len(redistill_schedules) == 1 and not redistill_schedules[0].active
+    assert redistill_schedules[0].schedule.cron == "0 * * * *"
+    by_key = {a.key: a for a in artifacts}
+    assert by_key["mckd-report"].flow_run_id == run.id and by_key["mckd-report"].type == "markdown"
+    assert by_key["mckd-stage-1"].type == "table"
+    assert by_key["mckd-stage-1"].flow_run_id in {c.id for c in children}  # published by the stage subflow
+    report = json.loads((Path(config["runs_root"]) / "toy" / "report.json").read_text())
+    assert report["counts"]["unlabeled"] == 12 and [s["stage"] for s in report["stages"]] == [1]
+    server.distill = {"run_id": flow_run_id, "config": config}
+
+
+def test_ui_screenshot_of_the_run(deployed, tmp_path):
+    """scripts/ui_screenshot.py renders the finished run's page in headless Chromium."""
+    from ui_screenshot import find_chromium, flow_run_url, screenshot
+
+    if not deployed.distill:
+        pytest.skip("needs the run of test_deploy_and_run_from_the_work_pool")
+    if find_chromium() is None:
+        pytest.skip("no Chromium: UI screenshot not taken (apt-get install -y chromium)")
+    started = time.monotonic()
+    png = screenshot(flow_run_url(deployed.url, deployed.distill["run_id"]), tmp_path / "flow-run.png", budget_ms=15000, timeout_s=180)
+    deployed.timings["screenshot_s"] = time.monotonic() - started
+    _assert_rendered(png)
+
+
+def _assert_rendered(png: Path) -> None:
+    """A real page, not a blank or error screen: a sizeable PNG of the window size with many colours."""
+    from PIL import Image
+
+    assert png.stat().st_size > 20_000, png.stat().st_size
+    with Image.open(png) as img:
+        assert img.size == (1400, 1000)
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50, f"{len(colours)} colours: a blank page?"
+
+
+def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
+    """flows.train_student.dispatch_student → mckd-train-student run on the pool → the trained StudentRef."""
+    from flows.train_student import dispatch_student
+    from mckd_core.config import StudentConfig
+    from mckd_core.data import ParquetRef, file_sha256
+
+    server = deployed
+    if not server.distill:
+        pytest.skip("needs the run of test_deploy_and_run_from_the_work_pool")
+    run_dir = Path(server.distill["config"]["runs_root"]) / "toy"
+
+    def ref(pattern: str) -> ParquetRef:
+        path = next(run_dir.glob(pattern))
+        return ParquetRef(path=str(path), sha256=file_sha256(path), rows=len(pd.read_parquet(path)))
+
+    labels, dev = ref("teacher/labels-*.parquet"), ref("data/labeled-*.parquet")
+    out_dir = str(tmp_path_factory.mktemp("e2e-dispatch") / "student")
+    student = StudentConfig(**{**server.distill["config"]["student"], "epochs": 1, "min_valid_rows": 1})
+    result: dict = {}
+
+    def dispatch():
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: server.api}):
+                result["ref"] = dispatch_student(labels, None, None, dev, student, "text", 7, out_dir, "dispatch/student-0",
+                                                 gpu="0", poll_interval=1, timeout=600)
+        except BaseException as exc:  # surfaced by the main thread
+            result["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=dispatch, daemon=True)
+    thread.start()
+    flow_run = asyncio.run(_wait_for_run(server, "mckd-train-student"))
+    server.run_once_worker("worker-dispatch")
+    thread.join(timeout=120)
+    server.timings["dispatch_s"] = time.monotonic() - started
+    assert not thread.is_alive(), "dispatch_student did not return after the worker finished"
+    if "error" in result:
+        raise result["error"]
+    student_ref = result["ref"]
+    assert student_ref.dir == out_dir
+    assert student_ref.metrics == json.loads((Path(out_dir) / "metrics.json").read_text())
+    assert student_ref.metrics["train_rows"] == int(labels.read()["valid"].sum())
+    flow_run, from_result = asyncio.run(_finished_run(server, flow_run.id))
+    assert flow_run.state.is_completed() and flow_run.name == "dispatch/student-0"
+    assert flow_run.job_variables == {"env": {"CUDA_VISIBLE_DEVICES": "0"}}
+    assert from_result == student_ref  # the run's persisted result is what dispatch_student returned
+    print("\ne2e timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in server.timings.items()))
+
+
+async def _finished_run(server: Server, flow_run_id):
+    async with server.client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        return run, await run.state.aresult()
+
+
+async def _wait_for_run(server: Server, flow_name: str, timeout: float = 120):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+
+    deadline = time.monotonic() + timeout
+    async with server.client() as client:
+        while time.monotonic() < deadline:
+            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[flow_name])),
+                                               flow_run_filter=FlowRunFilter())
+            if runs:
+                return runs[0]
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"no {flow_name} flow run was created within {timeout}s")
+
+
+# ---- re-distillation (in-process, under the session's test harness) -------------------------------------
+
+def _cache_rows(runs_root: Path) -> int:
+    path = runs_root / ".teacher-cache.sqlite"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+def test_redistill_sends_only_new_rows(tiny_models, tmp_path_factory):
+    from flows.redistill import redistill_flow
+    from mckd_core.config import parse_config
+
+    tmp = tmp_path_factory.mktemp("redistill")
+    raw = toy_config(tmp, tiny_models, student={"epochs": 2}, stages={"num_stages": 1, "partitions": 2}, run_name="redistill")
+    cfg = parse_config(raw)
+    runs_root, watch = Path(raw["runs_root"]), tmp / "incoming"
+    watch.mkdir()
+    state_path = cfg.run_dir / "redistill-state.json"
+    # First drop: 4 rows without ids (content-hash ids), one of them twice (deduplicated).
+    first = ["cat sun red", "hot up big", "day yes cat", "moon sun day"]
+    pd.DataFrame({"input": first + first[:1]}).to_json(watch / "a.jsonl", orient="records", lines=True)
+
+    t0 = time.monotonic()
+    out1 = redistill_flow(cfg, str(watch))
+    t_first = time.monotonic() - t0
+    assert out1["status"] == "distilled" and out1["new_rows"] == 12 + 4  # the seed set (data.unlabeled) + the folder
+    assert out1["counts"]["unlabeled"] == 16 and out1["final_student"]["dir"]
+    incoming = pd.read_parquet(out1["unlabeled"])
+    assert Path(out1["unlabeled"]).parent == cfg.run_dir / "incoming" and incoming["id"].is_unique and len(incoming) == 16
+    state1 = json.loads(state_path.read_text())
+    assert state1["rows"] == 16 and state1["unlabeled"]["path"] == out1["unlabeled"]
+    cache_after_first = _cache_rows(runs_root)
+
+    # Second drop: 3 new rows with ids + one row whose id the seed set already has (dropped as a duplicate).
+    added = ["red red hot", "big small up", "night yes no"]
+    pd.DataFrame({"id": ["n1", "n2", "n3", "u0"], "input": added + ["ignored duplicate id"]}).to_parquet(watch / "b.parquet")
+    (watch / ".partial.parquet").write_bytes(b"not parquet yet")  # hidden / in-flight files are ignored
+
+    # A run that fails (a student model that does not exist) must not record these rows as used.
+    bad = parse_config({**raw, "student": {**raw["student"], "model": str(tmp / "no-such-model")}})
+    state = redistill_flow(bad, str(watch), return_state=True)
+    assert state.is_failed()
+    assert json.loads(state_path.read_text()) == state1
+
+    t0 = time.monotonic()
+    out2 = redistill_flow(cfg, str(watch))
+    t_second = time.monotonic() - t0
+    assert out2["status"] == "distilled" and out2["new_rows"] == 3
+    assert out2["counts"]["unlabeled"] == 19
+    assert _cache_rows(runs_root) - cache_after_first == 3  # exactly the new rows reached the teacher
+    assert json.loads(state_path.read_text())["rows"] == 19
+
+    t0 = time.monotonic()
+    out3 = redistill_flow(cfg, str(watch))
+    t_none = time.monotonic() - t0
+    assert out3["status"] == "no new data" and out3["new_rows"] == 0 and out3["unlabeled_rows"] == 19
+    assert _cache_rows(runs_root) - cache_after_first == 3
+    assert t_none < 30, t_none
+    print(f"\nredistill timings: first={t_first:.1f}s second={t_second:.1f}s no-new-data={t_none:.1f}s")
+
+
+# ---- evaluation flow (in-process) -----------------------------------------------------------------------
+
+def test_evaluate_flow_scores_a_student_dir(tiny_models, tmp_path_factory):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.evaluate import evaluate_flow
+    from mckd_core.errors import MckdInputError
+    from toy_data import write_toy_sets
+
+    paths = write_toy_sets(tmp_path_factory.mktemp("evaluate"))
+    state = evaluate_flow(tiny_models["teacher"], paths["test"], "text", batch_size=4, max_new_tokens=6, return_state=True)
+    metrics = state.result()
+    assert {"f1", "precision", "recall", "exact_match", "invalid"} <= set(metrics)
+    assert 0.0 <= metrics["f1"] <= 100.0
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+
+    (artifact,) = [a for a in asyncio.run(artifacts()) if a.key == "mckd-evaluate"]
+    assert artifact.type == "markdown" and "| f1 |" in artifact.data
+    with pytest.raises(MckdInputError, match="not a saved student"):
+        evaluate_flow(str(tmp_path_factory.mktemp("empty")), paths["test"], "text")

@@ -12,7 +12,7 @@ os.environ.setdefault("PREFECT_HOME", _home)
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(Path(_home) / "storage"))
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # the faults tests read task logs from the API
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

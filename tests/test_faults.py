@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -44,21 +43,32 @@ async def _history(flow_run_id, prefix):
         return [s.name for s in await client.read_task_run_states(run.id)]
 
 
-def test_cuda_oom_is_retried_with_half_the_micro_batch(tmp_path, tiny_models, fault, caplog):
+async def _logs(flow_run_id) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(log.message for log in logs)
+
+
+def test_cuda_oom_is_retried_with_half_the_micro_batch(tmp_path, tiny_models, fault):
     fault("train-student:cuda-oom:1")
-    caplog.set_level(logging.INFO)
     state = run(tmp_path, tiny_models, "oom")
     assert state.is_completed()
     history = asyncio.run(_history(state.state_details.flow_run_id, "train-student"))
-    assert "AwaitingRetry" in history and history[-1] == "Completed"
-    assert "micro-batch 4 x grad-accum 1" in caplog.text and "micro-batch 2 x grad-accum 2" in caplog.text
+    assert "Retrying" in history and history[-1] == "Completed"
+    logs = asyncio.run(_logs(state.state_details.flow_run_id))
+    assert "attempt 1 on cpu, micro-batch 4 x grad-accum 1" in logs
+    assert "attempt 2 on cpu, micro-batch 2 x grad-accum 2" in logs
 
 
 def test_cuda_error_is_retried(tmp_path, tiny_models, fault):
     fault("train-student:cuda-error:1")
     state = run(tmp_path, tiny_models, "cuda")
     assert state.is_completed()
-    assert "AwaitingRetry" in asyncio.run(_history(state.state_details.flow_run_id, "train-student"))
+    assert "Retrying" in asyncio.run(_history(state.state_details.flow_run_id, "train-student"))
 
 
 def test_value_error_fails_fast_without_retry(tmp_path, tiny_models, fault):
@@ -66,11 +76,11 @@ def test_value_error_fails_fast_without_retry(tmp_path, tiny_models, fault):
     state = run(tmp_path, tiny_models, "value")
     assert state.is_failed()
     history = asyncio.run(_history(state.state_details.flow_run_id, "train-student"))
-    assert "AwaitingRetry" not in history and history[-1] == "Failed"
+    assert "Retrying" not in history and history[-1] == "Failed"
 
 
 def test_teacher_503_then_success(tmp_path, tiny_models, fault):
     fault("annotate:teacher-503:1")
     state = run(tmp_path, tiny_models, "t503")
     assert state.is_completed()
-    assert "AwaitingRetry" in asyncio.run(_history(state.state_details.flow_run_id, "annotate"))
+    assert "Retrying" in asyncio.run(_history(state.state_details.flow_run_id, "annotate"))

@@ -19,6 +19,8 @@ from tasks.relabel import merge_labels_task, relabel_task
 from tasks.report import publish_stage_table, report_task
 from tasks.train_student import train_student_task
 
+from .train_student import dispatch_student_task
+
 
 class _Nodes:
     """The tasks of one run, bound to its result storage and directories."""
@@ -44,8 +46,13 @@ def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: Pa
     n, cfg = _Nodes(config), config
     students, relabels = [], []
     for k, (train_parts, held_out) in enumerate(cross_assignment(cfg.stages.partitions)):
-        student = n.train.submit(labels, assignment, train_parts, dev, cfg.student, cfg.data.task,
-                                 cfg.seed + 100 * stage + k, n.dir(f"stage-{stage}", f"student-{k}"), f"stage-{stage}/student-{k}")
+        args = (labels, assignment, train_parts, dev, cfg.student, cfg.data.task, cfg.seed + 100 * stage + k,
+                n.dir(f"stage-{stage}", f"student-{k}"), f"stage-{stage}/student-{k}")
+        if cfg.stages.dispatch == "deployment":
+            gpu = cfg.stages.gpus[k % len(cfg.stages.gpus)] if cfg.stages.gpus else None
+            student = dispatch_student_task.submit(*args, gpu=gpu, runs_root=cfg.runs_root)
+        else:
+            student = n.train.submit(*args)
         students.append(student)
         relabels.append(n.relabel.submit(student, labels, assignment, held_out, stage, f"stage-{stage}/student-{k}",
                                          cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}")))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 
 from mckd_core.config import StudentConfig
 from mckd_core.data import ParquetRef
@@ -107,3 +107,7 @@ def _student_ref(state, out_dir: str, what: str) -> StudentRef:
         raise StudentDispatchError(f"{what}: the run completed but {metrics_path} is missing; "
                                    "out_dir must be on a filesystem shared by the worker and this process")
     return StudentRef(dir=str(out_dir), metrics=json.loads(metrics_path.read_text()))
+
+
+# The stage flow submits this when `stages.dispatch` is "deployment": each student is its own deployment run.
+dispatch_student_task = task(dispatch_student, name="dispatch-student")

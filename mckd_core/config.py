@@ -85,6 +85,10 @@ class StagesConfig(_Section):
     partitions: int = Field(2, ge=2, le=64, description="K disjoint parts of U (2 in the paper).")
     redraw_partitions: bool = Field(False, description="Draw a new partition at every stage (default: fixed, as the authors do).")
     evaluate_students: bool = Field(True, description="Score every intermediate student on the test set.")
+    dispatch: Literal["local", "deployment"] = Field(
+        "local", description="local: train a stage's students in this process (one per local GPU); deployment: as "
+                             "`mckd-train-student` deployment runs on a work pool (multi-GPU / multi-node).")
+    gpus: list[str] = Field(default_factory=list, description="With dispatch=deployment: CUDA_VISIBLE_DEVICES for student k is gpus[k % len].")
     keep_previous_on_invalid: bool = Field(True, description="Where a student's relabel is invalid, keep the row's previous valid label.")
 
 

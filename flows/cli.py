@@ -231,3 +231,29 @@ def data_atis(out: Path = typer.Option(..., help="Output dir."), labeled: int = 
 
     for name, path in write_atis(out, labeled, unlabeled, test, seed, max_words).items():
         console.print(f"{name}: {path}")
+
+
+@data_app.command("craft")
+def data_craft(source: Path = typer.Option(..., help="CRAFT release dir (holds structural-annotation/ and articles/ids/)."),
+               out: Path = typer.Option(..., help="Output dir."),
+               labeled: Optional[int] = typer.Option(None, help="Also write an L/U/T sample: L sentences from train..."),
+               unlabeled: int = typer.Option(2000, help="...U sentences from train (disjoint from L)..."),
+               test: int = typer.Option(1000, help="...T sentences from test; dev stays whole, for selection."),
+               seed: int = 0, max_words: Optional[int] = typer.Option(None, help="Drop longer sentences."),
+               keep_punct: bool = typer.Option(False, help="Keep punctuation (the paper evaluates without it).")) -> None:
+    """CRAFT treebank → unlabeled-bracket parsing sets (train/dev/test Parquet, traces removed)."""
+    from mckd_core.craft import load_craft, write_craft_splits
+    from mckd_core.data import sample_sets, write_sets
+    from mckd_core.errors import MckdInputError
+
+    try:
+        if labeled is None:
+            written = write_craft_splits(source, out, drop_punct=not keep_punct, max_words=max_words)
+        else:
+            splits = {s: load_craft(source, s, drop_punct=not keep_punct, max_words=max_words) for s in ("train", "dev", "test")}
+            written = write_sets(sample_sets(splits["train"], splits["test"], labeled, unlabeled, test, seed, max_words,
+                                             dev=splits["dev"]), out)
+    except MckdInputError as exc:
+        _fail(str(exc))
+    for name, path in written.items():
+        console.print(f"{name}: {path}")

@@ -66,6 +66,38 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def model_card(report: dict) -> str:
+    """README.md for the final student dir: what it was distilled from, how, and how well it does."""
+    cfg, c, fs = report["config"], report["counts"], report["final_student"]
+    test = fs.get("test") or {}
+    return "\n".join([
+        f"# mckd student: {cfg['run_name']}",
+        "",
+        f"A `{cfg['student']['model']}` student for the **{cfg['data']['task']}** task, distilled with "
+        f"{cfg['stages']['num_stages']}-stage MCKD (K={cfg['stages']['partitions']}) from the few-shot teacher "
+        f"`{cfg['teacher']['model']}` ({cfg['teacher']['num_demos']} {cfg['teacher']['demo_selection']} demos).",
+        "",
+        "## Data",
+        f"- labeled (gold, demos + checkpoint selection): {c['labeled']} rows from `{cfg['data']['labeled']}`",
+        f"- unlabeled (pseudolabeled): {c['unlabeled']} rows from `{cfg['data']['unlabeled']}`; teacher labels "
+        f"{c['teacher_valid']} valid, {c['teacher_invalid']} invalid",
+        f"- test: {c['test']} rows" + (f" from `{cfg['data']['test']}`" if cfg["data"].get("test") else ""),
+        "",
+        "## Metrics (test set)",
+        f"- F1 {_fmt(test.get('f1'))}, exact match {_fmt(test.get('exact_match'))}, invalid outputs {_fmt(test.get('invalid'))}%",
+        f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
+        f"- training: {fs['train_rows']} rows, best epoch {fs['epochs']}, dev F1 {_fmt(fs['dev_f1'])}, {fs['seconds']:.0f}s",
+        "",
+        "## Use",
+        "```bash",
+        f"mckd predict {fs['dir']} --input new.jsonl --output labeled.jsonl",
+        "```",
+        "Weights are safetensors, loadable with `transformers` `from_pretrained` (causal students take the prompt "
+        "`Input: <text>\\nOutput:`). Full run config and per-stage results: `report.json` in the run directory.",
+        "",
+    ])
+
+
 def plot_f1(report: dict, path: str | Path) -> None:
     import matplotlib
 
@@ -94,6 +126,9 @@ def write_report(report: dict, run_dir: str | Path) -> dict:
     os.replace(tmp, run_dir / "report.json")
     (run_dir / "report.md").write_text(render_markdown(report))
     plot_f1(report, run_dir / "f1_by_stage.png")
+    final_dir = Path(report["final_student"]["dir"])
+    if final_dir.is_dir():
+        (final_dir / "README.md").write_text(model_card(report))
     return {name: str(run_dir / name) for name in ("report.json", "report.md", "f1_by_stage.png")}
 
 

@@ -57,3 +57,20 @@ def test_data_atis_writes_disjoint_sets(tmp_path):
 def test_report_of_missing_run_dir(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "report.json" in result.output
+
+
+def test_data_craft_samples_disjoint_sets(tmp_path):
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    craft = Path(os.environ.get("MCKD_CRAFT_DIR", Path(__file__).resolve().parents[2] / "shared/data/craft"))
+    if not (craft / "structural-annotation").is_dir():
+        pytest.skip(f"CRAFT not found at {craft} (set MCKD_CRAFT_DIR)")
+    result = runner.invoke(app, ["data", "craft", "--source", str(craft), "--out", str(tmp_path), "--labeled", "10",
+                                 "--unlabeled", "20", "--test", "5", "--max-words", "12"])
+    assert result.exit_code == 0, result.output
+    sets = {n: pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("labeled", "unlabeled", "test", "dev")}
+    assert [len(sets[n]) for n in ("labeled", "unlabeled", "test")] == [10, 20, 5]
+    assert (sets["dev"]["n_words"] <= 12).all() and set(sets["labeled"]["id"]).isdisjoint(sets["unlabeled"]["id"])

@@ -38,8 +38,10 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert report["final_student"]["test"]["f1"] >= 0
     assert "sft" in report["baselines"]
     assert {"teacher", "stage-1", "stage-2", "final", "evaluate", "total"} <= set(report["timings"])
-    for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json"):
+    for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json", "final/student/README.md"):
         assert (cfg.run_dir / name).exists(), name
+    card = (cfg.run_dir / "final/student/README.md").read_text()
+    assert f"F1 {report['final_student']['test']['f1']:.1f}" in card and "12 rows" in card
 
 
 def test_every_node_conserves_rows(toy_run):

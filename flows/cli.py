@@ -19,7 +19,7 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 # Sized to finish in about 15 minutes on 2 CPU cores (generation dominates: see BENCHMARKS.md).
-DEMO_DEFAULTS = {"labeled": 50, "unlabeled": 64, "test": 32, "stages": 3, "epochs": 1}
+DEMO_DEFAULTS = {"labeled": 50, "unlabeled": 56, "test": 28, "stages": 3, "epochs": 2}
 
 
 class RichProgress:
@@ -114,7 +114,7 @@ def demo(
         "run_name": "demo", "runs_root": str(runs_root), "seed": seed,
         "data": {"task": "slots", **paths},
         "teacher": {"num_demos": 4, "max_new_tokens": 64, "batch_size": 32},
-        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 2e-4, "max_target_tokens": 64, "max_dev": 8, "eval_batch_size": 32},
+        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 8, "eval_batch_size": 32},
         # Intermediate students are scored on their relabels of U (ATIS U has gold), not on T: it saves minutes.
         "stages": {"num_stages": stages, "partitions": 2, "evaluate_students": False},
     }, source="demo config")

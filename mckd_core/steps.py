@@ -6,6 +6,7 @@ orchestration costs. Every node reads ParquetRefs and writes new ones, one outpu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
         )
     if len(sets["unlabeled"]) < cfg.stages.partitions:
         raise MckdInputError(f"unlabeled: {len(sets['unlabeled'])} rows cannot fill stages.partitions={cfg.stages.partitions} parts")
-    if cfg.teacher.backend != "vllm-server":
+    if cfg.teacher.backend != "vllm-server" or not cfg.teacher.base_url:  # a managed server loads it here too
         check_model_ref(cfg.teacher.model, "teacher.model")
     check_model_ref(cfg.student.model, "student.model")
     out = cfg.run_dir / "data"
@@ -71,23 +72,42 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
 
 # ---- teacher -------------------------------------------------------------------------------------------
 
+# Backends holding a server or an engine that mckd started (see teacher_session).
+_closable_backends: list = []
+
+
 @functools.lru_cache(maxsize=2)
 def _teacher_backend(cfg_json: str):
     cfg = TeacherConfig.model_validate_json(cfg_json)
     if cfg.backend == "transformers":
         return TransformersTeacher(cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code)
-    if cfg.backend == "vllm-server":
+    if cfg.backend == "vllm-server" and cfg.base_url:
         from .teacher_http import openai_teacher_from_config
 
         return openai_teacher_from_config(cfg)
-    raise MckdInputError("teacher.backend=vllm-offline is not implemented yet; serve the model with vLLM and use "
-                         "teacher.backend=vllm-server with teacher.base_url")
+    from .teacher_vllm import ManagedServerTeacher, OfflineVLLMTeacher
+
+    backend = ManagedServerTeacher(cfg) if cfg.backend == "vllm-server" else OfflineVLLMTeacher(cfg)
+    _closable_backends.append(backend)
+    return backend
+
+
+@contextlib.contextmanager
+def teacher_session():
+    """The teacher phase of a run: on leaving it — done or failed — every vLLM server mckd started is stopped
+    and every in-process vLLM engine freed (the students need the memory; a dead run must not leave a server
+    holding a GPU). Such backends start lazily, so a fully cached teacher phase starts nothing."""
+    try:
+        yield
+    finally:
+        for backend in _closable_backends:
+            backend.close()
 
 
 def annotation_chunk(cfg: TeacherConfig) -> int:
     """Rows per backend call: responses are cached after each call, so a crash loses at most one chunk.
 
-    One batch for in-process generation; for a server, enough requests to keep its batches full.
+    One batch for transformers generation; for vLLM (a server or the offline engine), enough to keep its batches full.
     """
     return cfg.batch_size if cfg.backend == "transformers" else 4 * cfg.concurrency
 

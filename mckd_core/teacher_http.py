@@ -158,13 +158,18 @@ def _server_message(response: httpx.Response) -> str:
     return " ".join(str(message or response.text or response.reason_phrase).split())[:500]
 
 
-def openai_teacher_from_config(cfg: TeacherConfig) -> OpenAITeacher:
-    """The `vllm-server` backend of a TeacherConfig; the API key is read from `cfg.api_key_env`."""
+def openai_teacher_from_config(cfg: TeacherConfig, api_key: str | None = None) -> OpenAITeacher:
+    """The `vllm-server` backend of a TeacherConfig; the API key is `api_key`, else read from `cfg.api_key_env`."""
     if not cfg.base_url:
         raise MckdInputError("teacher.base_url is required for teacher.backend=vllm-server, e.g. http://127.0.0.1:8000/v1")
     return OpenAITeacher(
         cfg.base_url, cfg.served_model_name or cfg.model, chat=cfg.chat, concurrency=cfg.concurrency,
-        timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, api_key=os.environ.get(cfg.api_key_env) or None,
-        # The config's model (+ revision) names the weights; the served name is only routing.
-        model_key=f"{cfg.model}@{cfg.revision or 'server'}",
+        timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, api_key=api_key or os.environ.get(cfg.api_key_env) or None,
+        model_key=server_model_key(cfg),
     )
+
+
+def server_model_key(cfg: TeacherConfig) -> str:
+    """The cache identity of a served teacher: the config's model (+ revision) names the weights; the URL and
+    the served name are only routing, so rows cached through one server are reused through any other."""
+    return f"{cfg.model}@{cfg.revision or 'server'}"

@@ -119,6 +119,15 @@ class VLLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, also its process group id (None when not started or stopped)."""
+        return self._proc.pid if self._proc else None
+
+    def returncode(self) -> int | None:
+        """The exit code of a server that died on its own (negative: killed by that signal); None while it runs."""
+        return self._proc.poll() if self._proc else None
+
     def command(self) -> list[str]:
         return [self.python, "-m", "vllm.entrypoints.openai.api_server", *self.args]
 

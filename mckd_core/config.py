@@ -67,6 +67,8 @@ class TeacherConfig(_Section):
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engine settings (managed server, vllm-offline).")
     served_model_name: str | None = Field(None, description="Model name the server knows (default: `model`).")
     api_key_env: str = Field("MCKD_TEACHER_API_KEY", description="Environment variable holding the endpoint's API key.")
+    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the endpoint's API key "
+                                                         "(read inside the annotate task; wins over api_key_env).")
     chat: bool = Field(True, description="Use the chat template / chat endpoint (False: plain completion prompts).")
     num_demos: int = Field(5, ge=0, le=64, description="k demonstrations per prompt.")
     demo_selection: Literal["random-fixed", "bm25"] = "random-fixed"

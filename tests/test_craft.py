@@ -80,3 +80,4 @@ def test_real_craft_splits(craft_splits):
     assert (all_rows["n_words"] == all_rows["input"].str.split().str.len()).all()
     errors = [FMT.target_error(i, t) for i, t in zip(all_rows["input"], all_rows["target"])]
     assert errors == [None] * len(all_rows)
+    assert all_rows["target"].str.fullmatch(FMT.regex).all()  # structured outputs never forbid a gold tree

@@ -18,7 +18,8 @@ from toy_data import toy_config
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory, tiny_models):
     tmp = tmp_path_factory.mktemp("toy-flow")
-    cfg = parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 3, "partitions": 2}, baselines=["sft"]))
+    cfg = parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 3, "partitions": 2},
+                                 baselines=["sft", "vanilla-kd", "mckd-2"]))
     state = mckd_flow(cfg, return_state=True)
     return cfg, state
 
@@ -36,7 +37,12 @@ def test_flow_completes_and_report_follows_contract(toy_run):
         assert 0.0 <= stage["changed_fraction"] <= 1.0
         assert all(s["test"] is not None for s in stage["students"])
     assert report["final_student"]["test"]["f1"] >= 0
-    assert "sft" in report["baselines"]
+    assert set(report["baselines"]) == {"sft", "vanilla-kd", "mckd-2"}
+    assert report["baselines"]["sft"]["train_rows"] == counts["labeled"]
+    assert report["baselines"]["vanilla-kd"]["train_rows"] == counts["teacher_valid"]
+    table = (cfg.run_dir / "report.md").read_text()
+    order = ["teacher (few-shot)", "SFT on L (8 gold)", "vanilla KD (MCKD-1)", "| MCKD-2 |", "MCKD-3 — final student"]
+    assert sorted(order, key=table.index) == order
     assert {"teacher", "stage-1", "stage-2", "final", "evaluate", "total"} <= set(report["timings"])
     for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json", "final/student/README.md"):
         assert (cfg.run_dir / name).exists(), name
@@ -74,6 +80,17 @@ def test_rerun_same_config_is_cached(toy_run):
     runs = asyncio.run(_task_runs_of(second.state_details.flow_run_id))
     heavy = [r for r in runs if r.name.startswith(("annotate", "train-student", "evaluate-student"))]
     assert {r.name.rsplit("-", 1)[0] for r in heavy} == {"annotate", "train-student", "evaluate-student"}
-    assert len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 1  # 2 stages x K=2, final, SFT
+    assert len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 3  # 2 stages x K=2, final, 3 baselines
     assert all(r.state.name == "Cached" for r in heavy), [(r.name, r.state.name) for r in heavy]
     assert json.loads((cfg.run_dir / "report.json").read_text())["final_student"]["test"] == second.result()["final_student"]["test"]
+
+
+def test_mckd_2_baseline_is_the_final_student_of_a_2_stage_run(toy_run, tmp_path_factory, tiny_models):
+    """The baseline reuses stage 1 of the 3-stage run; a separate num_stages=2 run must train the same student."""
+    cfg, state = toy_run
+    baseline = state.result()["baselines"]["mckd-2"]
+    two_stage = parse_config({**cfg.model_dump(mode="json"), "run_name": "two-stage", "baselines": [],
+                              "stages": {**cfg.stages.model_dump(), "num_stages": 2}})
+    final = mckd_flow(two_stage)["final_student"]
+    same = ("test", "train_rows", "dev_f1", "epochs")
+    assert {k: baseline[k] for k in same} == {k: final[k] for k in same}

@@ -74,3 +74,25 @@ def test_metrics_hand_computed_with_invalid_predictions():
 def test_metrics_with_no_predicted_chunks_is_zero():
     m = FMT.metrics(["to dallas"], ["to [toloc dallas]"], [None])
     assert (m["precision"], m["recall"], m["f1"], m["invalid"]) == (0.0, 0.0, 0.0, 100.0)
+
+
+@pytest.mark.parametrize("output, allowed", [
+    ("flights from [fromloc.city_name new york] to [toloc.city_name san francisco]", True),
+    (" [day monday] [day tuesday]", True),
+    ("show flights", True),
+    ("from [fromloc.city_name boston] to\nInput: next", False),  # rambling onto a new line
+    ("from [boston] to", False),  # a span without a type
+    ("from [a [b c]] d", False),  # nested spans
+    ("", False),
+])
+def test_structured_output_regex(output, allowed):
+    import re
+
+    assert bool(re.fullmatch(FMT.regex, output)) is allowed
+
+
+def test_structured_output_regex_allows_every_atis_target():
+    from mckd_core.atis import load_atis
+
+    targets = load_atis("train")["target"]
+    assert len(targets) > 4000 and targets.str.fullmatch(FMT.regex).all()

@@ -227,6 +227,9 @@ def _splice(node: Node, carried: Iterator[list[str]]) -> list[Node]:
 
 class ConstituencyFormat:
     name = "constituency"
+    #: For structured outputs: one line of "(", ")" and words, opening with "(". Balance (not regular) and
+    #: agreement with the input words are left to check(), which repairs both.
+    regex = r" ?\((?: (?:\(|\)|[^\s()]+))+"
     instruction = (
         "Parse the sentence into its unlabeled constituency tree. Copy the sentence word for word and "
         "wrap every phrase of two or more words in round brackets ( ... ), with the whole sentence in one "

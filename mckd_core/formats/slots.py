@@ -13,6 +13,8 @@ from typing import Sequence
 from .base import Checked, register_format
 
 _BRACKETS = re.compile(r"([\[\]])")
+_WORD = r"[^\s\[\]]+"
+_ITEM = rf"(?:{_WORD}|\[{_WORD} {_WORD}(?: {_WORD})*\])"
 
 
 class SlotParseError(ValueError):
@@ -96,6 +98,9 @@ def align_tags(input_words: Sequence[str], words: Sequence[str], tags: Sequence[
 
 class SlotsFormat:
     name = "slots"
+    #: For structured outputs: one line of words and [type words] spans (an optional leading space, which
+    #: completion prompts ending in "Output:" produce). Word-for-word agreement with the input is left to check().
+    regex = rf" ?{_ITEM}(?: {_ITEM})*"
     instruction = (
         "Mark the slots in the sentence. Copy the sentence word for word and wrap each slot value as "
         "[slot_type words]. Leave all other words unchanged."

@@ -209,3 +209,85 @@ def test_deleted_or_altered_student_is_trained_again(tmp_path, tiny_models):
     assert {name: set(s) for name, s in states.items() if name != "report"} == {
         "annotate": {"Cached"}, "partition": {"Cached"}, "train-student": {"Cached"}, "evaluate-student": {"Cached"},
         "score-labels": {"Cached"}}, states
+
+
+def _start_cli(config: Path, output: Path) -> subprocess.Popen:
+    """`mckd run <config>` as its own process group, on this session's Prefect API, output to `output`.
+
+    The test harness's API (not a per-process ephemeral server): no server start-up per run, and a killed run
+    cannot leave a half-written API database behind. The cache under test lives in files either way.
+    """
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300"}
+    with output.open("wb") as out:
+        return subprocess.Popen([str(Path(sys.executable).with_name("mckd")), "run", str(config)], cwd=config.parent,
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _comparable(report: dict, runs_root: Path) -> dict:
+    """report.json without what differs between two identical runs: wall-clock times and the runs root."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "timings")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value.replace(str(runs_root.resolve()), "<runs>").replace(str(runs_root), "<runs>") if isinstance(value, str) else value
+    return strip(report)
+
+
+def _flat(text: str) -> str:
+    # Console log lines may be wrapped: compare without whitespace.
+    return "".join(text.split())
+
+
+def test_sigkill_mid_stage_then_rerun_resumes_from_cache_with_the_same_report(tmp_path, tiny_models):
+    cfg = toy_config(tmp_path, tiny_models, run_name="crash", student={"epochs": 2},
+                     stages={"num_stages": 2, "partitions": 2, "evaluate_students": False})
+    config = tmp_path / "crash.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run_dir, runs_root = Path(cfg["runs_root"]) / "crash", Path(cfg["runs_root"])
+
+    # Kill the whole process group once stage 1 has a relabelled part (its student's result is committed), and
+    # before the stage is over.
+    first = _start_cli(config, tmp_path / "first.log")
+    relabelled = run_dir / "stage-1" / "partition-0"
+    assert _wait_for(lambda: any(relabelled.glob("relabels-*.parquet")) or first.poll() is not None, 240)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)
+    assert first.wait(30) == -signal.SIGKILL
+    assert not any((run_dir / "stage-1").glob("labels-*.parquet")) and not (run_dir / "final").exists()
+    assert not (run_dir / "report.json").exists()
+    before = _flat((tmp_path / "first.log").read_text())
+    assert "stage-1/student-0:attempt1oncpu" in before
+    teacher_rows = cached_responses(runs_root)
+
+    second = _start_cli(config, tmp_path / "second.log")
+    assert second.wait(240) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    after = _flat((tmp_path / "second.log").read_text())
+    assert "teacheronunlabeled" not in after and "teacherontest" not in after  # both annotate runs came from cache
+    assert cached_responses(runs_root) == teacher_rows
+    assert "stage-1/student-0:attempt" not in after  # the finished student came from cache
+    assert "final/student:attempt1oncpu" in after
+    assert after.count("Finishedinstate" + "Cached") >= 4  # 2 annotate, partition, student-0 at least
+
+    # The same config, uninterrupted (in this process: the same flow, without another interpreter start-up),
+    # in another runs root.
+    assert mckd_flow(parse_config({**cfg, "runs_root": str(tmp_path / "reference")}), return_state=True).is_completed()
+    resumed = json.loads((run_dir / "report.json").read_text())
+    uninterrupted = json.loads((tmp_path / "reference" / "crash" / "report.json").read_text())
+    assert _comparable(resumed, runs_root) == _comparable(uninterrupted, tmp_path / "reference")
+    # Toy F1s are mostly 0, so also compare what every bit of training shows in: the weights and the labels.
+    for student in ("stage-1/student-0", "stage-1/student-1", "final/student"):
+        ours, theirs = (json.loads((root / "crash" / student / "metrics.json").read_text())
+                        for root in (runs_root, tmp_path / "reference"))
+        assert ours["weights_sha256"] == theirs["weights_sha256"], student
+    assert ({p.name for p in (run_dir / "stage-1").glob("labels-*.parquet")}
+            == {p.name for p in (tmp_path / "reference" / "crash" / "stage-1").glob("labels-*.parquet")})

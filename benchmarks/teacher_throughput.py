@@ -84,6 +84,9 @@ def main() -> None:
     teacher = TransformersTeacher("smollm2-135m-instruct", batch_size=args.rows)
     tok = teacher.tokenizer
     result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+              "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+              # Other work on the same CPUs slows every engine: the load average says how much there was.
+              "load_average_at_start": os.getloadavg(),
               "rows": args.rows, "reps": args.reps, "demos": args.demos, "max_new_tokens": args.max_new_tokens}
     result["hf_one_at_a_time"] = timed(lambda: one_at_a_time(teacher, prompts, params), args.reps, tok)
     result["mckd_transformers_batched"] = timed(lambda: teacher.generate(prompts, params), args.reps, tok)
@@ -102,6 +105,7 @@ def main() -> None:
         base = result["hf_one_at_a_time"]["tokens_per_s_median"]
         result["ratio_vllm_vs_one_at_a_time"] = result["vllm_server_concurrent"]["tokens_per_s_median"] / base
     result["ratio_batched_vs_one_at_a_time"] = result["mckd_transformers_batched"]["tokens_per_s_median"] / result["hf_one_at_a_time"]["tokens_per_s_median"]
+    result["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
 
 

@@ -44,6 +44,8 @@ class RichProgress:
 def _quiet_libraries() -> None:
     # Prefect telemetry writes to the ephemeral server's SQLite at start-up and races the flow run ("database is locked").
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API gets 20 s to start by default; on a loaded 2-core machine that is not always enough.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,157 @@
+"""The paper's quality table at CPU scale: teacher / SFT-L / vanilla KD / MCKD-2 / MCKD-3 / SFT-N, mean ± sd over seeds.
+
+Each (task, seed) is ONE real mckd run (Prefect flow, real SmolLM2 teacher and students, real data): the
+3-stage MCKD run with `baselines: [sft, vanilla-kd, mckd-2, sft-n]`, so every row trains on the same
+samples and the distillation rows share the teacher's labels and stage 1. Selection never sees the test
+set: CRAFT students select epochs on the official dev split, ATIS students on L (ATIS has no dev split here).
+
+Usage (results are appended to --out after every run; a re-run skips finished (task, seed) pairs and the
+Prefect cache skips finished nodes of an interrupted one):
+  .venv/bin/python benchmarks/quality.py --tasks atis craft --seeds 0 1 2
+Prints one JSON object: per task and row, test F1 mean/sd over seeds, and wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # loaded 2-core machine
+
+from mckd_core.atis import load_atis  # noqa: E402
+from mckd_core.config import RunConfig, parse_config  # noqa: E402
+from mckd_core.craft import load_craft  # noqa: E402
+from mckd_core.data import sample_sets, write_sets  # noqa: E402
+
+CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
+FORMAT = {"atis": "slots", "craft": "constituency"}
+ROWS = ["teacher", "sft", "vanilla-kd", "mckd-2", "mckd-3", "sft-n"]
+
+
+def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
+    """Seeded L / U / T (+ CRAFT dev) samples and the SFT-N gold set (L plus other pool rows, never U or T)."""
+    if task == "atis":
+        pool, test, dev = load_atis("train"), load_atis("test"), None
+    else:
+        splits = {s: load_craft(CRAFT_DIR, s, max_words=args.max_words) for s in ("train", "dev", "test")}
+        pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
+    sets = sample_sets(pool, test, args.labeled, args.unlabeled, args.test, seed, args.max_words, dev=dev)
+    used = set(sets["labeled"]["input"]) | set(sets["unlabeled"]["input"]) | set(sets["test"]["input"])
+    short = pool[pool["input"].str.split().str.len() <= args.max_words].drop_duplicates("input")
+    extra = short[~short["input"].isin(used)].sample(n=args.sft_n - args.labeled, random_state=seed)
+    sets["sft_n_labeled"] = pd.concat([sets["labeled"], extra]).reset_index(drop=True)
+    return sets
+
+
+def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
+    long_outputs = task == "craft"  # bracketed trees need more tokens than slot spans
+    return parse_config({
+        "run_name": f"{task}-seed{seed}", "runs_root": str(args.runs_root), "seed": seed,
+        "data": {"task": FORMAT[task], **paths},
+        "teacher": {"num_demos": 4, "max_new_tokens": 96 if long_outputs else 64, "batch_size": 32},
+        "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 96 if long_outputs else 64,
+                    "max_dev": args.dev, "eval_batch_size": 32},
+        "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
+        "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
+    }, source=f"quality config {task} seed {seed}")
+
+
+def scores(report: dict) -> dict[str, dict]:
+    """Test F1 / exact match / invalid % of every row of the table."""
+    tests = {"teacher": report["teacher"]["test"], "mckd-3": report["final_student"]["test"],
+             **{name: base["test"] for name, base in report["baselines"].items()}}
+    return {row: {k: tests[row].get(k) for k in ("f1", "f1_micro", "exact_match", "invalid")} for row in ROWS}
+
+
+def run_one(task: str, seed: int, args) -> dict:
+    from flows.mckd import mckd_flow
+
+    sets = task_sets(task, args, seed)
+    paths = write_sets(sets, Path(args.runs_root) / "data" / f"{task}-seed{seed}")
+    cfg = run_config(task, paths, args, seed)
+    started = time.perf_counter()
+    report = mckd_flow(cfg)
+    return {"task": task, "seed": seed, "wall_s": round(time.perf_counter() - started, 1), "scores": scores(report),
+            "teacher_invalid": report["counts"]["teacher_invalid"], "unlabeled": report["counts"]["unlabeled"],
+            "pseudolabel_f1": {"teacher": report["teacher"]["pseudolabel_f1"],
+                               **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]}},
+            "timings_s": {k: round(v, 1) for k, v in report["timings"].items()}}
+
+
+def mean_sd(values: list[float]) -> dict:
+    return {"mean": round(statistics.mean(values), 2), "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def summarize(results: list[dict]) -> dict:
+    """Per task: each row's test F1 (and exact match) mean ± sd over seeds; the paper's three checks on the means."""
+    summary = {}
+    for task in sorted({r["task"] for r in results}):
+        runs = [r for r in results if r["task"] == task]
+        f1 = {row: mean_sd([r["scores"][row]["f1"] for r in runs]) for row in ROWS}
+        summary[task] = {
+            "seeds": [r["seed"] for r in runs],
+            "f1": f1,
+            "exact_match": {row: mean_sd([r["scores"][row]["exact_match"] for r in runs]) for row in ROWS},
+            "wall_s": mean_sd([r["wall_s"] for r in runs]),
+            "paper_checks": {
+                "mckd3_minus_teacher (paper: >= +7.5)": round(f1["mckd-3"]["mean"] - f1["teacher"]["mean"], 2),
+                "mckd3_minus_vanilla_kd (paper: >= +3.7)": round(f1["mckd-3"]["mean"] - f1["vanilla-kd"]["mean"], 2),
+                "mckd3_minus_sft_n (paper: ~0)": round(f1["mckd-3"]["mean"] - f1["sft-n"]["mean"], 2),
+            },
+        }
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| task | " + " | ".join(ROWS) + " | wall per seed |", "|---|" + "---:|" * (len(ROWS) + 1)]
+    for task, s in summary.items():
+        cells = [f"{s['f1'][row]['mean']:.1f} ± {s['f1'][row]['sd'] or 0:.1f}" for row in ROWS]
+        lines.append(f"| {task} (n={len(s['seeds'])}) | " + " | ".join(cells) + f" | {s['wall_s']['mean'] / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", choices=sorted(FORMAT), default=["atis", "craft"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--labeled", type=int, default=50)
+    parser.add_argument("--unlabeled", type=int, default=40)
+    parser.add_argument("--test", type=int, default=20)
+    parser.add_argument("--sft-n", type=int, default=100, help="Gold examples of the supervised upper bound (paper: 500).")
+    parser.add_argument("--dev", type=int, default=20, help="CRAFT dev sentences for epoch selection.")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-words", type=int, default=12)
+    parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality" / "results.json")
+    args = parser.parse_args()
+
+    results = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
+    for task in args.tasks:
+        for seed in args.seeds:
+            if any(r["task"] == task and r["seed"] == seed for r in results):
+                continue
+            results.append(run_one(task, seed, args))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"args": vars(args), "runs": results}, indent=1, default=str))
+    summary = summarize(results)
+    print(json.dumps({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                      "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=1))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

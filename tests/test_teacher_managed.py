@@ -1,11 +1,12 @@
 """The managed vLLM server (teacher.backend=vllm-server without base_url) against a fake server process that
 starts in milliseconds (tests/fake_vllm_server.py): lazy start, stop at the end and on failure, a SIGKILL
 mid-annotation (permanent failure or restart on retry), and the flow around it. The same paths with a real
-vLLM server: tests/test_vllm_managed.py."""
+vLLM server: tests/test_vllm_managed.py. Also: vllm-offline where vLLM is not installed."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sqlite3
 
@@ -18,7 +19,7 @@ from fake_vllm_server import fake_vllm_python
 from flows import mckd_flow
 from mckd_core.config import TeacherConfig, parse_config
 from mckd_core.data import write_parquet
-from mckd_core.errors import TeacherTransportError
+from mckd_core.errors import MckdInputError, TeacherTransportError
 from mckd_core.failures import is_transient
 from mckd_core.steps import annotate_rows, teacher_backend, teacher_session
 from mckd_core.vllm_server import VLLMServerError, metrics
@@ -145,3 +146,10 @@ def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tm
     assert second.is_completed()
     assert asyncio.run(_task_states(second.state_details.flow_run_id, "annotate")) == ["Cached", "Cached"]
     assert len(starts(fake)) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_offline_without_vllm_fails_with_how_to_get_it(fake):
+    backend = teacher_backend(TeacherConfig(backend="vllm-offline", model=fake["model"]))
+    with pytest.raises(MckdInputError, match=r"needs vLLM in this environment \(pip install -e '.\[vllm\]'\)"):
+        backend.generate([], None)

@@ -76,25 +76,42 @@ def cached_responses(runs_root: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
-async def _task_states(flow_run_id) -> dict[str, list[str]]:
-    """The final state name of every task run of a flow run, by task name (`train-student-a1b` → `train-student`)."""
+async def _task_states(flow_run_id, timeout_s: float = 30.0) -> dict[str, list[str]]:
+    """The final state name of every task run of a flow run, by task name (`train-student-a1b` → `train-student`).
+
+    The API records task-run states from events, a moment after the flow returns: read until two reads agree
+    and every state is final.
+    """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    seen, deadline = None, time.monotonic() + timeout_s
     async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            now = sorted((r.name, r.state.name if r.state else None, bool(r.state and r.state.is_final())) for r in runs)
+            if (now == seen and all(final for *_, final in now)) or time.monotonic() > deadline:
+                break
+            seen = now
+            await asyncio.sleep(0.5)
     states: dict[str, list[str]] = {}
-    for r in runs:
-        states.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
+    for name, state, _ in now:
+        states.setdefault(name.rsplit("-", 1)[0], []).append(state)
     return states
 
 
-async def _history(flow_run_id, prefix):
-    async with get_client() as client:
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+async def _history(flow_run_id, prefix, timeout_s: float = 30.0):
+    """The state names of the first task run named `prefix…`, once its last state is final (see _task_states)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        run = next(r for r in runs if r.name.startswith(prefix))
-        return [s.name for s in await client.read_task_run_states(run.id)]
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            run = next((r for r in runs if r.name.startswith(prefix)), None)
+            states = await client.read_task_run_states(run.id) if run else []
+            if (states and states[-1].is_final()) or time.monotonic() > deadline:
+                return [s.name for s in states]
+            await asyncio.sleep(0.5)
 
 
 async def _logs(flow_run_id) -> str:

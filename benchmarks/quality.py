@@ -61,8 +61,8 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
     return parse_config({
         "run_name": f"{task}-seed{seed}", "runs_root": str(args.runs_root), "seed": seed,
         "data": {"task": FORMAT[task], **paths},
-        "teacher": {"num_demos": 4, "max_new_tokens": 96 if long_outputs else 64, "batch_size": 32},
-        "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 96 if long_outputs else 64,
+        "teacher": {"num_demos": 4, "max_new_tokens": 80 if long_outputs else 64, "batch_size": 32},
+        "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 80 if long_outputs else 64,
                     "max_dev": args.dev, "eval_batch_size": 32},
         "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
         "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],

@@ -50,7 +50,7 @@ MODES = {
         "student": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 40, "max_dev": 4,
                     "eval_batch_size": 16},
         "teacher": {"num_demos": 3, "max_new_tokens": 40, "batch_size": 8},
-        "noop_tasks": 30, "k_values": [2, 3, 4], "s_values": [1, 2, 3], "teacher_rows": [4, 8, 12, 16],
+        "noop_tasks": 30, "k_values": [2, 3, 4], "s_values": [1, 2, 3, 4], "teacher_rows": [4, 8, 12, 16],
         "trainer": {"rows": 48, "epochs": 1, "batch_size": 4, "grad_accum": 2, "reps": 3},
     },
 }
@@ -796,8 +796,8 @@ def clean(obj):
     return obj
 
 
-def run_all(mode_name: str, only: list[str] | None) -> dict:
-    mode = MODES[mode_name]
+def run_all(mode_name: str, only: list[str] | None, reps: int | None = None) -> dict:
+    mode = MODES[mode_name] | ({"reps": reps, "scaling_reps": reps} if reps else {})
     work = Path(tempfile.mkdtemp(prefix=f"mckd-bench-{mode_name}-"))
     isolate_environment(work / "prefect-home", mode.get("torch_threads"))
     wall = time.perf_counter()
@@ -894,6 +894,7 @@ def main() -> None:
     size.add_argument("--full", action="store_true", help="SmolLM2-135M on ATIS, small scale")
     size.add_argument("--mode", choices=sorted(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=["noop", "overhead", "rerun", "redistill", "trainer", "scaling"])
+    parser.add_argument("--reps", type=int, help="override the mode's repetitions (medians need >= 3)")
     parser.add_argument("--out", help="also write the JSON to this file")
     parser.add_argument("--rerun-child", help=argparse.SUPPRESS)
     parser.add_argument("--child-reps", type=int, default=1, help=argparse.SUPPRESS)
@@ -911,7 +912,7 @@ def main() -> None:
     elif args.train_child:
         result = train_child(args.train_child, args.variant, args.out_dir)
     else:
-        result = run_all(args.mode or ("full" if args.full else "quick"), args.only)
+        result = run_all(args.mode or ("full" if args.full else "quick"), args.only, args.reps)
     text = json.dumps(result, indent=None if (args.rerun_child or args.train_child) else 2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -64,13 +65,23 @@ def test_every_node_conserves_rows(toy_run):
         assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
 
 
-async def _task_runs_of(flow_run_id):
-    """Task runs of a flow run and of its subflow runs (the stages)."""
+async def _task_runs_of(flow_run_id, timeout_s: float = 30.0):
+    """Task runs of a flow run and of its subflow runs (the stages), once the API has recorded their final states.
+
+    States arrive as events a moment after the flow returns, so read until every run is final and two reads agree.
+    """
+    deadline, seen = time.monotonic() + timeout_s, None
     async with get_client() as client:
         subflows = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
             parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
         ids = [flow_run_id] + [f.id for f in subflows]
-        return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            now = sorted((r.name, r.state.name if r.state else None) for r in runs)
+            if (now == seen and all(r.state and r.state.is_final() for r in runs)) or time.monotonic() > deadline:
+                return runs
+            seen = now
+            await asyncio.sleep(0.5)
 
 
 def test_rerun_same_config_is_cached(toy_run):

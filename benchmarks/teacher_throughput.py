@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -48,6 +49,7 @@ def timed(fn, reps: int, tokenizer) -> dict:
         outputs = fn()
         seconds = time.perf_counter() - start
         runs.append({"seconds": seconds, "tokens": count_tokens(tokenizer, outputs)})
+        print(f"  rep {len(runs)}: {runs[-1]}", file=sys.stderr, flush=True)  # progress: a run takes minutes
     tps = [r["tokens"] / r["seconds"] for r in runs]
     return {"tokens_per_s_median": statistics.median(tps), "tokens_per_s": tps, "runs": runs}
 

@@ -655,7 +655,12 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
 
     from mckd_core.student import TrainSpec, _Encoder, is_seq2seq, load_tokenizer, save_model, train
 
+    # Library imports happen before either clock (train() would otherwise pay for transformers' lazy imports).
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,  # noqa: F401
+                              Trainer, TrainingArguments, get_linear_schedule_with_warmup)
+
     path = spec["model"]
+    prep_started = time.perf_counter()  # Trainer's clock starts here: its tokenizer load and encoding count, as in train()
     seq2seq = is_seq2seq(path, "auto")
     tok = load_tokenizer(path)
     encoder = _Encoder(tok, seq2seq, 128, spec["max_target_tokens"])
@@ -673,9 +678,7 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
         loop = metrics["seconds"]  # load + train (before save)
         loss = metrics["history"][-1]["loss"]
     else:
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
-
-        started = time.perf_counter()
+        started = prep_started
         torch.manual_seed(0)
         cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
         model = cls.from_pretrained(path, dtype=torch.float32)
@@ -796,8 +799,11 @@ def clean(obj):
     return obj
 
 
-def run_all(mode_name: str, only: list[str] | None, reps: int | None = None) -> dict:
-    mode = MODES[mode_name] | ({"reps": reps, "scaling_reps": reps} if reps else {})
+def run_all(mode_name: str, only: list[str] | None, reps: int | None = None, threads: int | None = None,
+            trainer_rows: int | None = None) -> dict:
+    mode = MODES[mode_name] | ({"reps": reps, "scaling_reps": reps} if reps else {}) | ({"torch_threads": threads} if threads else {})
+    if trainer_rows:
+        mode["trainer"] = mode["trainer"] | {"rows": trainer_rows}
     work = Path(tempfile.mkdtemp(prefix=f"mckd-bench-{mode_name}-"))
     isolate_environment(work / "prefect-home", mode.get("torch_threads"))
     wall = time.perf_counter()
@@ -895,6 +901,8 @@ def main() -> None:
     size.add_argument("--mode", choices=sorted(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=["noop", "overhead", "rerun", "redistill", "trainer", "scaling"])
     parser.add_argument("--reps", type=int, help="override the mode's repetitions (medians need >= 3)")
+    parser.add_argument("--threads", type=int, help="override the mode's OMP_NUM_THREADS (quick: 1; full: torch's default)")
+    parser.add_argument("--trainer-rows", type=int, help="override the trainer comparison's row count")
     parser.add_argument("--out", help="also write the JSON to this file")
     parser.add_argument("--rerun-child", help=argparse.SUPPRESS)
     parser.add_argument("--child-reps", type=int, default=1, help=argparse.SUPPRESS)
@@ -912,7 +920,7 @@ def main() -> None:
     elif args.train_child:
         result = train_child(args.train_child, args.variant, args.out_dir)
     else:
-        result = run_all(args.mode or ("full" if args.full else "quick"), args.only, args.reps)
+        result = run_all(args.mode or ("full" if args.full else "quick"), args.only, args.reps, args.threads, args.trainer_rows)
     text = json.dumps(result, indent=None if (args.rerun_child or args.train_child) else 2)
     if args.out:
         Path(args.out).write_text(text + "\n")

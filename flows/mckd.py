@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from mckd_core.config import RunConfig, baseline_stages
 from mckd_core.data import ParquetRef
 from mckd_core.partition import cross_assignment, stage_seed
-from mckd_core.report import final_entry, student_entry, summarize_test
+from mckd_core.report import degradation_warnings, final_entry, student_entry, summarize_test
 from mckd_core.steps import changed_fraction, gold_labels, prepare_inputs, teacher_session
 from tasks.annotate import annotate_task
 from tasks.common import with_storage
@@ -128,6 +128,9 @@ def mckd_flow(config: RunConfig) -> dict:
         "baselines": baselines,
         "timings": timings,
     }
+    report["warnings"] = degradation_warnings(report)
+    for warning in report["warnings"]:
+        logger.warning(warning)
     report_task(report, str(cfg.run_dir))
     logger.info("run dir: %s", cfg.run_dir)
     return report

@@ -56,6 +56,27 @@ def _comparison_title(name: str, counts: dict) -> str:
             "vanilla-kd": "vanilla KD (MCKD-1)"}.get(name, name.upper())
 
 
+def degradation_warnings(report: dict, ratio: float = 0.5) -> list[str]:
+    """Where a stage's students (or the final student) select on less than `ratio` x the dev F1 of the stage before.
+
+    Dev F1 is measured on labeled data, so this works without any gold for U. A sharp drop means the stages are
+    losing what the teacher's labels taught: measured on ATIS with ~20 rows per student, the students learned to
+    copy the sentence without slot brackets, and each stage's labels held fewer slots (BENCHMARKS.md, quality).
+    """
+    chain = [(f"stage {s['stage']} students", _mean_dev_f1(s["students"])) for s in report["stages"]]
+    chain.append(("final student", report["final_student"].get("dev_f1")))
+    return [f"{name}: dev F1 {now:.1f} is less than {ratio:.0%} of the {before_name}' {before:.1f}; the stages are "
+            "degrading the labels (typical when a partition holds too few rows for a student to learn the output "
+            "format): use more unlabeled rows, more student epochs or fewer stages, and compare with the vanilla-kd baseline"
+            for (before_name, before), (name, now) in zip(chain, chain[1:])
+            if before and now is not None and now < ratio * before]
+
+
+def _mean_dev_f1(students: list[dict]) -> float | None:
+    scores = [s["dev_f1"] for s in students if s.get("dev_f1") is not None]
+    return mean(scores) if scores else None
+
+
 def _f1_em(test: dict | None) -> tuple[float | None, float | None]:
     return (test["f1"], test["exact_match"]) if test else (None, None)
 
@@ -82,6 +103,8 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} | {s['seconds']:.0f} |")
     fs = report["final_student"]
     lines += ["", f"Final student: `{fs['dir']}`", ""]
+    if report.get("warnings"):
+        lines += ["## Warnings", "", *[f"- {w}" for w in report["warnings"]], ""]
     return "\n".join(lines)
 
 

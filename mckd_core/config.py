@@ -154,10 +154,9 @@ def baseline_problem(name: str, cfg: RunConfig) -> str | None:
         return "needs data.sft_n_labeled (the larger gold set it trains on)"
     if name in ("sft", "sft-n", "vanilla-kd"):
         return None
-    match = re.fullmatch(r"mckd-([0-9]+)", name)
-    if not match:
+    if not re.fullmatch(r"mckd-[0-9]+", name):
         return "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"
-    stages = int(match.group(1))
+    stages = baseline_stages(name)
     if stages < 2:
         return "is vanilla KD: write vanilla-kd"
     if stages >= cfg.stages.num_stages:

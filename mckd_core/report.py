@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from statistics import mean
 
+from .config import baseline_stages
+
 
 def summarize_test(metrics: dict | None) -> dict | None:
     if metrics is None:
@@ -33,22 +35,22 @@ def table_rows(report: dict) -> list[tuple[str, float | None, float | None, floa
         ems = [s["test"]["exact_match"] for s in stage["students"] if s.get("test")]
         rows.append((f"stage {stage['stage']} students", stage_f1(stage), mean(ems) if ems else None, stage.get("pseudolabel_f1")))
     num_stages = report["config"]["stages"]["num_stages"]
-    compared = {name: base.get("test") for name, base in report.get("baselines", {}).items()}
-    compared[f"mckd-{num_stages}" if num_stages > 1 else "vanilla-kd"] = report["final_student"].get("test")
+    final = f"mckd-{num_stages}" if num_stages > 1 else "vanilla-kd"
+    baselines = report.get("baselines", {})
+    compared = {name: base.get("test") for name, base in baselines.items()}
+    compared[final] = report["final_student"].get("test")
     for name in sorted(compared, key=_comparison_order):
-        title = _comparison_title(name, report["counts"])
-        if name in ("vanilla-kd", f"mckd-{num_stages}") and name not in report.get("baselines", {}):
-            title += " — final student"
-        rows.append((title, *_f1_em(compared[name]), None))
+        suffix = " — final student" if name == final and name not in baselines else ""
+        rows.append((_comparison_title(name, report["counts"]) + suffix, *_f1_em(compared[name]), None))
     return rows
 
 
 def _comparison_order(name: str) -> float:
-    if name == "sft":
-        return 0
-    if name == "sft-n":
-        return float("inf")
-    return 1 if name == "vanilla-kd" else int(name.removeprefix("mckd-"))
+    """SFT on L first, then distillation by its number of stages, the supervised upper bound last."""
+    stages = baseline_stages(name)
+    if stages is not None:
+        return stages
+    return 0 if name == "sft" else float("inf")
 
 
 def _comparison_title(name: str, counts: dict) -> str:

@@ -40,6 +40,12 @@ class TeacherBackend(Protocol):
         """One raw generation per prompt, in order. Raises TeacherTransportError on transient failures."""
 
 
+def local_model_key(model: str, revision: str | None) -> str:
+    """The response-cache identity of weights loaded in-process (transformers or vllm-offline): the same
+    model + revision gives the same answers, so rows cached by either engine serve the other."""
+    return f"{model}@{revision or 'main'}"
+
+
 class TransformersTeacher:
     """In-process batched greedy generation with a `transformers` causal LM."""
 
@@ -51,7 +57,7 @@ class TransformersTeacher:
         import torch
         from transformers import AutoModelForCausalLM
 
-        self.model_key = f"{model}@{revision or 'main'}"
+        self.model_key = local_model_key(model, revision)
         path = resolve_model(model)
         self.device = pick_device()
         self.tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code, padding_side="left")

@@ -19,7 +19,7 @@ from .config import TeacherConfig, VLLMConfig
 from .errors import MckdInputError, TeacherTransportError
 from .models import resolve_model
 from .prompting import Prompt
-from .teacher import GenParams, ProgressFn
+from .teacher import GenParams, ProgressFn, local_model_key
 from .teacher_http import COMPLETION_STOP, OpenAITeacher, openai_teacher_from_config, server_model_key
 from .vllm_server import VLLMServer, VLLMServerError, cpu_defaults
 
@@ -117,9 +117,7 @@ class OfflineVLLMTeacher:
 
     def __init__(self, cfg: TeacherConfig):
         self.cfg = cfg
-        # The weights (model + revision) are those of the transformers backend, and so is the cache identity:
-        # rows cached by either in-process engine serve the other.
-        self.model_key = f"{cfg.model}@{cfg.revision or 'main'}"
+        self.model_key = local_model_key(cfg.model, cfg.revision)
         self._llm = None
         self._chat = cfg.chat
 

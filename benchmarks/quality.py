@@ -34,7 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from mckd_core.atis import load_atis  # noqa: E402
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.craft import load_craft  # noqa: E402
-from mckd_core.data import sample_sets, write_sets  # noqa: E402
+from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
 
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
 FORMAT = {"atis": "slots", "craft": "constituency"}
@@ -50,7 +50,7 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
         pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
     sets = sample_sets(pool, test, args.labeled, args.unlabeled, args.test, seed, args.max_words, dev=dev)
     used = set(sets["labeled"]["input"]) | set(sets["unlabeled"]["input"]) | set(sets["test"]["input"])
-    short = pool[pool["input"].str.split().str.len() <= args.max_words].drop_duplicates("input")
+    short = within_words(pool, args.max_words).drop_duplicates("input")
     extra = short[~short["input"].isin(used)].sample(n=args.sft_n - args.labeled, random_state=seed)
     sets["sft_n_labeled"] = pd.concat([sets["labeled"], extra]).reset_index(drop=True)
     return sets
@@ -136,7 +136,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-words", type=int, default=12)
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality" / "results.json")
+    # Committed, so finished seeds outlive the machine (runs/ does not).
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     args = parser.parse_args()
 
     results = json.loads(args.out.read_text())["runs"] if args.out.exists() else []

@@ -152,16 +152,18 @@ def baseline_problem(name: str, cfg: RunConfig) -> str | None:
         return "needs data.test (baselines are compared on the test set)"
     if name == "sft-n" and not cfg.data.sft_n_labeled:
         return "needs data.sft_n_labeled (the larger gold set it trains on)"
-    if name in ("sft", "sft-n", "vanilla-kd"):
+    if name in ("sft", "sft-n"):
         return None
-    if not re.fullmatch(r"mckd-[0-9]+", name):
+    if name != "vanilla-kd" and not re.fullmatch(r"mckd-[0-9]+", name):
         return "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"
     stages = baseline_stages(name)
-    if stages < 2:
+    if name != "vanilla-kd" and stages < 2:
         return "is vanilla KD: write vanilla-kd"
     if stages >= cfg.stages.num_stages:
+        # It would train a second copy of the final student under another name.
         return (f"needs stages.num_stages > {stages} (with num_stages={cfg.stages.num_stages} the final student is "
-                f"mckd-{cfg.stages.num_stages}, reported as final_student)")
+                f"{'vanilla KD' if cfg.stages.num_stages == 1 else f'mckd-{cfg.stages.num_stages}'}, "
+                "reported as final_student)")
     return None
 
 

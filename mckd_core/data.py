@@ -173,24 +173,27 @@ def assert_conserved(inputs: pd.DataFrame | ParquetRef, outputs: pd.DataFrame | 
         raise AssertionError(f"{node}: row conservation violated ({len(a)} rows in, {len(b)} out)")
 
 
+def within_words(df: pd.DataFrame, max_words: int | None) -> pd.DataFrame:
+    """The rows whose input has at most `max_words` words (all rows when None)."""
+    return df[df["input"].str.split().str.len() <= max_words] if max_words else df
+
+
 def sample_sets(pool: pd.DataFrame, test: pd.DataFrame, n_labeled: int, n_unlabeled: int, n_test: int, seed: int,
                 max_words: int | None = None, dev: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Seeded, disjoint L / U / T samples (plus the dev set when given); U keeps its gold targets for diagnostics."""
-    def short(df: pd.DataFrame) -> pd.DataFrame:
-        return df[df["input"].str.split().str.len() <= max_words] if max_words else df
-
-    pool = short(pool).sample(frac=1.0, random_state=seed)
+    pool = within_words(pool, max_words).sample(frac=1.0, random_state=seed)
     # Distinct inputs, so L and U never share a sentence under different ids.
     pool = pool.drop_duplicates("input")
     if len(pool) < n_labeled + n_unlabeled:
         raise MckdInputError(f"only {len(pool)} pool sentences for {n_labeled} labeled + {n_unlabeled} unlabeled; lower the counts")
+    test = within_words(test, max_words)
     sets = {
         "labeled": pool.iloc[:n_labeled],
         "unlabeled": pool.iloc[n_labeled:n_labeled + n_unlabeled],
-        "test": short(test).sample(n=min(n_test, len(short(test))), random_state=seed),
+        "test": test.sample(n=min(n_test, len(test)), random_state=seed),
     }
     if dev is not None:
-        sets["dev"] = short(dev)
+        sets["dev"] = within_words(dev, max_words)
     return {name: df.reset_index(drop=True) for name, df in sets.items()}
 
 

@@ -237,7 +237,7 @@ def save_model(model, tokenizer, out_dir: str, metrics: dict) -> dict:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    metrics = {**metrics, "weights_sha256": weights_fingerprint(tmp)}
+    metrics = {**metrics, "weights_sha256": weights_fingerprint(tmp), "weights_stat": weights_stat(tmp)}
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if out.exists():
         shutil.rmtree(out)
@@ -245,17 +245,32 @@ def save_model(model, tokenizer, out_dir: str, metrics: dict) -> dict:
     return metrics
 
 
-def weights_fingerprint(model_dir: str | Path) -> str | None:
-    """sha256 of a saved model's config.json and safetensors files; None when either is missing.
+def _fingerprinted_files(directory: Path) -> list[Path] | None:
+    """config.json and the safetensors files; None when either is missing.
 
     Only these files: the report later writes a model card (README.md) into the final student's dir.
     """
-    directory = Path(model_dir)
     weights = sorted(directory.glob("*.safetensors"))
     if not (directory / "config.json").is_file() or not weights:
         return None
+    return [directory / "config.json", *weights]
+
+
+def weights_stat(model_dir: str | Path) -> dict | None:
+    """{file name: [size, mtime_ns]} of the fingerprinted files: the quick check `holds_student` tries first."""
+    files = _fingerprinted_files(Path(model_dir))
+    if files is None:
+        return None
+    return {path.name: [(st := path.stat()).st_size, st.st_mtime_ns] for path in files}
+
+
+def weights_fingerprint(model_dir: str | Path) -> str | None:
+    """sha256 of a saved model's config.json and safetensors files; None when either is missing."""
+    files = _fingerprinted_files(Path(model_dir))
+    if files is None:
+        return None
     digest = hashlib.sha256()
-    for path in [directory / "config.json", *weights]:
+    for path in files:
         digest.update(path.name.encode())
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -264,9 +279,18 @@ def weights_fingerprint(model_dir: str | Path) -> str | None:
 
 
 def holds_student(model_dir: str | Path, metrics: dict) -> bool:
-    """True while `model_dir` still holds the weights that `metrics` (of `train`) were recorded for."""
+    """True while `model_dir` still holds the weights that `metrics` (of `train`) were recorded for.
+
+    Files whose size and mtime are unchanged since the save are trusted without reading them (as make and rsync
+    do): every cache check of a cached re-run would otherwise re-hash each student (~0.5 GB for SmolLM2-135M).
+    Any other change (rewritten, copied, moved across filesystems) is decided by the full sha256.
+    """
     recorded = metrics.get("weights_sha256")
-    return recorded is not None and weights_fingerprint(model_dir) == recorded
+    if recorded is None:
+        return False
+    if metrics.get("weights_stat") is not None and weights_stat(model_dir) == metrics["weights_stat"]:
+        return True
+    return weights_fingerprint(model_dir) == recorded
 
 
 def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, max_new_tokens: int, device, precision: str = "auto") -> list[str]:

@@ -48,6 +48,7 @@ def test_json_schema_is_a_typed_form():
 @pytest.mark.parametrize("baselines, stages, data, message", [
     (["mckd-3"], 3, {"test": "t"}, "'mckd-3' needs stages.num_stages > 3"),
     (["mckd-1"], 3, {"test": "t"}, "is vanilla KD: write vanilla-kd"),
+    (["vanilla-kd"], 1, {"test": "t"}, "with num_stages=1 the final student is vanilla KD"),
     (["kd"], 3, {"test": "t"}, "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"),
     (["sft-n"], 3, {"test": "t"}, "needs data.sft_n_labeled"),
     (["sft"], 3, {}, "needs data.test"),

@@ -47,3 +47,34 @@ def test_oom_backoff_keeps_effective_batch_then_gives_up():
     assert [(s.batch_size, s.grad_accum) for s in (with_micro_batch(spec, a) for a in (1, 2, 3, 4))] == [(8, 2), (4, 4), (2, 8), (1, 16)]
     with pytest.raises(RuntimeError, match="even with micro-batch 1"):
         with_micro_batch(spec, 5)
+
+
+def test_holds_student_trusts_unchanged_files_and_hashes_changed_ones(tiny_models, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from mckd_core import student
+
+    out = tmp_path / "s"
+    metrics = train(TrainSpec(model=tiny_models["t5"], out_dir=str(out), task="text", train_inputs=list(PAIRS),
+                              train_targets=list(PAIRS.values()), epochs=1, select_on_dev=False))
+    weights = out / "model.safetensors"
+    # Unchanged since the save: decided from size + mtime, without reading the weights.
+    with monkeypatch.context() as m:
+        m.setattr(student, "weights_fingerprint", lambda d: pytest.fail("re-hashed an unchanged student"))
+        assert student.holds_student(out, metrics)
+    # The same bytes with a new mtime (a plain copy): the full hash decides, and it matches.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        shutil.copyfile(f, copy / f.name)
+    assert metrics["weights_stat"] != student.weights_stat(copy) and student.holds_student(copy, metrics)
+    # One flipped bit (same size, new mtime): not the student any more.
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(0, metrics["weights_stat"]["model.safetensors"][1] + 1))
+    assert not student.holds_student(out, metrics)
+    # Records written before weights_stat existed fall back to the hash.
+    assert student.holds_student(copy, {k: v for k, v in metrics.items() if k != "weights_stat"})
+    assert not student.holds_student(out, {k: v for k, v in metrics.items() if k != "weights_stat"})

@@ -84,7 +84,9 @@ def run_one(task: str, seed: int, args) -> dict:
     cfg = run_config(task, paths, args, seed)
     started = time.perf_counter()
     report = mckd_flow(cfg)
-    return {"task": task, "seed": seed, "wall_s": round(time.perf_counter() - started, 1), "scores": scores(report),
+    return {"task": task, "seed": seed, "wall_s": round(time.perf_counter() - started, 1), "load_end": os.getloadavg(),
+            "sizes": {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words")},
+            "scores": scores(report),
             "teacher_invalid": report["counts"]["teacher_invalid"], "unlabeled": report["counts"]["unlabeled"],
             "pseudolabel_f1": {"teacher": report["teacher"]["pseudolabel_f1"],
                                **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]}},
@@ -124,6 +126,21 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def finished_runs(out: Path) -> list[dict]:
+    return json.loads(out.read_text())["runs"] if out.exists() else []
+
+
+def save_run(out: Path, run: dict) -> None:
+    """Add one finished run to `out`, re-reading it first: several quality.py processes (other tasks or seeds,
+    each with its own --runs-root) may share one results file."""
+    runs = [r for r in finished_runs(out) if (r["task"], r["seed"]) != (run["task"], run["seed"])] + [run]
+    runs.sort(key=lambda r: (r["task"], r["seed"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+    tmp.replace(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=sorted(FORMAT), default=["atis", "craft"])
@@ -140,14 +157,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     args = parser.parse_args()
 
-    results = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
     for task in args.tasks:
         for seed in args.seeds:
-            if any(r["task"] == task and r["seed"] == seed for r in results):
-                continue
-            results.append(run_one(task, seed, args))
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"args": vars(args), "runs": results}, indent=1, default=str))
+            if not any(r["task"] == task and r["seed"] == seed for r in finished_runs(args.out)):
+                save_run(args.out, run_one(task, seed, args))
+    results = finished_runs(args.out)
     summary = summarize(results)
     print(json.dumps({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                       "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=1))

@@ -46,7 +46,7 @@ MODES = {
         "trainer": {"rows": 128, "epochs": 2, "batch_size": 8, "grad_accum": 2, "reps": 3},
     },
     "full": {
-        "models": "smollm2", "labeled": 16, "unlabeled": 12, "test": 4, "stages": 2, "partitions": 2, "reps": 2,
+        "models": "smollm2", "labeled": 16, "unlabeled": 12, "test": 4, "stages": 2, "partitions": 2, "reps": 3,
         "scaling_reps": 1, "torch_threads": None, "baselines": (),
         "student": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 40, "max_dev": 4,
                     "eval_batch_size": 16},

@@ -142,19 +142,24 @@ def model_card(report: dict) -> str:
     ])
 
 
+def plotted(report: dict) -> tuple[str, list[tuple[str, float]]]:
+    """What f1_by_stage.png shows: the run name and each scored row's test F1."""
+    return report["config"]["run_name"], [(name, f1) for name, f1, _, _ in table_rows(report) if f1 is not None]
+
+
 def plot_f1(report: dict, path: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [(name, f1) for name, f1, _, _ in table_rows(report) if f1 is not None]
+    run_name, scored = plotted(report)
     names, scores = zip(*scored) if scored else ((), ())
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(range(len(names)), scores, color="#4C72B0")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test F1")
-    ax.set_title(f"F1 by stage — {report['config']['run_name']}")
+    ax.set_title(f"F1 by stage — {run_name}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -164,16 +169,28 @@ def write_report(report: dict, run_dir: str | Path) -> dict:
     """Write report.json (atomically), report.md and f1_by_stage.png into the run dir; returns their paths."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    figure = run_dir / "f1_by_stage.png"
+    # A cached re-run rewrites the report (its timings change) but not the scores; drawing the unchanged figure
+    # again was ~1-3 s of such a re-run (matplotlib).
+    redraw = not figure.is_file() or _previous_plot(run_dir / "report.json") != plotted(json.loads(json.dumps(report, default=str)))
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report-", suffix=".json")
     with os.fdopen(fd, "w") as fh:
         json.dump(report, fh, indent=2, default=str)
     os.replace(tmp, run_dir / "report.json")
     (run_dir / "report.md").write_text(render_markdown(report))
-    plot_f1(report, run_dir / "f1_by_stage.png")
+    if redraw:
+        plot_f1(report, figure)
     final_dir = Path(report["final_student"]["dir"])
     if final_dir.is_dir():
         (final_dir / "README.md").write_text(model_card(report))
     return {name: str(run_dir / name) for name in ("report.json", "report.md", "f1_by_stage.png")}
+
+
+def _previous_plot(report_json: Path) -> tuple | None:
+    try:
+        return plotted(json.loads(report_json.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mckd_core.report import degradation_warnings, render_markdown
+from mckd_core.report import degradation_warnings, render_markdown, write_report
 
 
 def report(stage_dev: list[list[float | None]], final_dev: float | None) -> dict:
@@ -35,3 +35,18 @@ def test_warnings_are_in_report_md():
     r["warnings"] = degradation_warnings(r)
     assert "## Warnings" in render_markdown(r) and "final student: dev F1 5.0" in render_markdown(r)
     assert "## Warnings" not in render_markdown(report([[40.0, 40.0]], 40.0))
+
+
+def test_figure_is_redrawn_only_when_its_scores_change(tmp_path):
+    r = report([[40.0, 40.0]], 40.0)
+    r["final_student"]["test"] = {"f1": 40.0, "exact_match": 10.0}
+    figure = tmp_path / "f1_by_stage.png"
+    write_report(r, tmp_path)
+    drawn = figure.stat().st_mtime_ns
+    write_report({**r, "timings": {"total": 1.0}}, tmp_path)  # a cached re-run: new timings, same scores
+    assert figure.stat().st_mtime_ns == drawn
+    write_report({**r, "final_student": {**r["final_student"], "test": {"f1": 41.0, "exact_match": 10.0}}}, tmp_path)
+    assert figure.stat().st_mtime_ns != drawn
+    figure.unlink()
+    write_report(r, tmp_path)
+    assert figure.is_file()

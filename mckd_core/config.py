@@ -154,11 +154,12 @@ def baseline_problem(name: str, cfg: RunConfig) -> str | None:
         return "needs data.sft_n_labeled (the larger gold set it trains on)"
     if name in ("sft", "sft-n"):
         return None
-    if name != "vanilla-kd" and not re.fullmatch(r"mckd-[0-9]+", name):
-        return "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"
+    if name != "vanilla-kd":
+        if not re.fullmatch(r"mckd-[0-9]+", name):
+            return "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"
+        if baseline_stages(name) < 2:
+            return "is vanilla KD: write vanilla-kd"
     stages = baseline_stages(name)
-    if name != "vanilla-kd" and stages < 2:
-        return "is vanilla KD: write vanilla-kd"
     if stages >= cfg.stages.num_stages:
         # It would train a second copy of the final student under another name.
         return (f"needs stages.num_stages > {stages} (with num_stages={cfg.stages.num_stages} the final student is "

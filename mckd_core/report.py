@@ -172,10 +172,11 @@ def write_report(report: dict, run_dir: str | Path) -> dict:
     figure = run_dir / "f1_by_stage.png"
     # A cached re-run rewrites the report (its timings change) but not the scores; drawing the unchanged figure
     # again was ~1-3 s of such a re-run (matplotlib).
-    redraw = not figure.is_file() or _previous_plot(run_dir / "report.json") != plotted(json.loads(json.dumps(report, default=str)))
+    text = json.dumps(report, indent=2, default=str)
+    redraw = not figure.is_file() or _previous_plot(run_dir / "report.json") != plotted(json.loads(text))
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".report-", suffix=".json")
     with os.fdopen(fd, "w") as fh:
-        json.dump(report, fh, indent=2, default=str)
+        fh.write(text)
     os.replace(tmp, run_dir / "report.json")
     (run_dir / "report.md").write_text(render_markdown(report))
     if redraw:

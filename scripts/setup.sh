@@ -6,6 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 base="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+source scripts/disk.sh
+.venv/bin/python -c "import mckd_core, torch" 2>/dev/null || require_free_gib "$root" 3 "the project venv (.venv, ~2 GiB)"
 [[ -x .venv/bin/python ]] || "$base" -m venv .venv >&2
 pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@" >&2; }
 # torch first and pinned: 2.13.0 is the CPU build (a bare `torch` would pull a multi-GB CUDA build).

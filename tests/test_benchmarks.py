@@ -1,4 +1,4 @@
-"""benchmarks/run.py's pure helpers (no timing is asserted anywhere)."""
+"""benchmarks/ scripts' pure helpers (no timing is asserted anywhere)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+
+def _load(name: str):
+    """A benchmarks/ script as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("run")
 
 
 def test_linear_fit_recovers_slope_intercept_and_r2():
@@ -30,3 +37,28 @@ def test_interleave_and_verdicts():
 def test_toy_pool_inputs_are_distinct():
     pool = bench.toy_pool(100)
     assert pool["input"].is_unique and pool["id"].is_unique and len(pool) == 100
+
+
+def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
+    import json
+
+    import pandas as pd
+
+    quality = _load("label_quality")
+    run = tmp_path / "run"
+    (run / "teacher").mkdir(parents=True)
+    (run / "stage-1").mkdir()
+    (run / "report.json").write_text(json.dumps({"config": {"data": {"task": "slots"}}}))
+    gold = "flights from [fromloc.city_name boston] to [toloc.city_name denver]"
+    rows = lambda label, valid: pd.DataFrame({"input": ["flights from boston to denver"] * 2, "target": [gold] * 2,  # noqa: E731
+                                              "label": label, "valid": valid})
+    # Teacher: one row tags only the first slot, one is invalid (an empty prediction): 1 of 4 gold chunks.
+    rows(["flights from [fromloc.city_name boston] to denver", "garbage"], [True, False]).to_parquet(run / "teacher" / "labels-a.parquet")
+    rows([gold, gold], [True, True]).to_parquet(run / "stage-1" / "labels-b.parquet")
+    labels = quality.label_quality(run)["labels"]
+    assert list(labels) == ["teacher", "stage-1"]
+    assert labels["teacher"] == {"f1": 40.0, "precision": 100.0, "recall": 25.0, "invalid": 50.0}
+    assert labels["stage-1"]["recall"] == 100.0 and labels["stage-1"]["invalid"] == 0.0
+    (run / "stage-1" / "labels-c.parquet").write_bytes((run / "stage-1" / "labels-b.parquet").read_bytes())
+    with pytest.raises(SystemExit, match="stage-1: expected one labels"):
+        quality.label_quality(run)

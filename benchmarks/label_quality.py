@@ -1,0 +1,53 @@
+"""Precision / recall / F1 of the labels of U, stage by stage, from finished quality runs' files.
+
+report.json keeps only the F1 of each stage's labels; whether the teacher and the cross-relabels under- or
+over-tag needs precision and recall (BENCHMARKS.md: "why distilled students under-tag"). Reads a run dir's
+teacher/labels-*.parquet and stage-N/labels-*.parquet (U's rows with their gold `target`); invalid labels
+count as empty predictions, as in every score of the report.
+
+Usage:
+  .venv/bin/python benchmarks/label_quality.py runs/quality-bm25-s1/atis-U40-e6-74f312-seed1 [RUN_DIR ...]
+Prints one JSON object per run dir: {"run", "labels": {"teacher": {...}, "stage-1": {...}, ...}}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from mckd_core.data import ParquetRef, file_sha256  # noqa: E402
+from mckd_core.steps import score_labels  # noqa: E402
+
+KEYS = ("f1", "precision", "recall", "invalid")
+
+
+def label_files(run_dir: Path) -> dict[str, Path]:
+    """The U label file of the teacher and of each intermediate stage, in stage order."""
+    found = {"teacher": sorted((run_dir / "teacher").glob("labels-*.parquet"))}
+    for stage_dir in sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1])):
+        found[stage_dir.name] = sorted(stage_dir.glob("labels-*.parquet"))
+    for name, files in found.items():
+        if len(files) != 1:
+            raise SystemExit(f"{run_dir}/{name}: expected one labels-*.parquet, found {len(files)}; pass the dir of one finished run")
+    return {name: files[0] for name, files in found.items()}
+
+
+def label_quality(run_dir: Path) -> dict:
+    task = json.loads((run_dir / "report.json").read_text())["config"]["data"]["task"]
+    refs = {name: ParquetRef(path=str(p), sha256=file_sha256(p), rows=pq.read_metadata(p).num_rows)
+            for name, p in label_files(run_dir).items()}
+    scores = {name: score_labels(ref, task) for name, ref in refs.items()}
+    return {"run": str(run_dir), "labels": {name: {k: round(s[k], 1) for k in KEYS if k in s} for name, s in scores.items()}}
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:] or ["--help"]:
+        if arg.startswith("-"):
+            raise SystemExit(__doc__)
+        print(json.dumps(label_quality(Path(arg))))

@@ -19,9 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pyarrow.parquet as pq  # noqa: E402
-
-from mckd_core.data import ParquetRef, file_sha256  # noqa: E402
+from mckd_core.data import ParquetRef  # noqa: E402
 from mckd_core.steps import score_labels  # noqa: E402
 
 KEYS = ("f1", "precision", "recall", "invalid")
@@ -40,9 +38,7 @@ def label_files(run_dir: Path) -> dict[str, Path]:
 
 def label_quality(run_dir: Path) -> dict:
     task = json.loads((run_dir / "report.json").read_text())["config"]["data"]["task"]
-    refs = {name: ParquetRef(path=str(p), sha256=file_sha256(p), rows=pq.read_metadata(p).num_rows)
-            for name, p in label_files(run_dir).items()}
-    scores = {name: score_labels(ref, task) for name, ref in refs.items()}
+    scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir).items()}
     return {"run": str(run_dir), "labels": {name: {k: round(s[k], 1) for k in KEYS if k in s} for name, s in scores.items()}}
 
 

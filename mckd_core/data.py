@@ -25,6 +25,11 @@ class ParquetRef(BaseModel):
     sha256: str
     rows: int
 
+    @classmethod
+    def of(cls, path: str | Path) -> ParquetRef:
+        """The ref of an existing Parquet file, e.g. one of a finished run's artifacts read back for analysis."""
+        return cls(path=str(path), sha256=file_sha256(path), rows=pq.read_metadata(path).num_rows)
+
     def read(self) -> pd.DataFrame:
         return pd.read_parquet(self.path)
 

@@ -62,3 +62,24 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     (run / "stage-1" / "labels-c.parquet").write_bytes((run / "stage-1" / "labels-b.parquet").read_bytes())
     with pytest.raises(SystemExit, match="stage-1: expected one labels"):
         quality.label_quality(run)
+
+
+def test_gold_partition_takes_the_stage_students_rows_with_gold_labels(tmp_path):
+    import pandas as pd
+
+    gold_partition = _load("gold_partition")
+    run = tmp_path / "run"
+    for sub in ("teacher", "data", "stage-1"):
+        (run / sub).mkdir(parents=True)
+    ids = ["a", "b", "c", "d"]
+    teacher = pd.DataFrame({"id": ids, "input": ["w1", "w2", "w3", "w4"], "target": ["( w1 )", "( w2 )", "( w3 )", "( w4 )"],
+                            "label": ["T1", "T2", "T3", None], "raw": ["T1", "T2", "T3", "x"], "valid": [True, True, True, False],
+                            "error": None, "source": "teacher", "stage": 0})
+    teacher.to_parquet(run / "teacher" / "labels-t.parquet")
+    pd.DataFrame({"id": ids, "part": [0, 1, 0, 1]}).to_parquet(run / "data" / "partition-p.parquet")
+    # Student 0 trains on part 1 (b, d) and keeps only the valid teacher label (b); its label becomes b's gold.
+    rows = gold_partition.gold_rows(run, stage=1, student=0, partitions=2)
+    assert list(rows["id"]) == ["b"] and list(rows["label"]) == ["( w2 )"] and set(rows["source"]) == {"gold"}
+    # Stage 2 students train on the stage-1 labels.
+    teacher.assign(label=["S1", "S2", "S3", "S4"], valid=True).to_parquet(run / "stage-1" / "labels-s.parquet")
+    assert list(gold_partition.gold_rows(run, stage=2, student=1, partitions=2)["id"]) == ["a", "c"]

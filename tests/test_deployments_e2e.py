@@ -244,7 +244,7 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
     """flows.train_student.dispatch_student → mckd-train-student run on the pool → the trained StudentRef."""
     from flows.train_student import dispatch_student
     from mckd_core.config import StudentConfig
-    from mckd_core.data import ParquetRef, file_sha256
+    from mckd_core.data import ParquetRef
 
     server = deployed
     if not server.distill:
@@ -252,8 +252,7 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
     run_dir = Path(server.distill["config"]["runs_root"]) / "toy"
 
     def ref(pattern: str) -> ParquetRef:
-        path = next(run_dir.glob(pattern))
-        return ParquetRef(path=str(path), sha256=file_sha256(path), rows=len(pd.read_parquet(path)))
+        return ParquetRef.of(next(run_dir.glob(pattern)))
 
     labels, dev = ref("teacher/labels-*.parquet"), ref("data/labeled-*.parquet")
     out_dir = str(tmp_path_factory.mktemp("e2e-dispatch") / "student")

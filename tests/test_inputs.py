@@ -70,6 +70,7 @@ def test_parquet_refs_are_atomic_and_immutable(tmp_path):
     a, b = write_parquet(df, tmp_path, "rows"), write_parquet(df, tmp_path, "rows")
     assert a == b and a.rows == 1
     assert not list(tmp_path.glob(".*tmp"))
+    assert ParquetRef.of(a.path) == a  # an artifact read back (hash and row count from the file) is the same ref
 
 
 @pytest.mark.parametrize("alias,hint", [

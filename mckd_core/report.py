@@ -69,7 +69,9 @@ def degradation_warnings(report: dict, ratio: float = 0.5) -> list[str]:
     chain.append(("final student", report["final_student"].get("dev_f1")))
     return [f"{name}: dev F1 {now:.1f} is less than {ratio:.0%} of the {before_name}' {before:.1f}; the stages are "
             "degrading the labels (typical when a partition holds too few rows for a student to learn the output "
-            "format): use more unlabeled rows, more student epochs or fewer stages, and compare with the vanilla-kd baseline"
+            "format, or when the teacher's labels are too poor to learn from): use more unlabeled rows, more student "
+            "epochs or fewer stages, a stronger teacher or prompt (teacher.num_demos, demo_selection: bm25), and "
+            "compare with the vanilla-kd baseline"
             for (before_name, before), (name, now) in zip(chain, chain[1:])
             if before and now is not None and now < ratio * before]
 

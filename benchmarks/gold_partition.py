@@ -41,6 +41,8 @@ def gold_rows(run_dir: Path, stage: int, student: int, partitions: int) -> pd.Da
     labels = one("teacher/labels-*.parquet" if stage == 1 else f"stage-{stage - 1}/labels-*.parquet", run_dir)
     train_parts, _ = cross_assignment(partitions)[student]
     rows = training_rows(ParquetRef.of(labels), ParquetRef.of(one("data/partition-*.parquet", run_dir)), train_parts, 1, "gold partition")
+    if rows["target"].isna().any():
+        raise SystemExit(f"{run_dir}: the rows of U have no gold `target`; this check needs a run on gold-labeled U (e.g. quality.py's)")
     return rows.assign(label=rows["target"], raw=rows["target"], source="gold")
 
 

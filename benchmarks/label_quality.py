@@ -39,6 +39,8 @@ def label_files(run_dir: Path) -> dict[str, Path]:
 def label_quality(run_dir: Path) -> dict:
     task = json.loads((run_dir / "report.json").read_text())["config"]["data"]["task"]
     scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir).items()}
+    if any(score is None for score in scores.values()):
+        raise SystemExit(f"{run_dir}: the rows of U have no gold `target`; label quality needs a run on gold-labeled U (e.g. quality.py's)")
     return {"run": str(run_dir), "labels": {name: {k: round(s[k], 1) for k in KEYS if k in s} for name, s in scores.items()}}
 
 

@@ -62,6 +62,10 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     (run / "stage-1" / "labels-c.parquet").write_bytes((run / "stage-1" / "labels-b.parquet").read_bytes())
     with pytest.raises(SystemExit, match="stage-1: expected one labels"):
         quality.label_quality(run)
+    (run / "stage-1" / "labels-c.parquet").unlink()
+    rows([gold, gold], [True, True]).assign(target=None).to_parquet(run / "stage-1" / "labels-b.parquet")
+    with pytest.raises(SystemExit, match="no gold `target`"):  # a user's run: U without gold
+        quality.label_quality(run)
 
 
 def test_gold_partition_takes_the_stage_students_rows_with_gold_labels(tmp_path):

@@ -19,21 +19,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import pandas as pd  # noqa: E402
+from label_quality import one  # noqa: E402
 
 from mckd_core.config import RunConfig  # noqa: E402
 from mckd_core.data import ParquetRef, write_parquet  # noqa: E402
 from mckd_core.partition import cross_assignment  # noqa: E402
 from mckd_core.steps import train_student_on, training_rows  # noqa: E402
-
-
-def one(pattern: str, run_dir: Path) -> Path:
-    found = sorted(run_dir.glob(pattern))
-    if len(found) != 1:
-        raise SystemExit(f"{run_dir}: expected one {pattern}, found {len(found)}; pass the dir of one finished run")
-    return found[0]
 
 
 def gold_rows(run_dir: Path, stage: int, student: int, partitions: int) -> pd.DataFrame:

@@ -25,15 +25,19 @@ from mckd_core.steps import score_labels  # noqa: E402
 KEYS = ("f1", "precision", "recall", "invalid")
 
 
+def one(pattern: str, run_dir: Path) -> Path:
+    """The one file of a finished run matching `pattern` (a re-run with other inputs would leave a second)."""
+    found = sorted(run_dir.glob(pattern))
+    if len(found) != 1:
+        where = run_dir / Path(pattern).parent
+        raise SystemExit(f"{where}: expected one {Path(pattern).name}, found {len(found)}; pass the dir of one finished run")
+    return found[0]
+
+
 def label_files(run_dir: Path) -> dict[str, Path]:
     """The U label file of the teacher and of each intermediate stage, in stage order."""
-    found = {"teacher": sorted((run_dir / "teacher").glob("labels-*.parquet"))}
-    for stage_dir in sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1])):
-        found[stage_dir.name] = sorted(stage_dir.glob("labels-*.parquet"))
-    for name, files in found.items():
-        if len(files) != 1:
-            raise SystemExit(f"{run_dir}/{name}: expected one labels-*.parquet, found {len(files)}; pass the dir of one finished run")
-    return {name: files[0] for name, files in found.items()}
+    stages = sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1]))
+    return {"teacher": one("teacher/labels-*.parquet", run_dir), **{d.name: one(f"{d.name}/labels-*.parquet", run_dir) for d in stages}}
 
 
 def label_quality(run_dir: Path) -> dict:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -93,20 +96,82 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(p)
         if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(p, lines=True, dtype=False)
+            return _read_jsonl(p, what)
         if suffix == ".json":
             return pd.read_json(p, dtype=False)
         if suffix in (".csv", ".tsv"):
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            return _read_csv(p, what, "\t" if suffix == ".tsv" else ",")
     except MckdInputError:
         raise
     except Exception as exc:  # unreadable file: say which and why
-        raise MckdInputError(f"{what}: cannot read {p}: {type(exc).__name__}: {exc}") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # pandas' messages may end in a line break
+        raise MckdInputError(f"{what}: cannot read {p}: {type(exc).__name__}: {first_line}") from None
     raise MckdInputError(f"{what}: unsupported file type {p.suffix!r} for {p}; use .parquet, .jsonl, .json, .csv or a datasets dir")
 
 
+def _read_jsonl(p: Path, what: str) -> pd.DataFrame:
+    """One JSON object per line, parsed line by line so a bad line is named (pandas names only a byte position)."""
+    rows = []
+    with open(p, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark some editors write is not JSON
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue  # blank lines (a trailing one, most often) hold no row
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MckdInputError(f"{what}: {p} line {number}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                                     "fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise MckdInputError(f"{what}: {p} line {number}: a JSON {type(row).__name__}, not an object; "
+                                     'each line must be one row like {"input": "..."}')
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# pandas' C parser counts CSV records (the header is record 1, a quoted field may span lines) in these messages.
+_CSV_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_CSV_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+
+
+def _read_csv(p: Path, what: str, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        if fields := _CSV_FIELDS.search(str(exc)):
+            expected, record, found = fields.groups()
+            raise MckdInputError(f"{what}: {p} line {_record_line(p, int(record), sep)}: {found} fields where the header has "
+                                 f"{expected}; quote fields that contain {sep!r}") from None
+        if quote := _CSV_OPEN_QUOTE.search(str(exc)):
+            raise MckdInputError(f"{what}: {p} line {_record_line(p, int(quote.group(1)) + 1, sep)}: a quoted field starts "
+                                 'here and is never closed; close it (a quote inside a field is written "")') from None
+        raise
+
+
+def _record_line(p: Path, record: int, sep: str) -> int:
+    """The file line where CSV record `record` (1-based, the header is 1) starts."""
+    with open(p, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        for _ in range(record - 1):
+            next(reader, None)
+        return reader.line_num + 1
+
+
+# Line breaks (what str.splitlines splits on) and tabs, with the spaces around them.
+_BREAKS = re.compile(r"\s*[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of line breaks / tabs turned into one space, stripped.
+
+    Teacher and student prompts give the input one line (`Input: <x>`, then `Output:`) and answers are taken from
+    the first line generated, so a line break inside an input or a target would move where the output starts.
+    """
+    return _BREAKS.sub(" ", text).strip()
+
+
 def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: int | None = None) -> pd.DataFrame:
-    """Check the (id, input, target) schema; add content-hash ids when missing. Extra columns are kept."""
+    """Check the (id, input, target) schema, put every input and target on one line (`one_line`), add content-hash
+    ids of the inputs when missing. Extra columns are kept."""
     if len(df) == 0:
         raise MckdInputError(f"{what}: the set is empty; give at least one row")
     if "input" not in df.columns:
@@ -118,7 +183,7 @@ def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: in
     if bad_input.any():
         row = int(bad_input.to_numpy().nonzero()[0][0])
         raise MckdInputError(f"{what}: row {row}: field 'input' is empty; remove the row or fill it in")
-    df["input"] = df["input"].astype(str)
+    df["input"] = df["input"].astype(str).map(one_line)
     if "id" not in df.columns:
         df.insert(0, "id", df["input"].map(content_id))
     df["id"] = df["id"].astype(str)
@@ -130,7 +195,7 @@ def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: in
     elif need_target and df["target"].isna().any():
         row = int(df["target"].isna().to_numpy().nonzero()[0][0])
         raise MckdInputError(f"{what}: row {row} (id {df['id'].iloc[row]!r}): field 'target' is empty in a gold set")
-    df["target"] = df["target"].where(df["target"].notna(), None)
+    df["target"] = df["target"].where(df["target"].notna(), None).map(lambda t: one_line(t) if isinstance(t, str) else t)
     if limit is not None:
         df = df.iloc[:limit]
     return df.reset_index(drop=True)

@@ -83,6 +83,14 @@ def resolve_model(name: str) -> str:
     return str(target)
 
 
+def unconverted_gguf(name: str) -> Path | None:
+    """The GGUF file of an alias `resolve_model` has not converted yet (else None; a chunked package writes its file
+    first, once): its tokenizer loads from the file's metadata (`gguf_file=`) in seconds, converting reads the weights."""
+    if name not in GGUF_ALIASES or (cache_root() / "models" / name / "config.json").is_file():
+        return None
+    return _gguf_file(*GGUF_ALIASES[name])
+
+
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -25,6 +26,31 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path):
     assert result.exit_code == 2
     assert "labeled: file not found" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_run_name_outside_the_runs_root_is_refused(tmp_path, name):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"runs_root: {tmp_path}/runs\ndata:\n  labeled: {tmp_path}/l.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n")
+    result = runner.invoke(app, ["run", str(cfg), "--set", f"run_name={name}"])
+    assert result.exit_code == 2
+    assert _unwrapped(f"run_name: Value error, {name!r} is not a folder name") in _unwrapped(result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]  # nothing written beside or inside the runs root
+
+
+def test_malformed_jsonl_names_the_file_and_line(tmp_path):
+    (tmp_path / "l.jsonl").write_text('{"input": "from boston", "target": "from boston"}\n{"input": "to denver", "target": nul}\n')
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"runs_root: {tmp_path}/runs\ndata:\n  task: text\n  labeled: {tmp_path}/l.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n")
+    result = runner.invoke(app, ["run", str(cfg)])
+    assert result.exit_code == 2
+    assert _unwrapped(f"labeled: {tmp_path}/l.jsonl line 2: invalid JSON (Expecting value at column 34); fix or remove "
+                      "that line") in _unwrapped(result.output)
+
+
+def _unwrapped(text: str) -> str:
+    """`text` without whitespace: the error console wraps long lines (mid-path, too) at its width."""
+    return "".join(text.split())
 
 
 def test_eval_prints_json_metrics(tmp_path):

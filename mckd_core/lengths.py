@@ -1,0 +1,126 @@
+"""Over-long inputs, counted before any model loads: each model's own tokenizer (never its weights) over the prompt
+it will see.
+
+Students cut a prompt at `student.max_input_tokens`. A vLLM teacher refuses (or cuts the answer of) a prompt that
+leaves no room for `teacher.max_new_tokens` within `teacher.vllm.max_model_len`; the teacher is checked only where
+that length is set and mckd runs the engine (a managed server, vllm-offline): the context of an external server
+or of the transformers backend is not known here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .config import RunConfig, StudentConfig, TeacherConfig
+from .errors import MckdInputError
+from .formats import get_format
+from .models import resolve_model, unconverted_gguf
+from .prompting import Demo, DemoSelector, build_prompt
+from .student import causal_prompt, is_seq2seq, load_tokenizer
+
+
+@dataclass
+class Overlong:
+    """The rows of each set whose prompt is longer than `limit` tokens; `named`: the limit in config terms."""
+
+    named: str
+    limit: int
+    rows: dict[str, list[int]]
+    consequence: str
+
+    def summary(self) -> dict:
+        return {"limit": self.limit, "rows": {name: len(rows) for name, rows in self.rows.items()}}
+
+    def message(self, sets: dict[str, pd.DataFrame]) -> str | None:
+        over = {name: rows for name, rows in self.rows.items() if rows}
+        if not over:
+            return None
+        name, rows = next(iter(over.items()))
+        counts = ", ".join(f"{len(rows)} of {len(sets[name])} {name}" for name, rows in over.items())
+        return (f"over-long inputs: {counts} row(s) are longer than {self.named} "
+                f"(first: {name} row {rows[0]}, id {sets[name]['id'].iloc[rows[0]]!r}); {self.consequence}")
+
+
+def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, list[str]]:
+    """report.json's `overlong` ({"student": {"limit", "rows": {set: count}}, "teacher": ... where known}) and the
+    warnings to log; with data.overlong=error, an over-long row, or a count that cannot be made, stops the run."""
+    summary, warnings = {}, []
+    for who, count in (("student", student_overlong), ("teacher", teacher_overlong)):
+        try:
+            found = count(cfg, sets)
+        except Exception as exc:  # a tokenizer that cannot load: the model load reports it properly later
+            problem = (f"{who} input lengths not checked: the tokenizer or config of {who}.model did not load "
+                       f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})")
+            if cfg.data.overlong == "error":
+                raise MckdInputError(f"{problem}; data.overlong=error needs the count") from None
+            warnings.append(problem)
+            continue
+        if found is None:
+            continue
+        summary[who] = found.summary()
+        message = found.message(sets)
+        if message and cfg.data.overlong == "error":
+            raise MckdInputError(f"{message} (data.overlong=error)")
+        if message:
+            warnings.append(f"{message} (data.overlong=error stops such a run)")
+    return summary, warnings
+
+
+def student_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong:
+    """Rows of every set whose student prompt is cut (the student trains, selects and is scored on all of them)."""
+    s: StudentConfig = cfg.student
+    tok, path = _tokenizer(s.model, s.revision, s.trust_remote_code)
+    seq2seq = is_seq2seq(path, s.arch, s.revision, s.trust_remote_code) if path else s.arch == "seq2seq"
+    # As the student encodes them: the bare input with its end token (seq2seq), else the prompt without specials.
+    rows = {name: _rows_over(tok, [x if seq2seq else causal_prompt(x) for x in df["input"]], seq2seq, s.max_input_tokens)
+            for name, df in sets.items()}
+    return Overlong(f"student.max_input_tokens={s.max_input_tokens} tokens", s.max_input_tokens, rows,
+                    "students cut them; raise student.max_input_tokens or shorten those inputs")
+
+
+def teacher_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong | None:
+    """Rows of U and T whose few-shot prompt leaves no room for the answer; None where the context is not known."""
+    t: TeacherConfig = cfg.teacher
+    runs_vllm = t.backend == "vllm-offline" or (t.backend == "vllm-server" and not t.base_url)
+    if not runs_vllm or t.vllm.max_model_len is None:
+        return None
+    tok, _ = _tokenizer(t.model, t.revision, t.trust_remote_code)
+    chat = t.chat and tok.chat_template is not None
+    instruction = get_format(cfg.data.task).instruction
+    labeled = sets["labeled"]
+    # The prompts annotate() builds: the same demos (labeled rows, run seed) around each input.
+    selector = DemoSelector([Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])],
+                            t.num_demos, t.demo_selection, cfg.seed)
+
+    def rendered(text: str) -> str:
+        prompt = build_prompt(instruction, selector.select(text), text)
+        return tok.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True) if chat else prompt.text
+
+    room = t.vllm.max_model_len - t.max_new_tokens
+    # vLLM adds the tokenizer's special tokens to completion prompts; a chat template writes its own.
+    rows = {name: _rows_over(tok, [rendered(x) for x in sets[name]["input"]], not chat, room)
+            for name in ("unlabeled", "test") if name in sets}
+    named = f"teacher.vllm.max_model_len={t.vllm.max_model_len} less teacher.max_new_tokens={t.max_new_tokens} tokens"
+    return Overlong(named, room, rows,
+                    "vLLM refuses those prompts or cuts their answers; raise teacher.vllm.max_model_len, lower "
+                    "teacher.num_demos or teacher.max_new_tokens, or shorten those inputs")
+
+
+def _tokenizer(model: str, revision: str | None, trust_remote_code: bool):
+    """`model`'s tokenizer as its student or teacher loads it, and the folder of its config (None for a GGUF alias
+    not converted yet: its tokenizer comes from the file's metadata, and every such alias is decoder-only)."""
+    gguf = unconverted_gguf(model)
+    if gguf is not None:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name), None
+    path = resolve_model(model)
+    return load_tokenizer(path, revision, trust_remote_code), path
+
+
+def _rows_over(tok, texts: list[str], special_tokens: bool, limit: int) -> list[int]:
+    """Row numbers of the `texts` longer than `limit` tokens."""
+    ids = tok(texts, add_special_tokens=special_tokens)["input_ids"] if texts else []
+    return [row for row, seq in enumerate(ids) if len(seq) > limit]

@@ -8,7 +8,8 @@ set: CRAFT students select epochs on the official dev split, ATIS students on L 
 Usage (results are added to --out after every run; a re-run skips (task, seed) pairs finished with the same
 sizes, and the Prefect cache skips finished nodes of an interrupted one):
   .venv/bin/python benchmarks/quality.py --tasks atis craft --seeds 0 1 2
-Prints one JSON object: per task and row, test F1 mean/sd over seeds, and wall times.
+Prints one JSON object: per task and row, test F1 mean/sd over seeds, wall times, and MCKD-3 minus every other row
+with a 95% CI pooled over seeds (paired bootstrap on each run's test rows, from the run dirs' test-rows.json).
 """
 
 from __future__ import annotations
@@ -36,10 +37,21 @@ from mckd_core.atis import load_atis  # noqa: E402
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.craft import load_craft  # noqa: E402
 from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
+from mckd_core.formats import get_format  # noqa: E402
+from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
+from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
 
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
 FORMAT = {"atis": "slots", "craft": "constituency"}
 ROWS = ["teacher", "sft", "vanilla-kd", "mckd-2", "mckd-3", "sft-n"]
+#: The row every other row is compared with, and each row's name in a run's comparisons / test-rows.json.
+FINAL = "mckd-3"
+SYSTEM = {row: "final" if row == FINAL else row for row in ROWS}
+#: What a run's `f1` is. Runs recorded without `metric` hold the LEGACY one: CRAFT's `f1` was Kim et al.'s until
+#: 2026-12-02 (BENCHMARKS.md), so such runs are not today's table and run again.
+METRIC = {"atis": "conlleval chunk F1 (micro)",
+          "craft": "MCKD authors' sentence-mean span F1 (whole sentence included, every sentence counted)"}
+LEGACY_METRIC = {"atis": METRIC["atis"], "craft": "Kim et al. (2019) sentence-mean span F1"}
 # Most tokens of one output (teacher generation and student targets): bracketed trees need more than slot spans.
 OUTPUT_TOKENS = {"atis": 64, "craft": 80}
 
@@ -79,10 +91,10 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
 
 
 def scores(report: dict) -> dict[str, dict]:
-    """Test F1 / exact match / invalid % of every row of the table."""
+    """Test F1 (with its 95% CI; CRAFT also Kim et al.'s) / exact match / invalid % of every row of the table."""
     tests = {"teacher": report["teacher"]["test"], "mckd-3": report["final_student"]["test"],
              **{name: base["test"] for name, base in report["baselines"].items()}}
-    return {row: {k: tests[row].get(k) for k in ("f1", "f1_micro", "exact_match", "invalid")} for row in ROWS}
+    return {row: {k: tests[row].get(k) for k in ("f1", "ci95", "f1_kim", "f1_micro", "exact_match", "invalid")} for row in ROWS}
 
 
 def run_one(task: str, seed: int, args) -> dict:
@@ -95,7 +107,11 @@ def run_one(task: str, seed: int, args) -> dict:
     report = mckd_flow(cfg)
     return {"task": task, "seed": seed, "wall_s": round(time.perf_counter() - started, 1), "load_end": os.getloadavg(),
             "sizes": sizes_of(args),
+            "metric": METRIC[task],
             "scores": scores(report),
+            "comparisons": report["comparisons"],
+            # Per-row statistics of every row, for the CI pooled over seeds (run dirs are not committed).
+            "test_rows": str(cfg.run_dir / TEST_ROWS_FILE),
             "teacher_invalid": report["counts"]["teacher_invalid"], "unlabeled": report["counts"]["unlabeled"],
             "pseudolabel_f1": {"teacher": report["teacher"]["pseudolabel_f1"],
                                **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]}},
@@ -107,15 +123,38 @@ def mean_sd(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def pooled_comparisons(runs_rows: list[dict], task: str) -> dict:
+    """MCKD-3 minus every other row, pooled over seeds (stats.pooled_paired_bootstrap): each run's test rows
+    resampled within that run, the runs' differences averaged per resample. `runs_rows`: per run, the `systems`
+    of its test-rows.json (name -> {"id", "stats"})."""
+    aggregate = get_format(FORMAT[task]).aggregate
+    return {f"{FINAL} - {row}": pooled_paired_bootstrap([aligned(rows[SYSTEM[FINAL]], rows[SYSTEM[row]]) for rows in runs_rows],
+                                                        aggregate)
+            for row in ROWS if row != FINAL}
+
+
+def per_row_stats(runs: list[dict]) -> list[dict] | None:
+    """Each run's per-row statistics (test-rows.json in its run dir); None when a run has none (an older run, or
+    its run dir is gone)."""
+    paths = [Path(r["test_rows"]) if r.get("test_rows") else None for r in runs]
+    if not all(path and path.is_file() for path in paths):
+        return None
+    return [json.loads(path.read_text())["systems"] for path in paths]
+
+
 def summarize(results: list[dict]) -> dict:
-    """Per task: each row's test F1 (and exact match) mean ± sd over seeds; the paper's three checks on the means."""
+    """Per task: each row's test F1 (and exact match) mean ± sd over seeds; the paper's three checks on the means;
+    MCKD-3 minus each row with a 95% CI pooled over seeds (None when a run's per-row statistics are missing)."""
     summary = {}
     for task in sorted({r["task"] for r in results}):
         runs = [r for r in results if r["task"] == task]
         f1 = {row: mean_sd([r["scores"][row]["f1"] for r in runs]) for row in ROWS}
+        runs_rows = per_row_stats(runs)
         summary[task] = {
             "seeds": [r["seed"] for r in runs],
+            "metric": METRIC[task],
             "f1": f1,
+            "comparisons": pooled_comparisons(runs_rows, task) if runs_rows else None,
             "exact_match": {row: mean_sd([r["scores"][row]["exact_match"] for r in runs]) for row in ROWS},
             "wall_s": mean_sd([r["wall_s"] for r in runs]),
             "paper_checks": {
@@ -132,6 +171,10 @@ def markdown(summary: dict) -> str:
     for task, s in summary.items():
         cells = [f"{s['f1'][row]['mean']:.1f} ± {s['f1'][row]['sd'] or 0:.1f}" for row in ROWS]
         lines.append(f"| {task} (n={len(s['seeds'])}) | " + " | ".join(cells) + f" | {s['wall_s']['mean'] / 60:.0f} min |")
+    for task, s in summary.items():
+        pooled = "; ".join(f"{name} {c['diff']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"
+                           for name, c in (s["comparisons"] or {}).items()) or "no per-row statistics for a CI"
+        lines.append(f"\n{task}: test F1 is {s['metric']}. Pooled over seeds, 95% CI: {pooled}")
     return "\n".join(lines)
 
 
@@ -142,9 +185,13 @@ def sizes_of(args) -> dict:
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
-    """The runs recorded in `out` (only those made with `sizes` when given)."""
+    """The runs recorded in `out` (only those made with `sizes` and scored with today's METRIC when given)."""
     runs = json.loads(out.read_text())["runs"] if out.exists() else []
-    return [r for r in runs if sizes is None or r.get("sizes") == sizes]
+    return [r for r in runs if sizes is None or (r.get("sizes") == sizes and current_metric(r))]
+
+
+def current_metric(run: dict) -> bool:
+    return run.get("metric", LEGACY_METRIC[run["task"]]) == METRIC[run["task"]]
 
 
 def save_run(out: Path, run: dict) -> None:

@@ -12,9 +12,10 @@ from prefect.artifacts import create_markdown_artifact
 from mckd_core.data import check_targets, normalize_examples, read_table
 from mckd_core.errors import MckdInputError
 from mckd_core.formats import format_names, get_format
+from mckd_core.scoring import score_predictions
 from mckd_core.student import predict
 
-METRIC_KEYS = ("f1", "precision", "recall", "exact_match", "invalid")
+METRIC_KEYS = ("f1", "f1_kim", "precision", "recall", "exact_match", "invalid")
 
 
 @flow(name="mckd-evaluate", log_prints=True)
@@ -33,7 +34,8 @@ def evaluate_flow(model_dir: str, test: str, task: str, batch_size: int = 16, ma
     started = time.perf_counter()
     preds = predict(model_dir, list(df["input"]), batch_size=batch_size, max_new_tokens=max_new_tokens)
     seconds = time.perf_counter() - started
-    metrics = fmt.metrics(list(df["input"]), list(df["target"]), preds)
+    metrics = score_predictions(df, preds, task)  # reads gold columns such as constituency's `pos`; adds `ci95`
+    metrics.pop("rows", None)  # per-row statistics: for comparisons, not for a flow result
     logger.info("%s on %s (%d rows): F1 %.2f, exact match %.2f, %.1fs", model_dir, test, len(df),
                 metrics["f1"], metrics["exact_match"], seconds)
     create_markdown_artifact(key="mckd-evaluate", markdown=_markdown(model_dir, test, task, df, preds, metrics, seconds),

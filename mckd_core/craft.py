@@ -3,7 +3,8 @@
 Expects a CRAFT release root: `structural-annotation/treebank/penn/<pmid>.tree` (PTB trees, one document
 per file) and the official document splits `articles/ids/craft-ids-{train,dev,test}.txt` (one PubMed
 id a line). Targets use the `constituency` format; traces are removed, and punctuation too by default
-because the paper evaluates without it.
+because the paper evaluates without it. Each row keeps the gold POS tags of its words (`pos`), which the
+constituency metric reads to drop non-word tokens (e.g. HYPH) as the MCKD authors' evaluation does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Iterator
 import pandas as pd
 
 from .errors import MckdInputError
-from .formats.constituency import BracketError, leaves, ptb_to_tree, render
+from .formats.constituency import BracketError, leaves, ptb_to_tree, render, tagged_words
 
 SPLITS = ("train", "dev", "test")
 TREE_DIR = Path("structural-annotation/treebank/penn")
@@ -70,6 +71,7 @@ def document_rows(tree_file: Path, drop_punct: bool) -> list[dict]:
                 continue
             words = leaves(tree)
             rows.append({"id": f"{pmid}-{index}", "input": " ".join(words), "target": render(tree),
+                         "pos": " ".join(tag for _, tag in tagged_words(ptb, drop_punct)),
                          "doc_id": pmid, "n_words": len(words)})
     except BracketError as exc:
         raise MckdInputError(f"{tree_file}: malformed PTB tree: {exc}") from None
@@ -77,14 +79,14 @@ def document_rows(tree_file: Path, drop_punct: bool) -> list[dict]:
 
 
 def load_craft(source_dir: str | Path, split: str, drop_punct: bool = True, max_words: int | None = None) -> pd.DataFrame:
-    """Sentences of the documents of one official split: id, input, target, doc_id, n_words."""
+    """Sentences of the documents of one official split: id, input, target, pos, doc_id, n_words."""
     rows = []
     for pmid in split_ids(source_dir, split):
         tree_file = Path(source_dir) / TREE_DIR / f"{pmid}.tree"
         if not tree_file.is_file():
             raise MckdInputError(f"CRAFT document {pmid} of split {split!r} has no tree file {tree_file}")
         rows.extend(document_rows(tree_file, drop_punct))
-    df = pd.DataFrame(rows, columns=["id", "input", "target", "doc_id", "n_words"])
+    df = pd.DataFrame(rows, columns=["id", "input", "target", "pos", "doc_id", "n_words"])
     if max_words is not None:
         df = df[df["n_words"] <= max_words].reset_index(drop=True)
     return df

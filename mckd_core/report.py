@@ -7,14 +7,16 @@ import os
 import tempfile
 from pathlib import Path
 from statistics import mean
+from typing import NamedTuple
 
 from .config import baseline_stages
 
 
 def summarize_test(metrics: dict | None) -> dict | None:
+    """The test metrics report.json keeps: the scores and `ci95` of `f1`, not the per-row statistics."""
     if metrics is None:
         return None
-    keys = ("f1", "exact_match", "precision", "recall", "invalid", "f1_micro")
+    keys = ("f1", "exact_match", "precision", "recall", "invalid", "f1_micro", "f1_kim", "ci95")
     return {k: metrics[k] for k in keys if k in metrics}
 
 
@@ -24,16 +26,27 @@ def stage_f1(stage: dict) -> float | None:
     return mean(scores) if scores else None
 
 
-def table_rows(report: dict) -> list[tuple[str, float | None, float | None, float | None]]:
-    """(row name, test F1, test exact match, F1 of its labels of U): the teacher, the stages' students, then the
-    comparison in the paper's order: SFT on L, vanilla KD, MCKD-s for growing s (the final student last), SFT-N.
+class Row(NamedTuple):
+    name: str
+    f1: float | None  # test F1
+    exact_match: float | None
+    labels_f1: float | None  # F1 of its labels of U
+    ci95: list[float] | None  # 95% CI of the test F1
 
-    The last column is a diagnostic, only filled when U carries gold targets (benchmarks).
+
+def table_rows(report: dict) -> list[Row]:
+    """The per-stage table: the teacher, the stages' students, then the comparison in the paper's order: SFT on L,
+    vanilla KD, MCKD-s for growing s (the final student last), SFT-N.
+
+    `labels_f1` is a diagnostic, only filled when U carries gold targets (benchmarks). A stage row is the mean of its
+    students and has no CI of its own (each student's is in report.json and in the figure).
     """
-    rows = [("teacher (few-shot)", *_f1_em(report["teacher"].get("test")), report["teacher"].get("pseudolabel_f1"))]
+    rows = [Row("teacher (few-shot)", *_f1_em(report["teacher"].get("test")), report["teacher"].get("pseudolabel_f1"),
+                _ci(report["teacher"].get("test")))]
     for stage in report["stages"]:
         ems = [s["test"]["exact_match"] for s in stage["students"] if s.get("test")]
-        rows.append((f"stage {stage['stage']} students", stage_f1(stage), mean(ems) if ems else None, stage.get("pseudolabel_f1")))
+        rows.append(Row(f"stage {stage['stage']} students", stage_f1(stage), mean(ems) if ems else None,
+                        stage.get("pseudolabel_f1"), None))
     num_stages = report["config"]["stages"]["num_stages"]
     final = f"mckd-{num_stages}" if num_stages > 1 else "vanilla-kd"
     baselines = report.get("baselines", {})
@@ -41,7 +54,8 @@ def table_rows(report: dict) -> list[tuple[str, float | None, float | None, floa
     compared[final] = report["final_student"].get("test")
     for name in sorted(compared, key=_comparison_order):
         suffix = " — final student" if name == final and name not in baselines else ""
-        rows.append((_comparison_title(name, report["counts"]) + suffix, *_f1_em(compared[name]), None))
+        rows.append(Row(_comparison_title(name, report["counts"]) + suffix, *_f1_em(compared[name]), None,
+                        _ci(compared[name])))
     return rows
 
 
@@ -85,8 +99,28 @@ def _f1_em(test: dict | None) -> tuple[float | None, float | None]:
     return (test["f1"], test["exact_match"]) if test else (None, None)
 
 
+def _ci(test: dict | None) -> list[float] | None:
+    return (test or {}).get("ci95")
+
+
 def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
+
+
+def fmt_ci(ci: list[float] | None, signed: bool = False) -> str:
+    """`[lo, hi]` with one decimal (signed: differences), or — when there is none."""
+    if not ci:
+        return "—"
+    spec = "+.1f" if signed else ".1f"
+    return f"[{ci[0]:{spec}}, {ci[1]:{spec}}]"
+
+
+def metric_note(task: str) -> str:
+    """What `test F1` means for a task (constituency has two conventions; report.json `f1` is the paper's)."""
+    return {"slots": "conlleval chunk F1 (micro)",
+            "constituency": "the MCKD authors' sentence-mean span F1 (whole-sentence span included, every sentence "
+                            "counted; the paper's numbers); Kim et al.'s convention is `f1_kim` in report.json"
+            }.get(task, f"the {task} format's F1")
 
 
 def render_markdown(report: dict) -> str:
@@ -97,10 +131,19 @@ def render_markdown(report: dict) -> str:
         f"Task **{report['config']['data']['task']}**; L={c['labeled']} labeled, U={c['unlabeled']} unlabeled, T={c['test']} test. "
         f"Teacher pseudolabels: {c['teacher_valid']} valid ({c.get('teacher_repaired', 0)} repaired), {c['teacher_invalid']} invalid.",
         "",
-        "| model | test F1 | exact match | F1 of its labels of U |",
-        "|---|---:|---:|---:|",
+        f"Test F1: {metric_note(report['config']['data']['task'])}; 95% CI: bootstrap over the test rows.",
+        "",
+        "| model | test F1 | 95% CI | exact match | F1 of its labels of U |",
+        "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {_fmt(f1)} | {_fmt(em)} | {_fmt(u)} |" for name, f1, em, u in table_rows(report)]
+    lines += [f"| {r.name} | {_fmt(r.f1)} | {fmt_ci(r.ci95)} | {_fmt(r.exact_match)} | {_fmt(r.labels_f1)} |"
+              for r in table_rows(report)]
+    if report.get("comparisons"):
+        lines += ["", "Differences in test F1 on the same test rows (paired bootstrap, 95% CI; an interval that excludes 0 "
+                  "is a difference this test set resolves):", "",
+                  "| comparison | F1 difference | 95% CI |", "|---|---:|---:|"]
+        lines += [f"| {name} | {diff['diff']:+.1f} | {fmt_ci(diff['ci95'], signed=True)} |"
+                  for name, diff in report["comparisons"].items()]
     lines += ["", "| stage | student | train rows | dev F1 | best epoch | seconds |", "|---|---|---:|---:|---:|---:|"]
     for stage in report["stages"]:
         for s in stage["students"]:
@@ -144,24 +187,61 @@ def model_card(report: dict) -> str:
     ])
 
 
-def plotted(report: dict) -> tuple[str, list[tuple[str, float]]]:
-    """What f1_by_stage.png shows: the run name and each scored row's test F1."""
-    return report["config"]["run_name"], [(name, f1) for name, f1, _, _ in table_rows(report) if f1 is not None]
+class Plotted(NamedTuple):
+    """What f1_by_stage.png shows (compared with the previous report's to skip an unchanged redraw)."""
+    run_name: str
+    bars: list  # (name, test F1, 95% CI or None, group) of every scored row, the stages' students one by one
+    labels: list  # (labels, F1 of those labels of U): Y0 (teacher), Y1, ... where U has gold
+
+
+def plotted(report: dict) -> Plotted:
+    rows = table_rows(report)
+    n_stages = len(report["stages"])
+    students = [(f"stage {stage['stage']} student {s['partition']}", s["test"]["f1"], s["test"].get("ci95"), "stage")
+                for stage in report["stages"] for s in stage["students"] if s.get("test")]
+    compared = [(r.name, r.f1, r.ci95, "final" if "final student" in r.name else "baseline") for r in rows[1 + n_stages:]]
+    bars = [(rows[0].name, rows[0].f1, rows[0].ci95, "teacher"), *students, *compared]
+    labels = [("Y0 teacher", report["teacher"].get("pseudolabel_f1")),
+              *((f"Y{s['stage']} stage {s['stage']}", s.get("pseudolabel_f1")) for s in report["stages"])]
+    return Plotted(report["config"]["run_name"], [list(b) for b in bars if b[1] is not None],
+                   [list(x) for x in labels if x[1] is not None])
+
+
+_COLORS = {"teacher": "#8C8C8C", "stage": "#8FB3DE", "final": "#1F4E8C", "baseline": "#DD8452"}
 
 
 def plot_f1(report: dict, path: str | Path) -> None:
+    """Test F1 of every row of the table with its 95% CI, and (where U has gold) the F1 of U's labels stage by stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_name, scored = plotted(report)
-    names, scores = zip(*scored) if scored else ((), ())
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(range(len(names)), scores, color="#4C72B0")
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("test F1")
-    ax.set_title(f"F1 by stage — {run_name}")
+    shown = plotted(report)
+    panels = 2 if shown.labels else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 + 3 * (panels - 1) + 0.3 * len(shown.bars), 4), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1][:panels]})
+    ax = axes[0][0]
+    x = range(len(shown.bars))
+    f1s = [f1 for _, f1, _, _ in shown.bars]
+    # Percentile intervals need not hold the point estimate on skewed data: clip so no error bar is negative.
+    below = [f1 - ci[0] if ci else 0.0 for _, f1, ci, _ in shown.bars]
+    above = [ci[1] - f1 if ci else 0.0 for _, f1, ci, _ in shown.bars]
+    ax.bar(x, f1s, color=[_COLORS[group] for *_, group in shown.bars],
+           yerr=[[max(v, 0.0) for v in below], [max(v, 0.0) for v in above]], capsize=3, ecolor="#333333")
+    ax.set_xticks(list(x), [name for name, *_ in shown.bars], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test F1 (bars: 95% CI)")
+    ax.set_title(f"F1 by stage — {shown.run_name}", fontsize=10)
+    if shown.labels:
+        ax_u = axes[0][1]
+        names, scores = zip(*shown.labels)
+        ax_u.plot(range(len(names)), scores, marker="o", color="#55A868")
+        for i, score in enumerate(scores):
+            ax_u.annotate(f"{score:.1f}", (i, score), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        ax_u.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax_u.set_ylabel("F1 of the labels of U")
+        ax_u.set_title("labels of U by stage", fontsize=10)
+        ax_u.set_ylim(0, max(scores) * 1.2 or 1)  # from 0, like the bars: small changes are not magnified
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

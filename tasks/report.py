@@ -1,4 +1,4 @@
-"""DAG node: write report.json / report.md / f1_by_stage.png and publish them as Prefect artifacts."""
+"""DAG node: write report.json / report.md / f1_by_stage.png (+ test-rows.json) and publish them as Prefect artifacts."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from mckd_core.report import render_markdown, write_report
+from mckd_core.scoring import write_test_rows
 
 
 @task(name="report")
-def report_task(report: dict, run_dir: str) -> dict:
+def report_task(report: dict, run_dir: str, tests: dict[str, dict | None] | None = None) -> dict:
+    """`tests`: the systems' full test results; their per-row statistics go to test-rows.json, not report.json."""
     paths = write_report(report, run_dir)
+    if tests:
+        paths["test-rows.json"] = str(write_test_rows(tests, report["config"]["data"]["task"], run_dir))
     create_markdown_artifact(key="mckd-report", markdown=render_markdown(report) + f"\n\nRun dir: `{run_dir}`\n",
                              description="MCKD teacher / stage / final F1")
     return paths

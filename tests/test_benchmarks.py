@@ -50,8 +50,8 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     (run / "stage-1").mkdir()
     (run / "report.json").write_text(json.dumps({"config": {"data": {"task": "slots"}}}))
     gold = "flights from [fromloc.city_name boston] to [toloc.city_name denver]"
-    rows = lambda label, valid: pd.DataFrame({"input": ["flights from boston to denver"] * 2, "target": [gold] * 2,  # noqa: E731
-                                              "label": label, "valid": valid})
+    rows = lambda label, valid: pd.DataFrame({"id": ["a", "b"], "input": ["flights from boston to denver"] * 2,  # noqa: E731
+                                              "target": [gold] * 2, "label": label, "valid": valid})
     # Teacher: one row tags only the first slot, one is invalid (an empty prediction): 1 of 4 gold chunks.
     rows(["flights from [fromloc.city_name boston] to denver", "garbage"], [True, False]).to_parquet(run / "teacher" / "labels-a.parquet")
     rows([gold, gold], [True, True]).to_parquet(run / "stage-1" / "labels-b.parquet")

@@ -34,6 +34,13 @@ class TaskFormat(Protocol):
     def metrics(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> dict:
         """Corpus metrics; always has `f1`, `precision`, `recall`, `exact_match`, `invalid`, all in percent (0-100)."""
 
+    # Optional, for confidence intervals and paired comparisons (without them a run reports none):
+    #   row_stats(inputs, golds, preds) -> (rows, k) array: per-example statistics of `f1`;
+    #   aggregate(stats) -> `f1` of stats shaped (..., rows, k), reducing axis -2 (mckd_core.stats), so that
+    #   aggregate(row_stats(...)) == metrics(...)["f1"] and a bootstrap resample is scored like the full set.
+    # metric_columns: names of extra gold columns of the example rows that metrics() and row_stats() take as keyword
+    # arguments (lists, one value per row) where the data has them, e.g. constituency's gold POS tags `pos`.
+
 
 _REGISTRY: dict[str, TaskFormat] = {}
 

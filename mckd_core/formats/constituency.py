@@ -5,26 +5,49 @@ wrapped in `( … )`, unary nodes (preterminals, unary chains) collapse to their
 whole sentence is always wrapped in one pair (`( Abstract )` for a one-word sentence). Words cannot
 contain `(` or `)`; treebanks write them as -LRB- / -RRB-.
 
-Metric (Kim et al. 2019, compound PCFG conventions): unlabeled span F1 over non-trivial spans, i.e.
-spans of two or more words that are not the whole sentence. `f1` is the sentence-level F1 averaged
-over the sentences whose gold tree has at least one non-trivial span (sentences of <= 2 words and
-flat gold trees are skipped, as Kim et al.'s eval.py skips them); `f1_micro` / `precision` / `recall`
-pool span counts over all sentences (sentences without gold spans add their predicted spans as false
-positives; for <= 2 words there can be none). Punctuation is not removed here: loaders drop it from
-input and target at load time (see PUNCT_TAGS), so the metric works on the words it is given.
+Metrics. A prediction is scored as the label check() makes of it (brackets balanced, words aligned to the input);
+an output check() rejects has no tree.
+
+`f1` — the MCKD authors' metric, the paper's numbers (`run_eval` in src/parserlib.py of their repository,
+andotalao24/Multistage-Collaborative-Knowledge-Distillation; re-implemented here, see `authors_sentence_f1`):
+unlabeled span F1 over every span of two or more words *including the whole sentence*, after removing the words
+whose gold POS tag is not a word tag (WORD_TAGS) from gold and prediction alike, averaged over *every* sentence;
+a sentence scores 0 when the prediction is missing or invalid, when its word count differs from the gold's after
+that removal, or when no span matches (so a one-word sentence always scores 0, and a two-word one 100 with any
+valid tree). Gold POS comes from the rows' `pos` column (space-separated tags of the input words, written by the
+CRAFT loader); rows without it count every word as a word. Where run_eval repairs raw outputs with its own
+fixup_prediction (closing brackets, splitting merged tokens) and scores 0 whatever still differs in word count,
+this format's check() repairs instead (it also aligns dropped, added or changed words to the input), so an output
+run_eval would reject for a missing word scores here on its repaired tree.
+
+`f1_kim` (Kim et al. 2019, compound PCFG conventions; this format's `f1` until 2026-12-02): unlabeled span F1 over
+non-trivial spans, i.e. spans of two or more words that are not the whole sentence, averaged over the sentences
+whose gold tree has at least one non-trivial span (sentences of <= 2 words and flat gold trees are skipped, as Kim
+et al.'s eval.py skips them; `n_sentence_f1` counts the rest); `f1_micro` / `precision` / `recall` pool those span
+counts over all sentences (sentences without gold spans add their predicted spans as false positives; for <= 2
+words there can be none). These work on the words they are given: loaders drop punctuation from input and target
+at load time (see PUNCT_TAGS), and `pos` is not read.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterator, Sequence, Union
+from typing import Iterator, NamedTuple, Sequence, Union
 
+import numpy as np
+
+from ..stats import mean_f1
 from .base import Checked, register_format
 from .slots import prf
 
 #: POS tags of punctuation removed before evaluation (Kim et al. 2019 preprocessing of the PTB).
 PUNCT_TAGS = frozenset({"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$"})
+#: The tags the MCKD authors' metric keeps (their parserlib.word_tags, Kim et al.'s list): the PTB tags minus
+#: PUNCT_TAGS. Other tags go too, e.g. CRAFT's HYPH (the "-" of "wild - type") and AFX, which PUNCT_TAGS keeps.
+WORD_TAGS = frozenset({"CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR", "JJS", "LS", "MD", "NN", "NNS", "NNP", "NNPS",
+                       "PDT", "POS", "PRP", "PRP$", "RB", "RBR", "RBS", "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG",
+                       "VBN", "VBP", "VBZ", "WDT", "WP", "WP$", "WRB"})
 
 #: An unlabeled tree: a word, or a list of children.
 Node = Union[str, list]
@@ -166,6 +189,25 @@ def ptb_to_tree(ptb: str, drop_punct: bool = False) -> Node | None:
     return _unlabeled(parse_ptb(ptb), drop_punct)
 
 
+def tagged_words(ptb: str, drop_punct: bool = False) -> list[tuple[str, str]]:
+    """(word, POS tag) of the words ptb_to_tree keeps, in order; a word outside a preterminal gets the label of
+    the node holding it, as nltk's Tree.pos() (which the authors' metric reads tags with) gives it."""
+
+    def walk(node: tuple[str, list]) -> Iterator[tuple[str, str]]:
+        label, children = node
+        if len(children) == 1 and isinstance(children[0], str):
+            if not (label == "-NONE-" or (drop_punct and label in PUNCT_TAGS)):  # the rule of _unlabeled
+                yield children[0], label
+            return
+        for child in children:
+            if isinstance(child, str):
+                yield child, label
+            else:
+                yield from walk(child)
+
+    return list(walk(parse_ptb(ptb)))
+
+
 def tree_to_target(ptb: str, drop_punct: bool = False) -> str:
     """`(S (NP (DT The) (NN cat)) (VP (VBD sat)) (. .))` -> `( ( The cat ) sat . )`."""
     tree = ptb_to_tree(ptb, drop_punct)
@@ -264,43 +306,117 @@ class ConstituencyFormat:
             return "the words of the target differ from the words of the input"
         return None
 
-    def metrics(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> dict:
-        sentence_f1: list[float] = []
-        correct = n_pred = n_gold = exact = invalid = 0
-        for row, (inp, gold, pred) in enumerate(zip(inputs, golds, preds, strict=True)):
-            error = self.target_error(inp, gold)
-            if error:
-                raise BracketError(f"gold target of row {row} is not valid: {error}")
-            n_words = len(inp.split())
-            gold_spans = _nontrivial(gold, n_words)
-            checked = self.check(inp, pred) if pred is not None else Checked(None, False)
-            invalid += not checked.valid
-            # An invalid prediction has no spans (no right-branching fallback is substituted).
-            pred_spans = _nontrivial(checked.label, n_words) if checked.valid else set()
-            hits = len(gold_spans & pred_spans)
-            correct += hits
-            n_pred += len(pred_spans)
-            n_gold += len(gold_spans)
-            exact += checked.valid and pred_spans == gold_spans
-            if gold_spans:
-                sentence_f1.append(prf(hits, len(pred_spans), len(gold_spans))["f1"])
-        micro = prf(correct, n_pred, n_gold)
+    #: Extra gold columns metrics() and row_stats() read where the rows have them (see the module docstring).
+    metric_columns = ("pos",)
+
+    def metrics(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None],
+                pos: Sequence[str | None] | None = None) -> dict:
+        rows = self._score_rows(inputs, golds, preds, pos)
+        kim = [r.kim_f1 for r in rows if r.kim_f1 is not None]
+        micro = prf(sum(r.kim_right for r in rows), sum(r.kim_predicted for r in rows), sum(r.kim_gold for r in rows))
         n = max(len(golds), 1)
         return {
-            "f1": sum(sentence_f1) / len(sentence_f1) if sentence_f1 else 0.0,
+            "f1": float(mean_f1(np.array([[r.authors_f1] for r in rows]))) if rows else 0.0,
+            "f1_kim": sum(kim) / len(kim) if kim else 0.0,
             "f1_micro": micro["f1"],
             "precision": micro["precision"],
             "recall": micro["recall"],
-            "exact_match": 100.0 * exact / n,
-            "invalid": 100.0 * invalid / n,
+            "exact_match": 100.0 * sum(r.exact for r in rows) / n,
+            "invalid": 100.0 * sum(not r.valid for r in rows) / n,
             "n": len(golds),
-            "n_sentence_f1": len(sentence_f1),
+            "n_sentence_f1": len(kim),
         }
 
+    def row_stats(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None],
+                  pos: Sequence[str | None] | None = None) -> np.ndarray:
+        """Per sentence: the authors' F1 (a fraction); `aggregate`, their sentence mean in percent, is `f1`."""
+        return np.array([[r.authors_f1] for r in self._score_rows(inputs, golds, preds, pos)], dtype=float).reshape(-1, 1)
 
-def _nontrivial(label: str, n_words: int) -> set[tuple[int, int]]:
-    """Spans of a valid label minus the whole-sentence span (single-word spans never occur)."""
-    return spans(collapse(parse_brackets(label))) - {(0, n_words)}
+    aggregate = staticmethod(mean_f1)
+
+    def _score_rows(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None],
+                    pos: Sequence[str | None] | None) -> list[_SentenceScore]:
+        tags = [None] * len(golds) if pos is None else pos
+        return [self._score_row(row, inp, gold, pred, row_tags)
+                for row, (inp, gold, pred, row_tags) in enumerate(zip(inputs, golds, preds, tags, strict=True))]
+
+    def _score_row(self, row: int, inp: str, gold: str, pred: str | None, tags: str | None) -> _SentenceScore:
+        error = self.target_error(inp, gold)
+        if error:
+            raise BracketError(f"gold target of row {row} is not valid: {error}")
+        n_words = len(inp.split())
+        gold_tree = collapse(parse_brackets(gold))
+        checked = self.check(inp, pred) if pred is not None else Checked(None, False)
+        # An invalid prediction has no tree (no right-branching fallback is substituted).
+        pred_tree = collapse(parse_brackets(checked.label)) if checked.valid else None
+        gold_spans = spans(gold_tree) - {(0, n_words)}
+        pred_spans = spans(pred_tree) - {(0, n_words)} if pred_tree is not None else set()
+        right = len(gold_spans & pred_spans)
+        return _SentenceScore(
+            authors_f1=authors_sentence_f1(gold_tree, pred_tree, _is_word(tags, n_words, row)),
+            kim_f1=prf(right, len(pred_spans), len(gold_spans))["f1"] if gold_spans else None,
+            kim_right=right, kim_predicted=len(pred_spans), kim_gold=len(gold_spans),
+            exact=checked.valid and pred_spans == gold_spans, valid=checked.valid)
+
+
+class _SentenceScore(NamedTuple):
+    authors_f1: float  # fraction, 0-1
+    kim_f1: float | None  # percent; None: no non-trivial gold span, the sentence is skipped
+    kim_right: int
+    kim_predicted: int
+    kim_gold: int
+    exact: bool
+    valid: bool
+
+
+def _is_word(tags: str | None, n_words: int, row: int) -> list[bool]:
+    """Which words the authors' metric keeps: those with a word tag; all of them when the row has no gold POS."""
+    if not isinstance(tags, str):  # None, or NaN from a Parquet column with gaps
+        return [True] * n_words
+    tag_list = tags.split()
+    if len(tag_list) != n_words:
+        raise BracketError(f"gold POS of row {row}: {len(tag_list)} tags for {n_words} words")
+    return [tag in WORD_TAGS for tag in tag_list]
+
+
+def without_words(tree: Node, keep: Sequence[bool]) -> Node | None:
+    """The tree minus the leaves whose position (left to right) has keep False; a node left with one child becomes
+    that child, one left with none vanishes (None when no word is left). `keep` must cover every leaf."""
+    position = 0
+
+    def walk(node: Node) -> Node | None:
+        nonlocal position
+        if isinstance(node, str):
+            position += 1
+            return node if keep[position - 1] else None
+        kept = [c for c in map(walk, node) if c is not None]
+        if not kept:
+            return None
+        return kept[0] if len(kept) == 1 else kept
+
+    return walk(tree)
+
+
+def authors_sentence_f1(gold: Node, pred: Node | None, is_word: Sequence[bool]) -> float:
+    """One sentence's F1 (a fraction) as the MCKD authors' run_eval computes it (src/parserlib.py).
+
+    Both trees lose the words whose gold POS is not a word tag (`is_word`, positional: the prediction's i-th leaf is
+    taken as the sentence's i-th word, as run_eval applies the gold mask to the predicted leaves) and collapse the
+    nodes left unary or empty. The score is 0 when there is no prediction, when it has more leaves than the sentence
+    has words, when the two trees then differ in word count, when no word is left, or when no span matches;
+    otherwise the F1 of the sets of (start, end) spans of two or more words, the whole sentence included.
+    """
+    if pred is None or len(leaves(pred)) > len(is_word):
+        return 0.0
+    gold_kept, pred_kept = without_words(gold, is_word), without_words(pred, is_word)
+    if gold_kept is None or pred_kept is None or len(leaves(gold_kept)) != len(leaves(pred_kept)):
+        return 0.0
+    gold_spans, pred_spans = spans(gold_kept), spans(pred_kept)
+    right = len(gold_spans & pred_spans)
+    if not right:
+        return 0.0
+    precision, recall = right / len(pred_spans), right / len(gold_spans)
+    return 2 * precision * recall / (precision + recall)
 
 
 CONSTITUENCY = register_format(ConstituencyFormat())

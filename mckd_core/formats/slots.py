@@ -10,6 +10,9 @@ import difflib
 import re
 from typing import Sequence
 
+import numpy as np
+
+from ..stats import micro_f1
 from .base import Checked, register_format
 
 _BRACKETS = re.compile(r"([\[\]])")
@@ -143,22 +146,29 @@ class SlotsFormat:
         return tags if words == input_words else align_tags(input_words, words, tags)
 
     def metrics(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> dict:
-        correct = n_pred = n_gold = exact = invalid = 0
-        for inp, gold, pred in zip(inputs, golds, preds, strict=True):
-            gold_tags = self.tags(inp, gold)
-            checked = self.check(inp, pred) if pred is not None else Checked(None, False)
-            invalid += not checked.valid
-            pred_tags = self.tags(inp, checked.label)
-            gold_chunks, pred_chunks = set(chunks(gold_tags)), set(chunks(pred_tags))
-            correct += len(gold_chunks & pred_chunks)
-            n_pred += len(pred_chunks)
-            n_gold += len(gold_chunks)
-            exact += checked.valid and gold_tags == pred_tags  # an invalid output is never an exact match
+        rows = [self._score_row(inp, gold, pred) for inp, gold, pred in zip(inputs, golds, preds, strict=True)]
+        correct, n_pred, n_gold, exact, invalid = (sum(column) for column in zip(*rows)) if rows else (0,) * 5
         return prf(correct, n_pred, n_gold) | {
             "exact_match": 100.0 * exact / max(len(golds), 1),
             "invalid": 100.0 * invalid / max(len(golds), 1),
             "n": len(golds),
         }
+
+    def row_stats(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> np.ndarray:
+        """Per sentence: (chunks right, chunks predicted, gold chunks); `aggregate` pools them into conlleval's F1."""
+        rows = [self._score_row(inp, gold, pred)[:3] for inp, gold, pred in zip(inputs, golds, preds, strict=True)]
+        return np.array(rows, dtype=float).reshape(-1, 3)
+
+    aggregate = staticmethod(micro_f1)
+
+    def _score_row(self, inp: str, gold: str, pred: str | None) -> tuple[int, int, int, bool, bool]:
+        """(chunks right, predicted, gold, exact match, invalid) of one sentence."""
+        gold_tags = self.tags(inp, gold)
+        checked = self.check(inp, pred) if pred is not None else Checked(None, False)
+        pred_tags = self.tags(inp, checked.label)
+        gold_chunks, pred_chunks = set(chunks(gold_tags)), set(chunks(pred_tags))
+        exact = checked.valid and gold_tags == pred_tags  # an invalid output is never an exact match
+        return len(gold_chunks & pred_chunks), len(pred_chunks), len(gold_chunks), exact, not checked.valid
 
 
 def prf(correct: int, n_pred: int, n_gold: int) -> dict:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
+import numpy as np
+
+from ..stats import micro_f1
 from .base import Checked, register_format
 from .slots import prf
 
@@ -21,17 +24,22 @@ class TextFormat:
         return None if target.strip() else "empty target"
 
     def metrics(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> dict:
-        correct = n_pred = n_gold = exact = invalid = 0
-        for gold, pred in zip(golds, preds, strict=True):
-            label = self.check("", pred).label if pred is not None else None
-            invalid += label is None
-            g, p = Counter(gold.split()), Counter((label or "").split())
-            correct += sum((g & p).values())
-            n_pred += sum(p.values())
-            n_gold += sum(g.values())
-            exact += label == gold.strip()
+        rows = [self._score_row(gold, pred) for gold, pred in zip(golds, preds, strict=True)]
+        correct, n_pred, n_gold, exact, invalid = (sum(column) for column in zip(*rows)) if rows else (0,) * 5
         n = max(len(golds), 1)
         return prf(correct, n_pred, n_gold) | {"exact_match": 100.0 * exact / n, "invalid": 100.0 * invalid / n, "n": len(golds)}
+
+    def row_stats(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> np.ndarray:
+        """Per row: (tokens right, predicted, gold); `aggregate` pools them into the token-bag F1."""
+        return np.array([self._score_row(gold, pred)[:3] for gold, pred in zip(golds, preds, strict=True)],
+                        dtype=float).reshape(-1, 3)
+
+    aggregate = staticmethod(micro_f1)
+
+    def _score_row(self, gold: str, pred: str | None) -> tuple[int, int, int, bool, bool]:
+        label = self.check("", pred).label if pred is not None else None
+        g, p = Counter(gold.split()), Counter((label or "").split())
+        return sum((g & p).values()), sum(p.values()), sum(g.values()), label == gold.strip(), label is None
 
 
 TEXT = register_format(TextFormat())

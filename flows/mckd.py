@@ -8,8 +8,10 @@ from prefect import flow, get_run_logger
 
 from mckd_core.config import RunConfig, baseline_stages
 from mckd_core.data import ParquetRef
+from mckd_core.gpus import plan_cpu_slots
 from mckd_core.partition import cross_assignment, stage_seed
 from mckd_core.report import degradation_warnings, final_entry, student_entry, summarize_test
+from mckd_core.scoring import comparisons
 from mckd_core.steps import changed_fraction, gold_labels, prepare_inputs, teacher_session
 from tasks.annotate import annotate_task
 from tasks.common import with_storage
@@ -27,6 +29,7 @@ class _Nodes:
 
     def __init__(self, cfg: RunConfig):
         self.cfg, root = cfg, cfg.runs_root
+        self.slots = plan_cpu_slots(cfg.stages.cpu_students, cfg.stages.cpu_threads, cfg.stages.partitions)
         self.annotate = with_storage(annotate_task, root)
         self.partition = with_storage(partition_task, root)
         self.train = with_storage(train_student_task, root)
@@ -52,13 +55,13 @@ def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: Pa
             gpu = cfg.stages.gpus[k % len(cfg.stages.gpus)] if cfg.stages.gpus else None
             student = dispatch_student_task.submit(*args, gpu=gpu, runs_root=cfg.runs_root)
         else:
-            student = n.train.submit(*args)
+            student = n.train.submit(*args, slots=n.slots)
         students.append(student)
         relabels.append(n.relabel.submit(student, labels, assignment, held_out, stage, f"stage-{stage}/student-{k}",
-                                         cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}")))
+                                         cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}"), n.slots))
     trained = [s.result() for s in students]  # raises a student's own error, not a downstream "not finished"
     new_labels = n.merge(labels, [r.result() for r in relabels], n.dir(f"stage-{stage}"), cfg.stages.keep_previous_on_invalid)
-    tests = [n.evaluate.submit(s, test, cfg.student, cfg.data.task) if test is not None and cfg.stages.evaluate_students else None
+    tests = [n.evaluate.submit(s, test, cfg.student, cfg.data.task, n.slots) if test is not None and cfg.stages.evaluate_students else None
              for s in students]
     entries = [student_entry(k, s.metrics, t.result() if t else None) for k, (s, t) in enumerate(zip(trained, tests))]
     publish_stage_table(stage, entries)
@@ -75,6 +78,8 @@ def mckd_flow(config: RunConfig) -> dict:
 
     # 0. Inputs, all validated before any model loads.
     data = prepare_inputs(cfg)
+    for warning in data.warnings:  # over-long inputs: said now, before hours of training on cut inputs
+        logger.warning(warning)
     cache_path = str(cfg.run_dir.parent / ".teacher-cache.sqlite")
 
     # 1. Teacher: few-shot pseudolabels Y0 for U (and the teacher's own test score). A vLLM server or engine
@@ -102,18 +107,25 @@ def mckd_flow(config: RunConfig) -> dict:
         label_history.append(labels)
         timings[f"stage-{stage}"] = time.perf_counter() - started
 
-    # 4. Final stage: one student on all of U with Y_{S-1}: the deliverable model.
+    # 4. Final stage: one student on all of U with Y_{S-1}: the deliverable model. The baselines need nothing
+    #    from it, so they train alongside it (each student in a CPU slot of its own, or on a GPU).
     started = time.perf_counter()
-    final = n.train(labels, None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * cfg.stages.num_stages,
-                    n.dir("final", "student"), "final/student")
+    final = n.train.submit(labels, None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * cfg.stages.num_stages,
+                           n.dir("final", "student"), "final/student", slots=n.slots)
+    baselines = _submit_baselines(cfg, n, data, label_history)
+    final_test = n.evaluate.submit(final, data.test, cfg.student, cfg.data.task, n.slots) if data.test else None
+    final = final.result()
     timings["final"] = time.perf_counter() - started
 
     # 5. Evaluate on T (never used for any decision above) and report.
     started = time.perf_counter()
-    final_test = n.evaluate(final, data.test, cfg.student, cfg.data.task) if data.test else None
-    baselines = _baselines(cfg, n, data, label_history)
+    final_test = final_test.result() if final_test else None
+    baseline_tests = {name: test.result() for name, (_, test) in baselines.items()}
+    baselines = {name: final_entry(student.result().dir, student.result().metrics, test.result())
+                 for name, (student, test) in baselines.items()}
     timings["evaluate"] = time.perf_counter() - started
     teacher_counts = teacher_labels.read()
+    teacher_scores = n.score(teacher_test, cfg.data.task) if teacher_test else None
     timings["total"] = time.perf_counter() - clock
     report = {
         "config": cfg.model_dump(mode="json"),
@@ -121,30 +133,35 @@ def mckd_flow(config: RunConfig) -> dict:
                    "teacher_valid": int(teacher_counts["valid"].sum()), "teacher_invalid": int((~teacher_counts["valid"]).sum()),
                    "teacher_repaired": int((teacher_counts["error"] == "repaired").sum()),
                    **({"sft_n": data.sft_n.rows} if data.sft_n else {})},
-        "teacher": {"test": summarize_test(n.score(teacher_test, cfg.data.task)) if teacher_test else None,
+        "teacher": {"test": summarize_test(teacher_scores),
                     "pseudolabel_f1": _f1(n.score(teacher_labels, cfg.data.task))},
         "stages": stages,
         "final_student": final_entry(final.dir, final.metrics, final_test),
         "baselines": baselines,
         "timings": timings,
     }
-    report["warnings"] = degradation_warnings(report)
+    # Final student minus teacher and minus each baseline: paired bootstrap 95% CIs on the test rows.
+    tests = {"final": final_test, "teacher": teacher_scores, **baseline_tests}
+    report["comparisons"] = comparisons(tests, cfg.data.task)
+    report["overlong"] = data.overlong
+    report["warnings"] = data.warnings + degradation_warnings(report)
     for warning in report["warnings"]:
         logger.warning(warning)
-    report_task(report, str(cfg.run_dir))
+    report_task(report, str(cfg.run_dir), tests)
     logger.info("run dir: %s", cfg.run_dir)
     return report
 
 
-def _baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef]) -> dict:
-    """Comparison students, each trained like the final student on other labels and scored on T.
+def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef]) -> dict:
+    """Comparison students, each trained like the final student on other labels and scored on T: {name: (student
+    future, test future)}.
 
     An s-stage baseline trains on Y_{s-1} with the seed an s-stage run's final student would get, so
     `mckd-2` here is the final student of the same config with num_stages=2 (vanilla-kd: Y_0, the teacher's).
     Supervised baselines select epochs on dev only where a dev set separate from their training data exists.
     """
     supervised_cfg = cfg.student.model_copy(update={"select_on_dev": cfg.data.dev is not None, "min_valid_rows": 1})
-    students = {}
+    futures = {}
     for name in cfg.baselines:
         stages = baseline_stages(name)
         if stages is None:
@@ -152,11 +169,10 @@ def _baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef])
             labels, student_cfg, seed = gold_labels(gold, n.dir("baselines")), supervised_cfg, cfg.seed
         else:
             labels, student_cfg, seed = label_history[stages - 1], cfg.student, cfg.seed + 100 * stages
-        students[name] = (n.train.submit(labels, None, None, data.dev, student_cfg, cfg.data.task, seed,
-                                         n.dir("baselines", name), f"baseline/{name}"), student_cfg)
-    return {name: final_entry(student.result().dir, student.result().metrics,
-                              n.evaluate(student, data.test, student_cfg, cfg.data.task))
-            for name, (student, student_cfg) in students.items()}
+        student = n.train.submit(labels, None, None, data.dev, student_cfg, cfg.data.task, seed,
+                                 n.dir("baselines", name), f"baseline/{name}", slots=n.slots)
+        futures[name] = (student, n.evaluate.submit(student, data.test, student_cfg, cfg.data.task, n.slots))
+    return futures
 
 
 def _lap(start: float) -> float:

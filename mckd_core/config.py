@@ -13,6 +13,8 @@ from .errors import MckdInputError
 
 # The pip-shipped SmolLM2-135M-Instruct (see mckd_core.models); also accepted: a local dir or a hub id.
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# A run name is one folder under runs_root: never ".", "..", or hidden.
+RUN_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
 
 
 class _Section(BaseModel):
@@ -31,6 +33,9 @@ class DataConfig(_Section):
     max_labeled: int | None = Field(None, ge=1)
     max_unlabeled: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
+    overlong: Literal["warn", "error"] = Field(
+        "warn", description="Inputs longer than student.max_input_tokens (or, where known, the teacher's "
+                            "teacher.vllm.max_model_len), counted before any model loads: warn (log and report.json) or error (stop).")
 
     @field_validator("task")
     @classmethod
@@ -116,10 +121,17 @@ class StagesConfig(_Section):
                              "`mckd-train-student` deployment runs on a work pool (multi-GPU / multi-node).")
     gpus: list[str] = Field(default_factory=list, description="With dispatch=deployment: CUDA_VISIBLE_DEVICES for student k is gpus[k % len].")
     keep_previous_on_invalid: bool = Field(True, description="Where a student's relabel is invalid, keep the row's previous valid label.")
+    cpu_students: int | None = Field(
+        None, ge=1, description="CPU only: students (and their relabels and test scoring) at once, each in its own process "
+                                "bound to its share of the cores; null: as many as a stage has (partitions), up to one per "
+                                "core; 1: one at a time in this process. GPUs: one student per device, whatever this says.")
+    cpu_threads: int | None = Field(None, ge=1, description="CPU only: torch threads (and cores) of each student process; "
+                                                             "null: the cores split evenly among cpu_students.")
 
 
 class RunConfig(_Section):
-    run_name: str = Field("mckd-run", pattern=r"^[A-Za-z0-9._-]+$")
+    run_name: str = Field("mckd-run", json_schema_extra={"pattern": RUN_NAME},
+                          description="The run's folder under runs_root: letters, digits, '.', '_', '-'; not starting with '.'.")
     runs_root: str = "runs"
     seed: int = 0
     data: DataConfig
@@ -132,6 +144,16 @@ class RunConfig(_Section):
                     "sft (on the labeled set L), sft-n (on data.sft_n_labeled), vanilla-kd (on the teacher's labels: "
                     "1-stage MCKD), mckd-<s> for s < stages.num_stages (the final student of an s-stage run; it reuses "
                     "this run's first s-1 stages).")
+
+    @field_validator("run_name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:
+        # "." or ".." would make the run dir the runs root or its parent; a leading dot is where the runs root
+        # keeps its shared state (.prefect-results, .teacher-cache.sqlite).
+        if not re.fullmatch(RUN_NAME, name):
+            raise ValueError(f"{name!r} is not a folder name for <runs_root>/<run_name>; use letters, digits, '.', '_', '-', "
+                             "not starting with '.' (e.g. atis-50)")
+        return name
 
     @model_validator(mode="after")
     def _known_baselines(self) -> RunConfig:

@@ -1,37 +1,155 @@
-"""Per-device slots: one student per GPU at a time; on CPU one after another."""
+"""Device slots: where a student's work (training, relabeling, test scoring) runs.
+
+GPUs: one slot per visible device; the task holding it runs in a spawned child that sees only that device.
+CPU: `SlotPlan.students` slots, each a disjoint share of this process's cores; a task holding one runs in a
+spawned child bound to those cores with as many torch threads, so a stage's students train at once instead of
+fighting over one thread pool. One CPU slot without a thread count is this whole process, used in-process:
+the one-at-a-time mode.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 import queue
 import threading
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
-_slots: queue.Queue | None = None
-_lock = threading.Lock()
+T = TypeVar("T")
 
 
-def _devices() -> list[str]:
+@dataclass(frozen=True)
+class Slot:
+    """A CUDA device (`cuda`), a share of the CPU cores (`cores`), or neither: this whole process."""
+
+    cuda: str | None = None
+    cores: tuple[int, ...] | None = None
+
+    @property
+    def in_process(self) -> bool:
+        return self.cuda is None and self.cores is None
+
+    def env(self) -> dict[str, str]:
+        """Environment of a child running in this slot (set before it imports torch)."""
+        if self.cuda is not None:
+            return {"CUDA_VISIBLE_DEVICES": self.cuda}
+        if self.cores is not None:
+            threads = str(len(self.cores))
+            # Tokenizers' own thread pool would compete with torch's for the same cores.
+            return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                    "TOKENIZERS_PARALLELISM": "false"}
+        return {}
+
+    def __str__(self) -> str:
+        if self.cuda is not None:
+            return f"cuda:{self.cuda}"
+        return "cpu" if self.cores is None else f"cpu[{','.join(map(str, self.cores))}]"
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """How the CPU is shared: `students` at once, `threads` each (None: the cores split evenly).
+
+    Ignored on GPUs (one slot per device). The default, one student and no thread count, is the whole process.
+    """
+
+    students: int = 1
+    threads: int | None = None
+
+
+def available_cores() -> list[int]:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def plan_cpu_slots(students: int | None, threads: int | None, partitions: int) -> SlotPlan:
+    """The SlotPlan of a run's config: `students` None means as many as a stage has, up to one per core."""
+    return SlotPlan(students=students or max(1, min(partitions, len(available_cores()))), threads=threads)
+
+
+def cpu_slots(plan: SlotPlan) -> list[Slot]:
+    """Disjoint core shares while students × threads fits the cores; beyond that shares wrap around (oversubscribed)."""
+    if plan.students == 1 and plan.threads is None:
+        return [Slot()]
+    cores = available_cores()
+    per = plan.threads or max(1, len(cores) // plan.students)
+    return [Slot(cores=tuple(cores[(i * per + j) % len(cores)] for j in range(per))) for i in range(plan.students)]
+
+
+def _cuda_slots() -> list[Slot]:
     import torch
 
     if not torch.cuda.is_available():
-        return ["cpu"]
+        return []
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
-    return ids or ["cpu"]
+    return [Slot(cuda=i) for i in ids]
+
+
+_pools: dict[object, queue.Queue] = {}
+_lock = threading.Lock()
+
+
+def _pool(plan: SlotPlan) -> queue.Queue:
+    """One pool per process for the GPUs; one per plan on CPU (a process normally runs one plan)."""
+    with _lock:
+        gpus = _cuda_slots()
+        key = "cuda" if gpus else plan
+        if key not in _pools:
+            _pools[key] = queue.Queue()
+            for slot in gpus or cpu_slots(plan):
+                _pools[key].put(slot)
+        return _pools[key]
 
 
 @contextlib.contextmanager
-def device_slot():
-    """Hold one device for the duration of the block; yields 'cpu' or a CUDA device id string."""
-    global _slots
-    with _lock:
-        if _slots is None:
-            _slots = queue.Queue()
-            for device in _devices():
-                _slots.put(device)
-    device = _slots.get()
+def device_slot(plan: SlotPlan | None = None):
+    """Hold one slot for the duration of the block (waiting for a free one); yields the Slot."""
+    pool = _pool(plan or SlotPlan())
+    slot = pool.get()
     try:
-        yield device
+        yield slot
     finally:
-        _slots.put(device)
+        pool.put(slot)
+
+
+def run_in_slot(slot: Slot, fn: Callable[..., T], *args, child: bool | None = None) -> T:
+    """`fn(*args)` where `slot` says: here for the whole-process slot; in the slot's own worker process (bound
+    to its cores, started once) for a CPU share; in a fresh spawned child that sees only its device for a GPU,
+    so a poisoned CUDA context dies with it. `child=True` (student.isolate) forces a fresh child."""
+    if slot.cores is not None and child is not False:
+        return _cpu_worker(slot, fn, *args)
+    if child or (child is None and slot.cuda is not None):
+        with _spawned(slot) as pool:
+            return pool.submit(fn, *args).result()
+    return fn(*args)
+
+
+def _spawned(slot: Slot) -> concurrent.futures.ProcessPoolExecutor:
+    return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                  initializer=_enter_slot, initargs=(slot,))
+
+
+# One long-lived process per CPU share: importing torch and transformers costs seconds, paid once per slot
+# instead of once per task. Only the holder of the slot submits to it (device_slot), so it runs one task at a time.
+_workers: dict[Slot, concurrent.futures.ProcessPoolExecutor] = {}
+
+
+def _cpu_worker(slot: Slot, fn: Callable[..., T], *args) -> T:
+    with _lock:
+        worker = _workers.get(slot) or _workers.setdefault(slot, _spawned(slot))
+    try:
+        return worker.submit(fn, *args).result()
+    except concurrent.futures.process.BrokenProcessPool:
+        with _lock:  # the process died (killed, out of memory): the next task starts a new one
+            _workers.pop(slot, None)
+        raise
+
+
+def _enter_slot(slot: Slot) -> None:
+    os.environ.update(slot.env())
+    if slot.cores is not None:
+        os.sched_setaffinity(0, slot.cores)

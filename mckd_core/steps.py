@@ -19,9 +19,12 @@ from .data import (ParquetRef, assert_conserved, check_disjoint, check_targets, 
                    read_table, write_parquet)
 from .errors import MckdInputError
 from .formats import get_format
+from .gpus import Slot
+from .lengths import check_lengths
 from .models import check_model_ref
 from .partition import partition_ids
 from .prompting import Demo
+from .scoring import score_predictions
 from .student import TrainSpec, predict, train, train_isolated, with_micro_batch
 from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate
 
@@ -32,6 +35,8 @@ class Inputs(BaseModel):
     dev: ParquetRef
     test: ParquetRef | None = None
     sft_n: ParquetRef | None = None
+    overlong: dict = {}  # report.json's `overlong`: rows longer than the student / teacher sees (lengths.check_lengths)
+    warnings: list[str] = []  # for the run's log and report.json
 
 
 class StudentRef(BaseModel):
@@ -70,10 +75,11 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
     if cfg.teacher.backend != "vllm-server" or not cfg.teacher.base_url:  # a managed server loads it here too
         check_model_ref(cfg.teacher.model, "teacher.model")
     check_model_ref(cfg.student.model, "student.model")
+    overlong, warnings = check_lengths(cfg, sets)
     out = cfg.run_dir / "data"
     refs = {name: write_parquet(df, out, name) for name, df in sets.items()}
     refs.setdefault("dev", refs["labeled"])
-    return Inputs(**refs)
+    return Inputs(**refs, overlong=overlong, warnings=warnings)
 
 
 # ---- teacher -------------------------------------------------------------------------------------------
@@ -174,7 +180,7 @@ def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list
 
 def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                      cfg: StudentConfig, task: str, seed: int, out_dir: str | Path, attempt: int = 1,
-                     device: str = "cpu", what: str = "student") -> StudentRef:
+                     slot: Slot = Slot(), what: str = "student") -> StudentRef:
     """Train one student on the valid labels of `parts`; attempt n > 1 backs off the micro-batch (OOM retries)."""
     train_df = training_rows(labels, assignment, parts, cfg.min_valid_rows, what)
     dev_df = dev.read().iloc[: cfg.max_dev]
@@ -188,8 +194,8 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
         select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
     )
     spec = with_micro_batch(spec, attempt)
-    isolate = cfg.isolate == "always" or (cfg.isolate == "auto" and device != "cpu")
-    metrics = train_isolated(spec, device) if isolate else train(spec)
+    isolate = cfg.isolate == "always" or (cfg.isolate == "auto" and not slot.in_process)
+    metrics = train_isolated(spec, slot) if isolate else train(spec)
     return StudentRef(dir=str(out_dir), metrics=metrics)
 
 
@@ -238,18 +244,20 @@ def gold_labels(examples: ParquetRef, out_dir: str | Path) -> ParquetRef:
 # ---- evaluation ----------------------------------------------------------------------------------------
 
 def score_labels(labels: ParquetRef, task: str) -> dict | None:
-    """Metrics of label rows against their gold `target` (None when the rows carry no gold)."""
+    """Metrics of label rows against their gold `target`, with `ci95` and per-row `rows` (scoring.score_predictions);
+    None when the rows carry no gold."""
     df = labels.read()
     gold = df["target"].notna()
     if not gold.all():
         return None
-    return get_format(task).metrics(list(df["input"]), list(df["target"]), [l if v else None for l, v in zip(df["label"], df["valid"])])
+    return score_predictions(df, [l if v else None for l, v in zip(df["label"], df["valid"])], task)
 
 
 def evaluate_student(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str) -> dict:
+    """The student's test metrics, with `ci95` and per-row `rows` (scoring.score_predictions)."""
     df = test.read()
     preds = predict(student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
-    return get_format(task).metrics(list(df["input"]), list(df["target"]), preds)
+    return score_predictions(df, preds, task)
 
 
 def changed_fraction(before: ParquetRef, after: ParquetRef) -> float:

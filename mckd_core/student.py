@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .gpus import Slot, run_in_slot
+
 ProgressFn = Callable[[int, int], None]
 
 
@@ -223,6 +225,8 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "grad_accum": spec.grad_accum,
         "arch": "seq2seq" if seq2seq else "causal",
         "device": device.type,
+        "threads": torch.get_num_threads(),
+        "started_at": started,  # wall clock: shows which students overlapped in time
     }
     return save_model(model, tok, spec.out_dir, metrics)
 
@@ -338,18 +342,13 @@ def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new
     return outputs
 
 
-def train_isolated(spec: TrainSpec, device: str = "cpu") -> dict:
-    """Run `train` in a spawned child process that sees only `device`, so a poisoned CUDA context dies with it.
+def train_isolated(spec: TrainSpec, slot: Slot = Slot()) -> dict:
+    """Run `train` in a spawned child process bound to `slot` (a GPU or a share of the cores), so a poisoned
+    CUDA context dies with it and concurrent CPU students do not share one thread pool.
 
     CUDA failures come back as StudentOOM / GPUError (picklable, classified by mckd_core.failures).
     """
-    import concurrent.futures
-    import multiprocessing
-
-    env = {} if device == "cpu" else {"CUDA_VISIBLE_DEVICES": device}
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=os.environ.update, initargs=(env,)) as pool:
-        return pool.submit(_train_child, spec).result()
+    return run_in_slot(slot, _train_child, spec, child=True)
 
 
 def _train_child(spec: TrainSpec) -> dict:

@@ -11,8 +11,9 @@ from prefect.utilities.hashing import hash_objects
 from mckd_core.failures import is_transient
 from mckd_core.student import holds_student
 
-# The default policy also keys on RUN_ID, which would stop a second run from reusing anything.
-CACHE = INPUTS + TASK_SOURCE
+# The default policy also keys on RUN_ID, which would stop a second run from reusing anything. `slots` (how the
+# CPU is shared) says where a node runs; a new thread count changes float rounding, not what the node is.
+CACHE = (INPUTS - "slots") + TASK_SOURCE
 
 
 @dataclass

@@ -6,18 +6,21 @@ from prefect import task
 
 from mckd_core.config import StudentConfig
 from mckd_core.data import ParquetRef
-from mckd_core.gpus import device_slot
+from mckd_core.gpus import SlotPlan, device_slot, run_in_slot
 from mckd_core.steps import StudentRef, evaluate_student, score_labels
 
 from .common import CACHE, retry_transient
 
 
 @task(name="evaluate-student", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def evaluate_student_task(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task_name: str) -> dict:
-    with device_slot():
-        return evaluate_student(student, test, cfg, task_name)
+def evaluate_student_task(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task_name: str,
+                          slots: SlotPlan | None = None) -> dict:
+    with device_slot(slots) as slot:
+        return run_in_slot(slot, evaluate_student, student, test, cfg, task_name)
 
 
 @task(name="score-labels", cache_policy=CACHE)
 def score_labels_task(labels: ParquetRef, task_name: str) -> dict | None:
+    # The cache key holds this function's source, not score_labels': this comment is new with the per-row statistics
+    # and the authors' constituency F1 (issue #17), so results cached before them are not reused.
     return score_labels(labels, task_name)

@@ -6,7 +6,7 @@ from prefect import task
 
 from mckd_core.config import StudentConfig
 from mckd_core.data import ParquetRef
-from mckd_core.gpus import device_slot
+from mckd_core.gpus import SlotPlan, device_slot, run_in_slot
 from mckd_core.steps import StudentRef, merge_labels, relabel
 
 from .common import CACHE, retry_transient
@@ -14,9 +14,9 @@ from .common import CACHE, retry_transient
 
 @task(name="relabel", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def relabel_task(student: StudentRef, labels: ParquetRef, assignment: ParquetRef, part: int, stage: int,
-                 source: str, cfg: StudentConfig, task_name: str, out_dir: str) -> ParquetRef:
-    with device_slot():
-        return relabel(student, labels, assignment, part, stage, source, cfg, task_name, out_dir)
+                 source: str, cfg: StudentConfig, task_name: str, out_dir: str, slots: SlotPlan | None = None) -> ParquetRef:
+    with device_slot(slots) as slot:
+        return run_in_slot(slot, relabel, student, labels, assignment, part, stage, source, cfg, task_name, out_dir)
 
 
 @task(name="merge-labels", cache_policy=CACHE)

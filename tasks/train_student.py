@@ -1,4 +1,4 @@
-"""DAG node: train one student (in a child process on GPUs), retried on GPU failures with OOM back-off."""
+"""DAG node: train one student (in a child process on a GPU or a share of the CPU cores), retried on GPU failures with OOM back-off."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from prefect.runtime import task_run
 from mckd_core.config import StudentConfig
 from mckd_core.faults import maybe_inject
 from mckd_core.data import ParquetRef
-from mckd_core.gpus import device_slot
+from mckd_core.gpus import SlotPlan, device_slot
 from mckd_core.steps import StudentRef, train_student_on
 
 from .common import StudentOnDisk, retry_transient
@@ -17,17 +17,18 @@ from .progress import progress_reporter
 
 @task(name="train-student", cache_policy=StudentOnDisk(), retries=3, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def train_student_task(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
-                       student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str) -> StudentRef:
+                       student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str,
+                       slots: SlotPlan | None = None) -> StudentRef:
     logger = get_run_logger()
     attempt = task_run.run_count or 1
     # Every retry halves the micro-batch and doubles accumulation: the same effective batch in less memory.
     micro, accum = student.batch_size // 2 ** (attempt - 1), student.grad_accum * 2 ** (attempt - 1)
-    with device_slot() as device:
-        logger.info("%s: attempt %d on %s, micro-batch %d x grad-accum %d", what, attempt, device, micro, accum)
+    with device_slot(slots) as slot:
+        logger.info("%s: attempt %d on %s, micro-batch %d x grad-accum %d", what, attempt, slot, micro, accum)
         maybe_inject("train-student", attempt)
         with progress_reporter(f"Training {what}"):
             ref = train_student_on(labels, assignment, parts, dev, student, task_name, seed, out_dir,
-                                   attempt=attempt, device=device, what=what)
+                                   attempt=attempt, slot=slot, what=what)
     m = ref.metrics
     logger.info("%s: %d rows, best epoch %s, dev F1 %s, %.1fs", what, m["train_rows"], m["epochs"], m["dev_f1"], m["seconds"])
     return ref

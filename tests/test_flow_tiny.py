@@ -32,6 +32,8 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     counts = report["counts"]
     assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (8, 12, 4)
     assert counts["teacher_valid"] + counts["teacher_invalid"] == counts["unlabeled"]
+    # Counted with the T5 student's tokenizer before any model loaded; the transformers teacher's context is not known.
+    assert report["overlong"] == {"student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}}}
     assert [s["stage"] for s in report["stages"]] == [1, 2]
     for stage in report["stages"]:
         assert [s["partition"] for s in stage["students"]] == [0, 1]
@@ -45,6 +47,12 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     order = ["teacher (few-shot)", "SFT on L (8 gold)", "vanilla KD (MCKD-1)", "| MCKD-2 |", "MCKD-3 — final student"]
     assert sorted(order, key=table.index) == order
     assert {"teacher", "stage-1", "stage-2", "final", "evaluate", "total"} <= set(report["timings"])
+    # issue #17: the final student against the teacher and each baseline (paired bootstrap CIs), per-row data outside
+    assert set(report["comparisons"]) == {"final - teacher", "final - sft", "final - vanilla-kd", "final - mckd-2"}
+    assert all(c["ci95"][0] <= c["ci95"][1] for c in report["comparisons"].values())
+    assert "rows" not in report["final_student"]["test"] and len(report["teacher"]["test"]["ci95"]) == 2
+    rows = json.loads((cfg.run_dir / "test-rows.json").read_text())["systems"]
+    assert set(rows) == {"final", "teacher", "sft", "vanilla-kd", "mckd-2"} and {len(r["id"]) for r in rows.values()} == {4}
     for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json", "final/student/README.md"):
         assert (cfg.run_dir / name).exists(), name
     card = (cfg.run_dir / "final/student/README.md").read_text()

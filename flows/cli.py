@@ -98,6 +98,12 @@ def print_report(report: dict, run_dir: str | Path) -> None:
     c = report["counts"]
     Console().print(f"L={c['labeled']} U={c['unlabeled']} T={c['test']}; teacher labels valid {c['teacher_valid']}, "
                     f"invalid {c['teacher_invalid']}; total {report['timings'].get('total', 0):.0f}s")
+    if report.get("deliverable"):
+        shipped = report["deliverable"]
+        Console().print(f"deliverable: {shipped['name']} ({shipped['why']}) -> {Path(run_dir) / 'deliverable'}; "
+                        f"label new data with: mckd predict {run_dir} --input FILE", highlight=False)
+    for warning in report.get("warnings", []):
+        Console().print(f"warning: {warning}", highlight=False)
     Console().print(f"run dir: {run_dir}")
 
 
@@ -120,10 +126,13 @@ def demo(
     cfg = parse_config({
         "run_name": "demo", "runs_root": str(runs_root), "seed": seed,
         "data": {"task": "slots", **paths},
-        "teacher": {"num_demos": 4, "max_new_tokens": 64, "batch_size": 32},
+        # The teacher prompt chosen on ATIS dev rows (benchmarks/teacher_dev.py): 8 BM25-retrieved demos.
+        "teacher": {"num_demos": 8, "demo_selection": "bm25", "max_new_tokens": 64, "batch_size": 32},
         "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 8, "eval_batch_size": 32},
         # Intermediate students are scored on their relabels of U (ATIS U has gold), not on T: it saves minutes.
         "stages": {"num_stages": stages, "partitions": 2, "evaluate_students": False},
+        # What a newcomer must see to judge MCKD: plain fine-tuning on L and the 1-stage distillation beside it.
+        "baselines": ["sft", "vanilla-kd"],
     }, source="demo config")
     report = _run_flow(cfg)
     print_report(report, cfg.run_dir)
@@ -162,7 +171,8 @@ def _overrides(items: list[str]) -> dict:
 
 
 @app.command()
-def predict(model_dir: Path = typer.Argument(..., help="A trained student dir (e.g. RUN_DIR/final/student)."),
+def predict(model_dir: Path = typer.Argument(..., help="A run dir (its deliverable student) or a trained student dir "
+                                                     "(e.g. RUN_DIR/final/student)."),
             input: Path = typer.Option(..., "--input", help="Parquet/JSONL/CSV with an 'input' column."),
             output: Optional[Path] = typer.Option(None, help="Write predictions here (.parquet/.jsonl); default: JSONL to stdout."),
             task: Optional[str] = typer.Option(None, help="Validate/repair outputs with this format (default: from the model card)."),
@@ -174,8 +184,7 @@ def predict(model_dir: Path = typer.Argument(..., help="A trained student dir (e
     from mckd_core.formats import get_format
     from mckd_core.student import predict as run_predict
 
-    if not (model_dir / "config.json").is_file():
-        _fail(f"{model_dir} is not a trained model dir (no config.json); use RUN_DIR/final/student")
+    model_dir = _student_dir(model_dir)
     try:
         df = normalize_examples(read_table(input, "input"), "input", need_target=False)
     except MckdInputError as exc:
@@ -193,6 +202,19 @@ def predict(model_dir: Path = typer.Argument(..., help="A trained student dir (e
         df.to_parquet(output, index=False)
     else:
         df.to_json(output, orient="records", lines=True, force_ascii=False)
+
+
+def _student_dir(path: Path) -> Path:
+    """A trained student dir as given, or a run dir's deliverable (its final student for runs from before the guard)."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "report.json").is_file():
+        for candidate in (path / "deliverable", path / "final" / "student"):
+            if (candidate / "config.json").is_file():
+                console.print(f"using {candidate} ({candidate.resolve()})", highlight=False)
+                return candidate
+    _fail(f"{path} is neither a trained model dir (no config.json) nor a finished run dir (report.json and deliverable/); "
+          "use RUN_DIR or RUN_DIR/final/student")
 
 
 @app.command("eval")

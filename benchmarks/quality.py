@@ -82,12 +82,20 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
         "run_name": run_name(task, seed, args), "runs_root": str(args.runs_root), "seed": seed,
         "data": {"task": FORMAT[task], **paths},
         "teacher": {"num_demos": args.teacher_demos, "demo_selection": args.demo_selection,
-                    "max_new_tokens": OUTPUT_TOKENS[task], "batch_size": 32},
+                    "max_new_tokens": OUTPUT_TOKENS[task], "batch_size": 32, **teacher_backend(args)},
         "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": OUTPUT_TOKENS[task],
                     "max_dev": args.dev, "eval_batch_size": 32},
         "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
         "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
     }, source=f"quality config {task} seed {seed}")
+
+
+def teacher_backend(args) -> dict:
+    """The product's main path on request: a vLLM CPU server that mckd starts for the teacher phase of each run."""
+    if args.teacher_backend == "transformers":
+        return {}
+    python = os.environ.get("MCKD_VLLM_PYTHON", str(ROOT / ".vllm-venv" / "bin" / "python"))
+    return {"backend": "vllm-server", "vllm": {"cpu": True, "python": python}}
 
 
 def scores(report: dict) -> dict[str, dict]:
@@ -180,8 +188,10 @@ def markdown(summary: dict) -> str:
 
 def sizes_of(args) -> dict:
     """The settings a run's numbers depend on besides task and seed; runs with other sizes are other tables."""
-    return {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words",
-                                          "teacher_demos", "demo_selection")}
+    sizes = {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words",
+                                           "teacher_demos", "demo_selection")}
+    # Keyed only when not the default, so runs recorded before the option existed keep their key.
+    return sizes if args.teacher_backend == "transformers" else {**sizes, "teacher_backend": args.teacher_backend}
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
@@ -223,6 +233,9 @@ def main() -> None:
     # SmolLM2 teacher dev F1 64.2 (recall 50.0), the former k=4 random-fixed 42.1 (recall 27.9).
     parser.add_argument("--teacher-demos", type=int, default=8, help="Teacher demonstrations per prompt.")
     parser.add_argument("--demo-selection", choices=["bm25", "random-fixed"], default="bm25")
+    parser.add_argument("--teacher-backend", choices=["transformers", "vllm-server"], default="transformers",
+                        help="vllm-server: a vLLM CPU server per run ($MCKD_VLLM_PYTHON, default .vllm-venv; "
+                             "scripts/setup_vllm_cpu.sh builds it).")
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")

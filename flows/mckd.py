@@ -10,9 +10,10 @@ from mckd_core.config import RunConfig, baseline_stages
 from mckd_core.data import ParquetRef
 from mckd_core.gpus import plan_cpu_slots
 from mckd_core.partition import cross_assignment, stage_seed
-from mckd_core.report import degradation_warnings, final_entry, student_entry, summarize_test
+from mckd_core.report import (choose_deliverable, degradation_warnings, deliverable_warnings, final_entry, student_entry,
+                               summarize_test)
 from mckd_core.scoring import comparisons
-from mckd_core.steps import changed_fraction, gold_labels, prepare_inputs, teacher_session
+from mckd_core.steps import StudentRef, changed_fraction, gold_labels, prepare_inputs, teacher_session
 from tasks.annotate import annotate_task
 from tasks.common import with_storage
 from tasks.evaluate import evaluate_student_task, score_labels_task
@@ -44,8 +45,9 @@ class _Nodes:
 
 @flow(name="mckd-stage", flow_run_name="stage-{stage}")
 def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: ParquetRef, dev: ParquetRef,
-               test: ParquetRef | None) -> tuple[ParquetRef, list[dict]]:
-    """One intermediate stage: student k trains on every part but k, then relabels part k (all k concurrently)."""
+               test: ParquetRef | None, gold: ParquetRef | None = None) -> tuple[ParquetRef, list[dict]]:
+    """One intermediate stage: student k trains on every part but k (and on `gold`, when given), then relabels part k
+    (all k concurrently)."""
     n, cfg = _Nodes(config), config
     students, relabels = [], []
     for k, (train_parts, held_out) in enumerate(cross_assignment(cfg.stages.partitions)):
@@ -53,9 +55,9 @@ def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: Pa
                 n.dir(f"stage-{stage}", f"student-{k}"), f"stage-{stage}/student-{k}")
         if cfg.stages.dispatch == "deployment":
             gpu = cfg.stages.gpus[k % len(cfg.stages.gpus)] if cfg.stages.gpus else None
-            student = dispatch_student_task.submit(*args, gpu=gpu, runs_root=cfg.runs_root)
+            student = dispatch_student_task.submit(*args, gpu=gpu, runs_root=cfg.runs_root, gold=gold)
         else:
-            student = n.train.submit(*args, slots=n.slots)
+            student = n.train.submit(*args, slots=n.slots, gold=gold)
         students.append(student)
         relabels.append(n.relabel.submit(student, labels, assignment, held_out, stage, f"stage-{stage}/student-{k}",
                                          cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}"), n.slots))
@@ -94,13 +96,15 @@ def mckd_flow(config: RunConfig) -> dict:
     # 2. Partition U into K disjoint parts (fixed across stages unless redrawn).
     assignment = n.partition(data.unlabeled, cfg.stages.partitions, cfg.seed, n.dir("data"))
 
-    # 3. Intermediate stages: cross-train and relabel; Y_s is the union of the relabels.
+    # 3. Intermediate stages: cross-train and relabel; Y_s is the union of the relabels. Gold-aware students
+    #    (student.train_on_labeled) also learn from L's gold rows, less the dev rows they select on.
+    gold = data.labeled_train if cfg.student.train_on_labeled else None
     stages, label_history = [], [labels]
     for stage in range(1, cfg.stages.num_stages):
         started = time.perf_counter()
         if cfg.stages.redraw_partitions:
             assignment = n.partition(data.unlabeled, cfg.stages.partitions, stage_seed(cfg.seed, stage, True), n.dir("data"))
-        new_labels, students = stage_flow(cfg, stage, labels, assignment, data.dev, data.test)
+        new_labels, students = stage_flow(cfg, stage, labels, assignment, data.dev, data.test, gold)
         stages.append({"stage": stage, "students": students, "pseudolabel_f1": _f1(n.score(new_labels, cfg.data.task)),
                        "changed_fraction": changed_fraction(labels, new_labels)})
         labels = new_labels
@@ -111,14 +115,20 @@ def mckd_flow(config: RunConfig) -> dict:
     #    from it, so they train alongside it (each student in a CPU slot of its own, or on a GPU).
     started = time.perf_counter()
     final = n.train.submit(labels, None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * cfg.stages.num_stages,
-                           n.dir("final", "student"), "final/student", slots=n.slots)
-    baselines = _submit_baselines(cfg, n, data, label_history)
+                           n.dir("final", "student"), "final/student", slots=n.slots, gold=gold)
+    baselines = _submit_baselines(cfg, n, data, label_history, gold)
     final_test = n.evaluate.submit(final, data.test, cfg.student, cfg.data.task, n.slots) if data.test else None
     final = final.result()
     timings["final"] = time.perf_counter() - started
 
-    # 5. Evaluate on T (never used for any decision above) and report.
+    # 5. Deliverable guard: the final student and the baselines compared on dev rows none of them trained on; the
+    #    dev-best is the deliverable (the paper's final student stays in the table).
     started = time.perf_counter()
+    candidates = {"final": final, **{name: student.result() for name, (student, _) in baselines.items()}}
+    dev_f1, dirs, not_compared = _dev_f1s(cfg, n, data.dev, candidates)
+    deliverable = choose_deliverable(dev_f1, dirs, data.dev_source, not_compared)
+
+    # 6. Evaluate on T (never used for any decision above) and report.
     final_test = final_test.result() if final_test else None
     baseline_tests = {name: test.result() for name, (_, test) in baselines.items()}
     baselines = {name: final_entry(student.result().dir, student.result().metrics, test.result())
@@ -129,7 +139,8 @@ def mckd_flow(config: RunConfig) -> dict:
     timings["total"] = time.perf_counter() - clock
     report = {
         "config": cfg.model_dump(mode="json"),
-        "counts": {"labeled": data.labeled.rows, "unlabeled": data.unlabeled.rows, "test": data.test.rows if data.test else 0,
+        "counts": {"labeled": data.labeled.rows, "labeled_train": data.labeled_train.rows, "dev": data.dev.rows,
+                   "unlabeled": data.unlabeled.rows, "test": data.test.rows if data.test else 0,
                    "teacher_valid": int(teacher_counts["valid"].sum()), "teacher_invalid": int((~teacher_counts["valid"]).sum()),
                    "teacher_repaired": int((teacher_counts["error"] == "repaired").sum()),
                    **({"sft_n": data.sft_n.rows} if data.sft_n else {})},
@@ -138,13 +149,14 @@ def mckd_flow(config: RunConfig) -> dict:
         "stages": stages,
         "final_student": final_entry(final.dir, final.metrics, final_test),
         "baselines": baselines,
+        "deliverable": deliverable,
         "timings": timings,
     }
     # Final student minus teacher and minus each baseline: paired bootstrap 95% CIs on the test rows.
     tests = {"final": final_test, "teacher": teacher_scores, **baseline_tests}
     report["comparisons"] = comparisons(tests, cfg.data.task)
     report["overlong"] = data.overlong
-    report["warnings"] = data.warnings + degradation_warnings(report)
+    report["warnings"] = data.warnings + degradation_warnings(report) + deliverable_warnings(report)
     for warning in report["warnings"]:
         logger.warning(warning)
     report_task(report, str(cfg.run_dir), tests)
@@ -152,27 +164,41 @@ def mckd_flow(config: RunConfig) -> dict:
     return report
 
 
-def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef]) -> dict:
+def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef], gold: ParquetRef | None) -> dict:
     """Comparison students, each trained like the final student on other labels and scored on T: {name: (student
     future, test future)}.
 
-    An s-stage baseline trains on Y_{s-1} with the seed an s-stage run's final student would get, so
-    `mckd-2` here is the final student of the same config with num_stages=2 (vanilla-kd: Y_0, the teacher's).
-    Supervised baselines select epochs on dev only where a dev set separate from their training data exists.
+    An s-stage baseline trains on Y_{s-1} (and `gold`, as the final student does) with the seed an s-stage run's final
+    student would get, so `mckd-2` here is the final student of the same config with num_stages=2 (vanilla-kd: Y_0, the
+    teacher's). Supervised baselines train on L less the dev rows (sft) or on sft_n less them, and select epochs on dev
+    only where dev rows are held out of their training data.
     """
-    supervised_cfg = cfg.student.model_copy(update={"select_on_dev": cfg.data.dev is not None, "min_valid_rows": 1})
+    supervised_cfg = cfg.student.model_copy(update={"select_on_dev": data.dev_held_out, "min_valid_rows": 1})
     futures = {}
     for name in cfg.baselines:
         stages = baseline_stages(name)
         if stages is None:
-            gold = data.labeled if name == "sft" else data.sft_n
-            labels, student_cfg, seed = gold_labels(gold, n.dir("baselines")), supervised_cfg, cfg.seed
+            rows = data.labeled_train if name == "sft" else data.sft_n
+            labels, student_cfg, seed, with_gold = gold_labels(rows, n.dir("baselines")), supervised_cfg, cfg.seed, None
         else:
-            labels, student_cfg, seed = label_history[stages - 1], cfg.student, cfg.seed + 100 * stages
+            labels, student_cfg, seed, with_gold = label_history[stages - 1], cfg.student, cfg.seed + 100 * stages, gold
         student = n.train.submit(labels, None, None, data.dev, student_cfg, cfg.data.task, seed,
-                                 n.dir("baselines", name), f"baseline/{name}", slots=n.slots)
+                                 n.dir("baselines", name), f"baseline/{name}", slots=n.slots, gold=with_gold)
         futures[name] = (student, n.evaluate.submit(student, data.test, student_cfg, cfg.data.task, n.slots))
     return futures
+
+
+def _dev_f1s(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, dict, dict]:
+    """The candidates' F1 on every dev row: the dev F1 of the selected epoch where a student selected on exactly these
+    rows, else scored now (cached). A student that trained on dev rows is not compared on them. Returns ({name: F1},
+    {name: dir}, {name: why not compared})."""
+    excluded = {name: f"trained on {s.metrics['dev_overlap']} of the {dev.rows} dev rows"
+                for name, s in students.items() if s.metrics.get("dev_overlap")}
+    scored = {name: s for name, s in students.items() if name not in excluded}
+    runs = {name: n.evaluate.submit(s, dev, cfg.student, cfg.data.task, n.slots)
+            for name, s in scored.items() if s.metrics.get("dev_rows") != dev.rows or s.metrics["dev_f1"] is None}
+    f1s = {name: runs[name].result()["f1"] if name in runs else s.metrics["dev_f1"] for name, s in scored.items()}
+    return f1s, {name: s.dir for name, s in students.items()}, excluded
 
 
 def _lap(start: float) -> float:

@@ -27,7 +27,14 @@ class DataConfig(_Section):
     labeled: str = Field(..., description="Gold examples L: Parquet/JSONL/CSV file or a saved `datasets` dir.")
     unlabeled: str = Field(..., description="Unlabeled inputs U (a `target` column, if present, is only used for diagnostics).")
     test: str | None = Field(None, description="Gold test set T (evaluation only).")
-    dev: str | None = Field(None, description="Labeled dev set for checkpoint selection; default: the labeled set L.")
+    dev: str | None = Field(None, description="Labeled dev set for checkpoint selection and the deliverable guard; no student "
+                                              "trains on it. Default: a held-out slice of L (data.dev_holdout).")
+    dev_holdout: int | None = Field(
+        None, ge=0, description="Without data.dev: rows of L held out (seeded) as the dev set that students select on and the "
+                                "deliverable guard compares on; no student, SFT included, trains on them (the teacher's demos "
+                                "still come from all of L). null: a fifth of L (10 of 50; none below 5 rows); 0: none, the "
+                                "paper's recipe (students select on L; SFT trains on all of L without selection and is left "
+                                "out of the guard).")
     sft_n_labeled: str | None = Field(None, description="More gold examples (e.g. 500) for the `sft-n` baseline: the "
                                                          "supervised upper bound MCKD is compared with. Must not share ids with test.")
     max_labeled: int | None = Field(None, ge=1)
@@ -45,6 +52,12 @@ class DataConfig(_Section):
         if task not in format_names():
             raise ValueError(f"{task!r} is not a known format ({', '.join(format_names())})")
         return task
+
+    @model_validator(mode="after")
+    def _one_dev_set(self) -> DataConfig:
+        if self.dev and self.dev_holdout:
+            raise ValueError("data.dev_holdout: no rows of L are held out when data.dev is given; drop one of the two")
+        return self
 
 
 class VLLMConfig(_Section):
@@ -105,6 +118,9 @@ class StudentConfig(_Section):
     eval_batch_size: int = Field(16, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA with bf16 support, else fp32.")
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
+    train_on_labeled: bool = Field(False, description="Gold-aware students: every stage student, the final student and the "
+                                                      "distillation baselines train on the gold rows of L (less the dev rows) "
+                                                      "plus their pseudolabeled rows; gold rows are never relabeled.")
     max_dev: int = Field(50, ge=1, description="Dev rows used for checkpoint selection.")
     min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
     isolate: Literal["auto", "always", "never"] = Field("auto", description="Train in a spawned child process (auto: on CUDA only).")
@@ -154,6 +170,13 @@ class RunConfig(_Section):
             raise ValueError(f"{name!r} is not a folder name for <runs_root>/<run_name>; use letters, digits, '.', '_', '-', "
                              "not starting with '.' (e.g. atis-50)")
         return name
+
+    @model_validator(mode="after")
+    def _gold_aware_students_need_dev_rows(self) -> RunConfig:
+        if self.student.train_on_labeled and not self.data.dev and self.data.dev_holdout == 0:
+            raise ValueError("student.train_on_labeled needs dev rows no student trains on: give data.dev, or leave "
+                             "data.dev_holdout at null (a fifth of L) or set it to a number of rows, not 0")
+        return self
 
     @model_validator(mode="after")
     def _known_baselines(self) -> RunConfig:

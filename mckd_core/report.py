@@ -52,8 +52,11 @@ def table_rows(report: dict) -> list[Row]:
     baselines = report.get("baselines", {})
     compared = {name: base.get("test") for name, base in baselines.items()}
     compared[final] = report["final_student"].get("test")
+    shipped = (report.get("deliverable") or {}).get("name")
     for name in sorted(compared, key=_comparison_order):
         suffix = " — final student" if name == final and name not in baselines else ""
+        if shipped == name or (shipped == "final" and suffix):
+            suffix += " — deliverable (dev-best)"
         rows.append(Row(_comparison_title(name, report["counts"]) + suffix, *_f1_em(compared[name]), None,
                         _ci(compared[name])))
     return rows
@@ -68,7 +71,8 @@ def _comparison_order(name: str) -> float:
 
 
 def _comparison_title(name: str, counts: dict) -> str:
-    return {"sft": f"SFT on L ({counts['labeled']} gold)", "sft-n": f"SFT-N ({counts.get('sft_n', '?')} gold, upper bound)",
+    return {"sft": f"SFT on L ({counts.get('labeled_train', counts['labeled'])} gold)",
+            "sft-n": f"SFT-N ({counts.get('sft_n', '?')} gold, upper bound)",
             "vanilla-kd": "vanilla KD (MCKD-1)"}.get(name, name.upper())
 
 
@@ -88,6 +92,46 @@ def degradation_warnings(report: dict, ratio: float = 0.5) -> list[str]:
             "compare with the vanilla-kd baseline"
             for (before_name, before), (name, now) in zip(chain, chain[1:])
             if before and now is not None and now < ratio * before]
+
+
+def _simplicity(name: str) -> float:
+    """Ties on dev go to the paper's final student, then to the simpler model: SFT, SFT-N, then by number of stages."""
+    first = {"final": -1, "sft": 0, "sft-n": 0.5}
+    return first[name] if name in first else baseline_stages(name)
+
+
+def choose_deliverable(dev: dict[str, float], dirs: dict[str, str], dev_source: str,
+                       excluded: dict[str, str] | None = None) -> dict:
+    """The deliverable guard (report.json `deliverable`): of the candidates scored on the same dev rows, none of which
+    any of them trained on (`dev`: {name: F1}; the final student is "final"), the dev-best; ties go to the final
+    student, then to the simpler model. `excluded`: candidates that could not be compared there, with the reason."""
+    excluded = excluded or {}
+    if not dev:
+        return {"name": "final", "dir": dirs["final"], "dev": {}, "dev_source": dev_source, "excluded": excluded,
+                "why": "no candidate could be scored on dev rows it did not train on: the final student, as in the paper"}
+    ranked = sorted(dev, key=lambda name: (-dev[name], _simplicity(name)))
+    best = ranked[0]
+    why = (f"best dev F1 on {dev_source}: " + ", ".join(f"{name} {dev[name]:.1f}" for name in ranked))
+    tied = [name for name in ranked[1:] if dev[name] == dev[best]]
+    if tied:
+        why += f"; tied with {', '.join(tied)}: " + ("the paper's final student" if best == "final" else "the simpler model") + " wins"
+    if excluded:
+        why += "; not compared: " + "; ".join(f"{name} ({reason})" for name, reason in excluded.items())
+    return {"name": best, "dir": dirs[best], "why": why, "dev": dict(dev), "dev_source": dev_source, "excluded": excluded}
+
+
+def deliverable_warnings(report: dict) -> list[str]:
+    """Where the final student loses to plain fine-tuning on L (sft) on the dev rows: say so and what to change."""
+    shipped = report.get("deliverable") or {}
+    dev = shipped.get("dev", {})
+    if "final" not in dev or "sft" not in dev or dev["final"] >= dev["sft"]:
+        return []
+    gold_aware = report["config"].get("student", {}).get("train_on_labeled")
+    fixes = ([] if gold_aware else ["student.train_on_labeled: true (the students learn from L's gold rows too)"]) + [
+        "more unlabeled rows", "a stronger teacher or prompt (teacher.model, teacher.num_demos, teacher.demo_selection: bm25)"]
+    return [f"final student: dev F1 {dev['final']:.1f} is below sft's {dev['sft']:.1f} on {shipped['dev_source']}: plain "
+            f"fine-tuning on L beats the distilled student here, so the deliverable is {shipped['name']} (`deliverable/` "
+            "in the run dir). To make MCKD's student win, try " + ", ".join(fixes)]
 
 
 def _mean_dev_f1(students: list[dict]) -> float | None:
@@ -150,6 +194,10 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} | {s['seconds']:.0f} |")
     fs = report["final_student"]
     lines += ["", f"Final student: `{fs['dir']}`", ""]
+    if report.get("deliverable"):
+        shipped = report["deliverable"]
+        lines += [f"Deliverable (`deliverable/` in the run dir, `mckd predict RUN_DIR`): **{shipped['name']}** — "
+                  f"`{shipped['dir']}`; {shipped['why']}.", ""]
     if report.get("warnings"):
         lines += ["## Warnings", "", *[f"- {w}" for w in report["warnings"]], ""]
     return "\n".join(lines)
@@ -266,7 +314,23 @@ def write_report(report: dict, run_dir: str | Path) -> dict:
     final_dir = Path(report["final_student"]["dir"])
     if final_dir.is_dir():
         (final_dir / "README.md").write_text(model_card(report))
+    if report.get("deliverable"):
+        point_to_deliverable(run_dir, report["deliverable"]["dir"])
     return {name: str(run_dir / name) for name in ("report.json", "report.md", "f1_by_stage.png")}
+
+
+#: `<run_dir>/deliverable`: a relative symlink to the deliverable student's dir (the run dir can move).
+DELIVERABLE = "deliverable"
+
+
+def point_to_deliverable(run_dir: str | Path, student_dir: str | Path) -> Path:
+    """Point `<run_dir>/deliverable` at `student_dir` (replaced atomically)."""
+    link = Path(run_dir) / DELIVERABLE
+    tmp = link.with_name(f".{DELIVERABLE}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(Path(student_dir).resolve(), Path(run_dir).resolve()), target_is_directory=True)
+    os.replace(tmp, link)
+    return link
 
 
 def _previous_plot(report_json: Path) -> tuple | None:
@@ -277,12 +341,13 @@ def _previous_plot(report_json: Path) -> tuple | None:
 
 
 def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:
-    return {"partition": partition, "train_rows": metrics["train_rows"], "dev_f1": metrics["dev_f1"],
-            "epochs": metrics["epochs"], "seconds": metrics["seconds"], "test": summarize_test(test)}
+    return {"partition": partition, "train_rows": metrics["train_rows"], "gold_rows": metrics.get("gold_rows", 0),
+            "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"], "seconds": metrics["seconds"], "test": summarize_test(test)}
 
 
 def final_entry(student_dir: str, metrics: dict, test: dict | None) -> dict:
     return {"test": summarize_test(test), "dir": student_dir, "train_rows": metrics["train_rows"],
-            "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"], "seconds": metrics["seconds"]}
+            "gold_rows": metrics.get("gold_rows", 0), "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"],
+            "seconds": metrics["seconds"]}
 
 

@@ -11,6 +11,7 @@ import functools
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
@@ -30,13 +31,20 @@ from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate
 
 
 class Inputs(BaseModel):
-    labeled: ParquetRef
+    labeled: ParquetRef  # all of L: the teacher's demos
     unlabeled: ParquetRef
-    dev: ParquetRef
+    dev: ParquetRef  # selection and the deliverable guard: data.dev, else the held-out slice of L, else L itself
+    labeled_train: ParquetRef  # L less the held-out dev rows: what SFT and gold-aware students train on
+    dev_source: str  # where `dev` comes from, for the report
     test: ParquetRef | None = None
-    sft_n: ParquetRef | None = None
+    sft_n: ParquetRef | None = None  # less the dev rows where dev is held out
     overlong: dict = {}  # report.json's `overlong`: rows longer than the student / teacher sees (lengths.check_lengths)
     warnings: list[str] = []  # for the run's log and report.json
+
+    @property
+    def dev_held_out(self) -> bool:
+        """Whether the dev rows are kept out of every training set (data.dev or a held-out slice), rather than being L."""
+        return self.dev != self.labeled
 
 
 class StudentRef(BaseModel):
@@ -76,10 +84,56 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
         check_model_ref(cfg.teacher.model, "teacher.model")
     check_model_ref(cfg.student.model, "student.model")
     overlong, warnings = check_lengths(cfg, sets)
+    sets, dev_source = _with_dev_rows(cfg, sets)
     out = cfg.run_dir / "data"
     refs = {name: write_parquet(df, out, name) for name, df in sets.items()}
     refs.setdefault("dev", refs["labeled"])
-    return Inputs(**refs, overlong=overlong, warnings=warnings)
+    refs.setdefault("labeled_train", refs["labeled"])
+    return Inputs(**refs, dev_source=dev_source, overlong=overlong, warnings=warnings)
+
+
+def _with_dev_rows(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], str]:
+    """The dev rows no candidate trains on: data.dev, else a seeded slice of L (`labeled_train` is the rest), else none
+    held out (data.dev_holdout: 0, dev = L). Where dev is held out, sft-n's rows that are dev rows are left out."""
+    if "dev" in sets:
+        _check_dev_unseen(cfg, sets)
+        dev, source = sets["dev"], f"data.dev ({len(sets['dev'])} rows)"
+    else:
+        labeled = sets["labeled"]
+        n = _holdout_size(cfg, len(labeled))
+        if n == 0:
+            return sets, f"the labeled set L ({len(labeled)} rows, none held out)"
+        held = np.random.default_rng(cfg.seed).permutation(len(labeled))[:n]
+        dev = labeled.iloc[np.sort(held)].reset_index(drop=True)
+        sets = {**sets, "dev": dev, "labeled_train": labeled.drop(labeled.index[held]).reset_index(drop=True)}
+        source = f"{n} row{'s' * (n > 1)} held out of L (data.dev_holdout)"
+    if "sft_n" in sets:  # the upper bound's gold may include L, and with it the dev rows
+        sets = {**sets, "sft_n": sets["sft_n"][~sets["sft_n"]["id"].isin(set(dev["id"]))].reset_index(drop=True)}
+    return sets, source
+
+
+def _holdout_size(cfg: RunConfig, rows: int) -> int:
+    """How many rows of L become dev rows (data.dev_holdout; null: a fifth)."""
+    n = rows // 5 if cfg.data.dev_holdout is None else cfg.data.dev_holdout
+    if cfg.student.train_on_labeled and n == 0:
+        raise MckdInputError(f"labeled: {rows} rows are too few to hold out a fifth as the dev rows student.train_on_labeled "
+                             "needs; give data.dev or set data.dev_holdout to a number of rows")
+    if n >= rows:
+        raise MckdInputError(f"labeled: data.dev_holdout={n} holds out all {rows} rows of L as dev and leaves none to train "
+                             "on; lower data.dev_holdout or give data.dev")
+    return n
+
+
+def _check_dev_unseen(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> None:
+    """data.dev shares no row with the test set nor with a set some student trains on (U; L with sft or gold-aware
+    students): a student never selects on a row it trained on, and no decision reads T."""
+    trained_on_l = cfg.student.train_on_labeled or "sft" in cfg.baselines
+    for name in ("unlabeled", "labeled" if trained_on_l else "", "test"):
+        shared = set(sets["dev"]["id"]) & set(sets[name]["id"]) if name in sets else set()
+        if shared:
+            why = "no decision may read the test set" if name == "test" else f"students train on the {name} rows"
+            raise MckdInputError(f"dev: {len(shared)} id(s) also in {name} (e.g. {sorted(shared)[0]!r}); {why}, so they "
+                                 "cannot be dev rows; remove them from one of the sets")
 
 
 # ---- teacher -------------------------------------------------------------------------------------------
@@ -162,8 +216,10 @@ def make_partition(unlabeled: ParquetRef, k: int, seed: int, out_dir: str | Path
     return write_parquet(partition_ids(list(unlabeled.read()["id"]), k, seed), out_dir, "partition")
 
 
-def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, min_valid: int, what: str) -> pd.DataFrame:
-    """The valid pseudolabeled rows of the given parts (all parts when `assignment` is None)."""
+def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, min_valid: int, what: str,
+                  gold: ParquetRef | None = None) -> pd.DataFrame:
+    """The valid pseudolabeled rows of the given parts (all parts when `assignment` is None), after the gold rows of
+    `gold` when given (gold-aware students: a gold row keeps its target; it is never relabeled)."""
     df = labels.read()
     if assignment is not None:
         part = assignment.read().set_index("id")["part"]
@@ -175,15 +231,21 @@ def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list
             f"{what}: only {len(valid)} valid labels of {len(df)} rows (student.min_valid_rows={min_valid}); "
             f"the outputs of {sources} are mostly invalid — check that model, its prompt/demos or epochs, or lower the floor"
         )
-    return valid
+    return valid if gold is None else pd.concat([_gold_frame(gold.read()), valid], ignore_index=True)
 
 
 def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                      cfg: StudentConfig, task: str, seed: int, out_dir: str | Path, attempt: int = 1,
-                     slot: Slot = Slot(), what: str = "student") -> StudentRef:
-    """Train one student on the valid labels of `parts`; attempt n > 1 backs off the micro-batch (OOM retries)."""
-    train_df = training_rows(labels, assignment, parts, cfg.min_valid_rows, what)
-    dev_df = dev.read().iloc[: cfg.max_dev]
+                     slot: Slot = Slot(), what: str = "student", gold: ParquetRef | None = None) -> StudentRef:
+    """Train one student on the valid labels of `parts` (and the gold rows of `gold`); attempt n > 1 backs off the
+    micro-batch (OOM retries). A student never selects on a row it trained on."""
+    train_df = training_rows(labels, assignment, parts, cfg.min_valid_rows, what, gold)
+    dev_all = dev.read()
+    seen = set(train_df["id"]) & set(dev_all["id"])
+    if seen and cfg.select_on_dev:
+        raise MckdInputError(f"{what}: trains on {len(seen)} of its {len(dev_all)} dev rows (e.g. {sorted(seen)[0]!r}) and "
+                             "would select its epoch on them; give a data.dev disjoint from its training rows")
+    dev_df = dev_all.iloc[: cfg.max_dev]
     spec = TrainSpec(
         model=cfg.model, revision=cfg.revision, arch=cfg.arch, out_dir=str(out_dir), task=task,
         train_inputs=list(train_df["input"]), train_targets=list(train_df["label"]),
@@ -196,7 +258,9 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
     spec = with_micro_batch(spec, attempt)
     isolate = cfg.isolate == "always" or (cfg.isolate == "auto" and not slot.in_process)
     metrics = train_isolated(spec, slot) if isolate else train(spec)
-    return StudentRef(dir=str(out_dir), metrics=metrics)
+    # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
+    return StudentRef(dir=str(out_dir), metrics={**metrics, "gold_rows": 0 if gold is None else gold.rows,
+                                                 "dev_rows": len(dev_df) if cfg.select_on_dev else 0, "dev_overlap": len(seen)})
 
 
 def relabel(student: StudentRef, labels: ParquetRef, assignment: ParquetRef | None, part: int | None, stage: int,
@@ -236,9 +300,11 @@ def merge_labels(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str 
 
 def gold_labels(examples: ParquetRef, out_dir: str | Path) -> ParquetRef:
     """Gold targets as label rows (for baselines trained on L)."""
-    df = examples.read()
-    out = label_frame(df, list(df["target"]), list(df["target"]), [True] * len(df), [None] * len(df), "gold", 0)
-    return write_parquet(out, out_dir, "gold-labels")
+    return write_parquet(_gold_frame(examples.read()), out_dir, "gold-labels")
+
+
+def _gold_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return label_frame(df, list(df["target"]), list(df["target"]), [True] * len(df), [None] * len(df), "gold", 0)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------

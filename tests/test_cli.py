@@ -100,3 +100,23 @@ def test_data_craft_samples_disjoint_sets(tmp_path):
     sets = {n: pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("labeled", "unlabeled", "test", "dev")}
     assert [len(sets[n]) for n in ("labeled", "unlabeled", "test")] == [10, 20, 5]
     assert (sets["dev"]["n_words"] <= 12).all() and set(sets["labeled"]["id"]).isdisjoint(sets["unlabeled"]["id"])
+
+
+def test_predict_takes_a_run_dir_and_uses_its_deliverable(tmp_path, tiny_models):
+    """`mckd predict RUN_DIR` labels with the student `RUN_DIR/deliverable` points to; a model dir still works."""
+    import shutil
+
+    from mckd_core.report import point_to_deliverable
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_models["t5"], run_dir / "baselines" / "sft")
+    (run_dir / "report.json").write_text("{}")
+    point_to_deliverable(run_dir, run_dir / "baselines" / "sft")
+    pd.DataFrame({"input": ["cat"]}).to_json(tmp_path / "new.jsonl", orient="records", lines=True)
+    for target in (run_dir, run_dir / "baselines" / "sft"):
+        result = runner.invoke(app, ["predict", str(target), "--input", str(tmp_path / "new.jsonl"), "--task", "text"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout.splitlines()[-1])["input"] == "cat"
+        assert (f"using{run_dir / 'deliverable'}" in _unwrapped(result.output)) == (target == run_dir)
+    result = runner.invoke(app, ["predict", str(tmp_path), "--input", str(tmp_path / "new.jsonl")])
+    assert result.exit_code == 2 and "isneitheratrainedmodeldir" in _unwrapped(result.output)

@@ -88,3 +88,24 @@ def test_ui_config_dict_with_an_escaping_run_name_writes_nothing(tmp_path):
     assert state.is_failed()
     assert "config.run_name: Value error, '..' is not a folder name for <runs_root>/<run_name>" in state.message
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- issue #13: gold-aware students and their dev rows --------------------------------------------------------
+
+@pytest.mark.parametrize("data, student, field, message", [
+    ({"dev_holdout": 0}, {"train_on_labeled": True}, "student.train_on_labeled",
+     "needs dev rows no student trains on: give data.dev, or leave data.dev_holdout at null"),
+    ({"dev": "d.jsonl", "dev_holdout": 10}, {}, "data.dev_holdout", "no rows of L are held out when data.dev is given"),
+])
+def test_gold_aware_config_errors_are_one_line_naming_the_fields(data, student, field, message):
+    with pytest.raises(MckdInputError) as info:
+        parse_config(base(data={"labeled": "l", "unlabeled": "u", **data}, student=student))
+    header, *errors = str(info.value).splitlines()
+    assert header == "invalid config (1 error):" and len(errors) == 1
+    assert field in errors[0] and message in errors[0]
+
+
+def test_gold_aware_students_with_their_own_dev_set_or_slice_are_valid():
+    assert parse_config(base(student={"train_on_labeled": True})).data.dev_holdout is None  # a fifth of L
+    assert parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev": "d"}, student={"train_on_labeled": True}))
+    assert parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev_holdout": 0})).data.dev_holdout == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -41,10 +42,12 @@ def test_flow_completes_and_report_follows_contract(toy_run):
         assert all(s["test"] is not None for s in stage["students"])
     assert report["final_student"]["test"]["f1"] >= 0
     assert set(report["baselines"]) == {"sft", "vanilla-kd", "mckd-2"}
-    assert report["baselines"]["sft"]["train_rows"] == counts["labeled"]
+    # One fifth of L (1 of 8 rows) is held out as dev (data.dev_holdout: null): SFT trains on the rest, everyone selects there.
+    assert (counts["labeled_train"], counts["dev"]) == (7, 1)
+    assert report["baselines"]["sft"]["train_rows"] == counts["labeled_train"]
     assert report["baselines"]["vanilla-kd"]["train_rows"] == counts["teacher_valid"]
     table = (cfg.run_dir / "report.md").read_text()
-    order = ["teacher (few-shot)", "SFT on L (8 gold)", "vanilla KD (MCKD-1)", "| MCKD-2 |", "MCKD-3 — final student"]
+    order = ["teacher (few-shot)", "SFT on L (7 gold)", "vanilla KD (MCKD-1)", "| MCKD-2 |", "MCKD-3 — final student"]
     assert sorted(order, key=table.index) == order
     assert {"teacher", "stage-1", "stage-2", "final", "evaluate", "total"} <= set(report["timings"])
     # issue #17: the final student against the teacher and each baseline (paired bootstrap CIs), per-row data outside
@@ -55,6 +58,11 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert set(rows) == {"final", "teacher", "sft", "vanilla-kd", "mckd-2"} and {len(r["id"]) for r in rows.values()} == {4}
     for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json", "final/student/README.md"):
         assert (cfg.run_dir / name).exists(), name
+    # issue #13: the deliverable guard compared every candidate on the dev row and points at the dev-best
+    shipped = report["deliverable"]
+    assert set(shipped["dev"]) == {"final", "sft", "vanilla-kd", "mckd-2"} and shipped["excluded"] == {}
+    assert shipped["dev"][shipped["name"]] == max(shipped["dev"].values())
+    assert (cfg.run_dir / "deliverable").resolve() == Path(shipped["dir"]).resolve()
     card = (cfg.run_dir / "final/student/README.md").read_text()
     assert f"F1 {report['final_student']['test']['f1']:.1f}" in card and "12 rows" in card
 
@@ -113,3 +121,23 @@ def test_mckd_2_baseline_is_the_final_student_of_a_2_stage_run(toy_run, tmp_path
     final = mckd_flow(two_stage)["final_student"]
     same = ("test", "train_rows", "dev_f1", "epochs")
     assert {k: baseline[k] for k in same} == {k: final[k] for k in same}
+
+
+def test_gold_aware_students_train_on_l_train_and_never_on_their_dev_rows(tmp_path_factory, tiny_models):
+    """student.train_on_labeled: every stage student, the final student and vanilla KD learn from L less the 2 held-out
+    dev rows plus their pseudolabels; no student trains on a dev row (train_student_on refuses to select on one)."""
+    tmp = tmp_path_factory.mktemp("gold-aware")
+    # max_dev 1: every candidate selects on 1 of the 2 dev rows, so the guard scores each on both (evaluate tasks).
+    cfg = parse_config(toy_config(tmp, tiny_models, data={"dev_holdout": 2}, student={"train_on_labeled": True, "max_dev": 1},
+                                  stages={"num_stages": 2, "partitions": 2, "evaluate_students": False},
+                                  baselines=["sft", "vanilla-kd"]))
+    report = mckd_flow(cfg)
+    data = cfg.run_dir / "data"
+    dev = set(pd.read_parquet(next(data.glob("dev-*.parquet")))["id"])
+    l_train = set(pd.read_parquet(next(data.glob("labeled_train-*.parquet")))["id"])
+    assert len(dev) == 2 and len(l_train) == 6 and dev.isdisjoint(l_train)
+    students = [*report["stages"][0]["students"], report["final_student"], report["baselines"]["vanilla-kd"]]
+    assert [s["gold_rows"] for s in students] == [6, 6, 6, 6]
+    assert all(s["train_rows"] > 6 for s in students)  # gold rows plus valid pseudolabels
+    assert (report["baselines"]["sft"]["gold_rows"], report["baselines"]["sft"]["train_rows"]) == (0, 6)
+    assert report["deliverable"]["excluded"] == {} and set(report["deliverable"]["dev"]) == {"final", "sft", "vanilla-kd"}

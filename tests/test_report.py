@@ -50,3 +50,70 @@ def test_figure_is_redrawn_only_when_its_scores_change(tmp_path):
     figure.unlink()
     write_report(r, tmp_path)
     assert figure.is_file()
+
+
+# ---- issue #13: the deliverable guard ---------------------------------------------------------------------------
+
+from mckd_core.report import choose_deliverable, deliverable_warnings  # noqa: E402
+
+DIRS = {"final": "/run/final/student", "sft": "/run/baselines/sft", "vanilla-kd": "/run/baselines/vanilla-kd",
+        "mckd-2": "/run/baselines/mckd-2"}
+
+
+def test_the_guard_ships_the_dev_best_candidate():
+    # The issue's ATIS numbers, as dev F1: plain fine-tuning on L beats every distilled student.
+    dev = {"final": 55.8, "sft": 67.2, "vanilla-kd": 59.7, "mckd-2": 57.0}
+    shipped = choose_deliverable(dev, DIRS, "10 rows held out of L (data.dev_holdout)")
+    assert (shipped["name"], shipped["dir"], shipped["dev"]) == ("sft", "/run/baselines/sft", dev)
+    assert shipped["why"] == ("best dev F1 on 10 rows held out of L (data.dev_holdout): sft 67.2, vanilla-kd 59.7, "
+                              "mckd-2 57.0, final 55.8")
+    assert choose_deliverable({**dev, "final": 70.0}, DIRS, "data.dev (20 rows)")["name"] == "final"
+
+
+def test_ties_go_to_the_final_student_then_to_the_simpler_model():
+    tie = choose_deliverable({"mckd-2": 60.0, "vanilla-kd": 60.0, "final": 60.0, "sft": 50.0}, DIRS, "dev")
+    assert tie["name"] == "final" and tie["why"].endswith("tied with vanilla-kd, mckd-2: the paper's final student wins")
+    assert choose_deliverable({"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 61.0, "final": 60.0}, DIRS, "dev")["name"] == "sft"
+    assert choose_deliverable({"mckd-2": 61.0, "vanilla-kd": 61.0, "final": 60.0}, DIRS, "dev")["name"] == "vanilla-kd"
+
+
+def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
+    shipped = choose_deliverable({"final": 40.0}, DIRS, "the labeled set L (50 rows, none held out)",
+                                 {"sft": "trained on 50 of the 50 dev rows"})
+    assert shipped["name"] == "final" and shipped["excluded"] == {"sft": "trained on 50 of the 50 dev rows"}
+    assert shipped["why"].endswith("not compared: sft (trained on 50 of the 50 dev rows)")
+
+
+def guarded(dev: dict, train_on_labeled: bool = False) -> dict:
+    r = report([[40.0, 40.0]], dev["final"])
+    r["config"]["student"] = {"train_on_labeled": train_on_labeled}
+    r["baselines"] = {name: {"test": {"f1": 50.0, "exact_match": 10.0}} for name in dev if name != "final"}
+    r["counts"]["labeled_train"] = 40
+    r["deliverable"] = choose_deliverable(dev, DIRS, "10 rows held out of L (data.dev_holdout)")
+    return r
+
+
+def test_losing_to_sft_on_dev_is_a_warning_naming_what_to_change():
+    (warning,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}))
+    assert warning.startswith("final student: dev F1 55.8 is below sft's 67.2 on 10 rows held out of L (data.dev_holdout): "
+                              "plain fine-tuning on L beats the distilled student here, so the deliverable is sft")
+    assert "student.train_on_labeled: true" in warning and "teacher.demo_selection: bm25" in warning
+    assert "train_on_labeled" not in deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, True))[0]
+    assert deliverable_warnings(guarded({"final": 67.2, "sft": 67.2})) == []
+    assert deliverable_warnings(guarded({"final": 50.0, "vanilla-kd": 60.0})) == []  # no SFT to lose to
+
+
+def test_report_md_marks_the_deliverable_row_and_the_run_dir_points_to_it(tmp_path):
+    r = guarded({"final": 55.8, "sft": 67.2})
+    student = tmp_path / "baselines" / "sft"
+    student.mkdir(parents=True)
+    r["deliverable"]["dir"] = str(student)
+    write_report(r, tmp_path)
+    table = (tmp_path / "report.md").read_text()
+    assert "| SFT on L (40 gold) — deliverable (dev-best) |" in table and "| MCKD-2 — final student |" in table
+    assert f"Deliverable (`deliverable/` in the run dir, `mckd predict RUN_DIR`): **sft** — `{student}`" in table
+    link = tmp_path / "deliverable"
+    assert link.is_symlink() and str(link.readlink()) == "baselines/sft" and link.resolve() == student
+    r["deliverable"] = choose_deliverable({"final": 70.0, "sft": 67.2}, {**DIRS, "final": str(tmp_path / "final")}, "dev")
+    write_report(r, tmp_path)  # a re-run that ships another candidate moves the pointer
+    assert str(link.readlink()) == "final" and "| MCKD-2 — final student — deliverable (dev-best) |" in (tmp_path / "report.md").read_text()

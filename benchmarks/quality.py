@@ -3,7 +3,8 @@
 Each (task, seed) is ONE real mckd run (Prefect flow, real SmolLM2 teacher and students, real data): the
 3-stage MCKD run with `baselines: [sft, vanilla-kd, mckd-2, sft-n]`, so every row trains on the same
 samples and the distillation rows share the teacher's labels and stage 1. Selection never sees the test
-set: CRAFT students select epochs on the official dev split, ATIS students on L (ATIS has no dev split here).
+set: CRAFT students select epochs on the official dev split, ATIS students (since 2026-12-02; on L before) on
+--dev pool rows outside L / U / T (ATIS has no dev split here); the same rows decide the run's deliverable.
 
 Usage (results are added to --out after every run; a re-run skips (task, seed) pairs finished with the same
 sizes, and the Prefect cache skips finished nodes of an interrupted one):
@@ -66,6 +67,11 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
     sets = sample_sets(pool, test, args.labeled, args.unlabeled, args.test, seed, args.max_words, dev=dev)
     used = set(sets["labeled"]["input"]) | set(sets["unlabeled"]["input"]) | set(sets["test"]["input"])
     short = within_words(pool, args.max_words).drop_duplicates("input")
+    if task == "atis":
+        # ATIS has no dev split: dev rows from the training pool outside L / U / T, so SFT keeps all of L and no
+        # row of L is held out for selection (the run's data.dev).
+        sets["dev"] = short[~short["input"].isin(used)].sample(n=args.dev, random_state=seed).reset_index(drop=True)
+        used |= set(sets["dev"]["input"])
     extra = short[~short["input"].isin(used)].sample(n=args.sft_n - args.labeled, random_state=seed)
     sets["sft_n_labeled"] = pd.concat([sets["labeled"], extra]).reset_index(drop=True)
     return sets
@@ -84,7 +90,7 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
         "teacher": {"num_demos": args.teacher_demos, "demo_selection": args.demo_selection,
                     "max_new_tokens": OUTPUT_TOKENS[task], "batch_size": 32, **teacher_backend(args)},
         "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": OUTPUT_TOKENS[task],
-                    "max_dev": args.dev, "eval_batch_size": 32},
+                    "max_dev": args.dev, "eval_batch_size": 32, "train_on_labeled": args.train_on_labeled},
         "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
         "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
     }, source=f"quality config {task} seed {seed}")
@@ -105,6 +111,13 @@ def scores(report: dict) -> dict[str, dict]:
     return {row: {k: tests[row].get(k) for k in ("f1", "ci95", "f1_kim", "f1_micro", "exact_match", "invalid")} for row in ROWS}
 
 
+def deliverable(report: dict) -> dict:
+    """Which candidate the run's deliverable guard shipped, its dev F1s, and the shipped model's test F1."""
+    chosen = report["deliverable"]
+    test = report["final_student"]["test"] if chosen["name"] == "final" else report["baselines"][chosen["name"]]["test"]
+    return {"name": chosen["name"], "dev": chosen["dev"], "test_f1": test["f1"], "test_ci95": test.get("ci95")}
+
+
 def run_one(task: str, seed: int, args) -> dict:
     from flows.mckd import mckd_flow
 
@@ -118,8 +131,9 @@ def run_one(task: str, seed: int, args) -> dict:
             "metric": METRIC[task],
             "scores": scores(report),
             "comparisons": report["comparisons"],
-            # Per-row statistics of every row, for the CI pooled over seeds (run dirs are not committed).
-            "test_rows": str(cfg.run_dir / TEST_ROWS_FILE),
+            "deliverable": deliverable(report),
+            # Per-row statistics of every row, for the CI pooled over seeds: kept here, since run dirs are not committed.
+            "test_rows": json.loads((cfg.run_dir / TEST_ROWS_FILE).read_text())["systems"],
             "teacher_invalid": report["counts"]["teacher_invalid"], "unlabeled": report["counts"]["unlabeled"],
             "pseudolabel_f1": {"teacher": report["teacher"]["pseudolabel_f1"],
                                **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]}},
@@ -142,12 +156,9 @@ def pooled_comparisons(runs_rows: list[dict], task: str) -> dict:
 
 
 def per_row_stats(runs: list[dict]) -> list[dict] | None:
-    """Each run's per-row statistics (test-rows.json in its run dir); None when a run has none (an older run, or
-    its run dir is gone)."""
-    paths = [Path(r["test_rows"]) if r.get("test_rows") else None for r in runs]
-    if not all(path and path.is_file() for path in paths):
-        return None
-    return [json.loads(path.read_text())["systems"] for path in paths]
+    """Each run's per-row statistics (its test-rows.json systems); None when a run has none (an older run)."""
+    rows = [r.get("test_rows") for r in runs]
+    return rows if all(isinstance(r, dict) for r in rows) else None
 
 
 def summarize(results: list[dict]) -> dict:
@@ -190,8 +201,9 @@ def sizes_of(args) -> dict:
     """The settings a run's numbers depend on besides task and seed; runs with other sizes are other tables."""
     sizes = {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words",
                                            "teacher_demos", "demo_selection")}
-    # Keyed only when not the default, so runs recorded before the option existed keep their key.
-    return sizes if args.teacher_backend == "transformers" else {**sizes, "teacher_backend": args.teacher_backend}
+    # Options are keyed only when not their default, so runs recorded before they existed keep their key.
+    options = {"teacher_backend": args.teacher_backend, "train_on_labeled": args.train_on_labeled}
+    return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False)}}
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
@@ -224,7 +236,8 @@ def main() -> None:
     parser.add_argument("--unlabeled", type=int, default=40)
     parser.add_argument("--test", type=int, default=20)
     parser.add_argument("--sft-n", type=int, default=100, help="Gold examples of the supervised upper bound (paper: 500).")
-    parser.add_argument("--dev", type=int, default=20, help="CRAFT dev sentences for epoch selection.")
+    parser.add_argument("--dev", type=int, default=20, help="Dev sentences for epoch selection and the deliverable guard "
+                                                             "(CRAFT: its dev split; ATIS: pool rows outside L/U/T).")
     # At most 6 epochs, the best kept by dev F1: with 2, the ~20-row stage students of ATIS seed 1 reached dev F1
     # 0.0 / 39.4 (stage 1) and 0.0 / 0.0 (stage 2) and MCKD collapsed; with 6, 59.3 / 69.0 and 67.4 / 51.9.
     parser.add_argument("--epochs", type=int, default=6, help="Most epochs per student (the best is kept on dev).")
@@ -236,6 +249,7 @@ def main() -> None:
     parser.add_argument("--teacher-backend", choices=["transformers", "vllm-server"], default="transformers",
                         help="vllm-server: a vLLM CPU server per run ($MCKD_VLLM_PYTHON, default .vllm-venv; "
                              "scripts/setup_vllm_cpu.sh builds it).")
+    parser.add_argument("--train-on-labeled", action="store_true", help="Gold-aware students (student.train_on_labeled).")
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")

@@ -128,7 +128,7 @@ def demo(
         "data": {"task": "slots", **paths},
         # The teacher prompt chosen on ATIS dev rows (benchmarks/teacher_dev.py): 8 BM25-retrieved demos.
         "teacher": {"num_demos": 8, "demo_selection": "bm25", "max_new_tokens": 64, "batch_size": 32},
-        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 8, "eval_batch_size": 32},
+        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 10, "eval_batch_size": 32},
         # Intermediate students are scored on their relabels of U (ATIS U has gold), not on T: it saves minutes.
         "stages": {"num_stages": stages, "partitions": 2, "evaluate_students": False},
         # What a newcomer must see to judge MCKD: plain fine-tuning on L and the 1-stage distillation beside it.

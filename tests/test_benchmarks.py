@@ -87,3 +87,34 @@ def test_gold_partition_takes_the_stage_students_rows_with_gold_labels(tmp_path)
     # Stage 2 students train on the stage-1 labels.
     teacher.assign(label=["S1", "S2", "S3", "S4"], valid=True).to_parquet(run / "stage-1" / "labels-s.parquet")
     assert list(gold_partition.gold_rows(run, stage=2, student=1, partitions=2)["id"]) == ["a", "c"]
+
+
+def _quality_run(seed: int, final_right: int) -> dict:
+    """A quality.json run record on 4 test rows: every system finds 1 of 2 gold chunks per row, the final student
+    `final_right` of 2."""
+    quality = _load("quality")
+    rows = lambda right: {"id": ["a", "b", "c", "d"], "stats": [[right, right, 2]] * 4}  # noqa: E731
+    systems = {quality.SYSTEM[row]: rows(final_right if row == quality.FINAL else 1) for row in quality.ROWS}
+    scores = {row: {"f1": 100.0 if row == quality.FINAL and final_right == 2 else 66.7, "exact_match": 0.0}
+              for row in quality.ROWS}
+    return {"task": "atis", "seed": seed, "wall_s": 60.0, "scores": scores, "test_rows": systems}
+
+
+def test_quality_pools_the_seeds_from_the_rows_each_run_recorded():
+    quality = _load("quality")
+    summary = quality.summarize([_quality_run(0, 2), _quality_run(1, 2)])["atis"]
+    better = summary["comparisons"]["mckd-3 - teacher"]
+    assert better["diff"] == pytest.approx(100.0 - 200 / 3) and better["ci95"][0] > 0
+    older = dict(_quality_run(2, 2), test_rows="runs/quality/x/test-rows.json")  # recorded as a path before 2026-12-02
+    assert quality.summarize([_quality_run(0, 2), older])["atis"]["comparisons"] is None
+
+
+def test_quality_records_the_shipped_candidate_and_its_test_score():
+    quality = _load("quality")
+    report = {"deliverable": {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}},
+              "final_student": {"test": {"f1": 55.0, "ci95": [50.0, 60.0]}},
+              "baselines": {"sft": {"test": {"f1": 65.0, "ci95": [60.0, 70.0]}}}}
+    assert quality.deliverable(report) == {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}, "test_f1": 65.0,
+                                           "test_ci95": [60.0, 70.0]}
+    report["deliverable"]["name"] = "final"
+    assert quality.deliverable(report)["test_f1"] == 55.0

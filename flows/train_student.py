@@ -7,11 +7,18 @@ variable `env.CUDA_VISIBLE_DEVICES` and returns the trained `StudentRef`.
 
 Requirement: the student's `out_dir` (and the labels it reads) must be on a filesystem that the worker and
 the dispatching flow both see (the same box, or NFS / a shared volume), exactly as for in-process runs.
+
+A student whose worker or node dies mid-run is found by its missing heartbeats (`wait_for_student_run`), marked
+Crashed and submitted again; another worker of the pool picks it up.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
+import os
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -32,21 +39,27 @@ class StudentDispatchError(RuntimeError):
 @flow(name="mckd-train-student", flow_run_name="{what}", persist_result=True, log_prints=True)
 def train_student_flow(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                        student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str,
-                       runs_root: str | None = None) -> StudentRef:
+                       runs_root: str | None = None, gold: ParquetRef | None = None) -> StudentRef:
     """Train one student (the `train-student` task: cached, GPU-failure retries with OOM back-off).
 
     `runs_root`: when given, the task's cached result lives under `<runs_root>/.prefect-results`, the same
     place the in-process MCKD flow uses, so a dispatched student and an in-process one share the cache.
     """
+    from prefect.settings import get_current_settings
+
+    # Where it runs, in the UI: the worker (node), the devices it may see, how often it reports it is alive.
+    get_run_logger().info("%s: worker %s, CUDA_VISIBLE_DEVICES=%s, heartbeat every %ss", what,
+                          os.environ.get("PREFECT__WORKER_NAME", "-"), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+                          get_current_settings().flows.heartbeat_frequency)
     train = with_storage(train_student_task, runs_root) if runs_root else train_student_task
-    ref = train(labels, assignment, parts, dev, student, task_name, seed, out_dir, what)
+    ref = train(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, gold=gold)
     get_run_logger().info("%s: student saved in %s", what, ref.dir)
     return ref
 
 
 def student_parameters(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                        student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str,
-                       runs_root: str | None = None) -> dict:
+                       runs_root: str | None = None, gold: ParquetRef | None = None) -> dict:
     """The deployment parameters (JSON) of one student run."""
     return {
         "labels": labels.model_dump(mode="json"),
@@ -59,26 +72,39 @@ def student_parameters(labels: ParquetRef, assignment: ParquetRef | None, parts:
         "out_dir": str(out_dir),
         "what": what,
         "runs_root": runs_root,
+        "gold": gold.model_dump(mode="json") if gold is not None else None,
     }
 
 
 def dispatch_student(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                      student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str, *,
-                     gpu: str | None = None, runs_root: str | None = None, deployment: str = DEPLOYMENT,
-                     work_queue_name: str | None = None, timeout: float | None = None,
-                     poll_interval: float = 5) -> StudentRef:
+                     gpu: str | None = None, runs_root: str | None = None, gold: ParquetRef | None = None,
+                     deployment: str = DEPLOYMENT, work_queue_name: str | None = None, timeout: float | None = None,
+                     poll_interval: float = 5, crash_retries: int = 2) -> StudentRef:
     """Run one student as a `mckd-train-student` deployment run, wait for it, and return its StudentRef.
 
     `gpu`: the device id(s) the worker's flow-run process may see (`CUDA_VISIBLE_DEVICES`); None leaves
     the work pool's default. Called inside a flow or task, the run is linked to it in the UI. A run that
-    does not end Completed raises StudentDispatchError naming the run and its state message.
+    crashes (its worker or node died: see `wait_for_student_run`) is submitted again, up to `crash_retries`
+    times; the train task's cache makes the retry cheap where the student had finished. A run that does not
+    end Completed otherwise raises StudentDispatchError naming the run and its state message.
     """
     from prefect.deployments import run_deployment
 
-    params = student_parameters(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, runs_root)
-    job_variables = {"env": {"CUDA_VISIBLE_DEVICES": str(gpu)}} if gpu is not None else None
-    flow_run = run_deployment(name=deployment, parameters=params, job_variables=job_variables, timeout=timeout,
-                              poll_interval=poll_interval, work_queue_name=work_queue_name)
+    params = student_parameters(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, runs_root, gold)
+    beat = heartbeat_seconds()
+    # The run beats at the period this process's watchdog expects, whatever the worker's own setting.
+    env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(beat), **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {})}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for attempt in range(1, crash_retries + 2):
+        flow_run = run_deployment(name=deployment, parameters=params, job_variables={"env": env}, timeout=0,
+                                  work_queue_name=work_queue_name)
+        flow_run = wait_for_student_run(flow_run.id, silence=HEARTBEAT_MISSES * beat, poll_interval=poll_interval,
+                                        deadline=deadline)
+        if not (flow_run.state and flow_run.state.is_crashed()) or attempt > crash_retries:
+            break
+        _log("warning", "%s: run %r (%s) crashed: %s; submitting it again (retry %d of %d)", what, flow_run.name,
+             flow_run.id, flow_run.state.message, attempt, crash_retries)
     state = flow_run.state
     if state is None or not state.is_completed():
         kind = state.type.value if state is not None else "UNKNOWN"
@@ -86,6 +112,80 @@ def dispatch_student(labels: ParquetRef, assignment: ParquetRef | None, parts: l
         raise StudentDispatchError(f"{what}: deployment run {flow_run.name!r} ({flow_run.id}) of {deployment} ended "
                                    f"{kind}: {message}" + (" (timed out waiting)" if not state or not state.is_final() else ""))
     return _student_ref(state, out_dir, what)
+
+
+# Liveness of a dispatched student. A Prefect 3.9 OSS server marks nothing Crashed when a flow-run process dies
+# without reporting (worker and run SIGKILLed, node lost): the run stays RUNNING. But its engine emits a
+# `prefect.flow-run.heartbeat` event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (default 180, at least 30),
+# from a thread of its own, so a RUNNING run silent for HEARTBEAT_MISSES periods is taken for dead.
+HEARTBEAT_MISSES = 3
+MIN_HEARTBEAT_SECONDS = 30  # prefect.flow_engine.MINIMUM_HEARTBEAT_INTERVAL
+
+
+def heartbeat_seconds() -> int:
+    """The heartbeat period of dispatched runs: this process's PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 when unset)."""
+    from prefect.settings import get_current_settings
+
+    return max(get_current_settings().flows.heartbeat_frequency or 180, MIN_HEARTBEAT_SECONDS)
+
+
+def wait_for_student_run(flow_run_id, *, silence: float, poll_interval: float = 5, deadline: float | None = None):
+    """Poll a flow run until it is final (or `deadline`, a time.monotonic() value, passes) and return it.
+
+    A RUNNING run with no sign of life (its Running state or a heartbeat event) for more than `silence` seconds is
+    set Crashed (forced: nothing else will end it) and returned: detection comes at most `silence + poll_interval`
+    after its last heartbeat. Times are compared with this machine's clock (keep the nodes' clocks synchronised).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state
+            if state is not None and state.is_final():
+                return run
+            if state is not None and state.is_running():
+                quiet = (_utcnow() - _last_sign_of_life(client, run)).total_seconds()
+                if quiet > silence:
+                    client.set_flow_run_state(run.id, Crashed(message=(
+                        f"no heartbeat for {quiet:.1f}s (limit {silence:.0f}s): its worker or node is presumed dead; "
+                        "marked Crashed by mckd's dispatch_student")), force=True)
+                    return client.read_flow_run(run.id)
+            if deadline is not None and time.monotonic() >= deadline:
+                return run
+            time.sleep(poll_interval)
+
+
+def last_heartbeat(client, flow_run_id, since: datetime.datetime) -> datetime.datetime | None:
+    """When the run's latest `prefect.flow-run.heartbeat` event since `since` occurred (None: none yet); `client`
+    is a sync Prefect client."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+    page = client.read_events(filter=EventFilter(
+        occurred=EventOccurredFilter(since=since, until=_utcnow() + datetime.timedelta(days=1)),
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"])), limit=1)  # newest first
+    return page.events[0].occurred if page.events else None
+
+
+def _last_sign_of_life(client, run) -> datetime.datetime:
+    """The later of the run's current (Running) state and its latest heartbeat."""
+    since = run.state.timestamp
+    return max(since, last_heartbeat(client, run.id, since) or since)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _log(level: str, message: str, *args) -> None:
+    """To the run's log when inside a flow or task, else to this module's logger."""
+    try:
+        logger = get_run_logger()
+    except Exception:  # MissingContextError: called outside any run
+        logger = logging.getLogger(__name__)
+    getattr(logger, level)(message, *args)
 
 
 def _student_ref(state, out_dir: str, what: str) -> StudentRef:

@@ -1,13 +1,15 @@
 """Fault injection for tests (off unless MCKD_FAULT is set). Not for production use.
 
 MCKD_FAULT="<node>:<fault>:<attempts>[,...]", e.g. "train-student:cuda-oom:1" raises a CUDA OOM on the first
-attempt of every train-student task. Faults: cuda-oom, cuda-error, value-error, teacher-503.
-<attempts> is "1", "1-2" or "*" (every attempt).
+attempt of every train-student task. Faults: cuda-oom, cuda-error, value-error, teacher-503, and sleep-<seconds>
+(no error: the node just takes that much longer; e.g. to hold a dispatched student RUNNING while a test kills
+its worker). <attempts> is "1", "1-2" or "*" (every attempt).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from .errors import TeacherTransportError
 from .failures import GPUError, StudentOOM
@@ -32,4 +34,7 @@ def maybe_inject(node: str, attempt: int) -> None:
     for entry in filter(None, os.environ.get("MCKD_FAULT", "").split(",")):
         name, fault, attempts = entry.split(":")
         if name == node and _attempt_matches(attempts, attempt):
+            if fault.startswith("sleep-"):
+                time.sleep(float(fault.removeprefix("sleep-")))
+                continue
             raise FAULTS[fault]()

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
 
-pytest_plugins = ["vllm_fixture"]
+pytest_plugins = ["vllm_fixture", "prefect_server"]
 
 
 @pytest.fixture(scope="session", autouse=True)

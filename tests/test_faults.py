@@ -268,8 +268,10 @@ def _flat(text: str) -> str:
 
 
 def test_sigkill_mid_stage_then_rerun_resumes_from_cache_with_the_same_report(tmp_path, tiny_models):
+    # One student at a time: the kill must land between the two students of stage 1, a window that two students
+    # training at once (the CPU default) close in milliseconds. Resuming from the cache is the same in both modes.
     cfg = toy_config(tmp_path, tiny_models, run_name="crash", student={"epochs": 2},
-                     stages={"num_stages": 2, "partitions": 2, "evaluate_students": False})
+                     stages={"num_stages": 2, "partitions": 2, "evaluate_students": False, "cpu_students": 1})
     config = tmp_path / "crash.yaml"
     config.write_text(yaml.safe_dump(cfg))
     run_dir, runs_root = Path(cfg["runs_root"]) / "crash", Path(cfg["runs_root"])

@@ -215,7 +215,7 @@ def _quality():
     return module
 
 
-def test_quality_pools_each_comparison_over_seeds(tmp_path):
+def test_quality_pools_each_comparison_over_seeds():
     quality = _quality()
     rng = np.random.default_rng(9)
     runs = []
@@ -225,16 +225,13 @@ def test_quality_pools_each_comparison_over_seeds(tmp_path):
         systems = {name: {"id": ids, "stats": (base + gain).tolist()}
                    for name, gain in (("teacher", 0.0), ("sft", 0.1), ("vanilla-kd", 0.2), ("mckd-2", 0.3), ("final", 0.3),
                                       ("sft-n", 0.4))}
-        run_dir = tmp_path / f"seed{seed}"
-        run_dir.mkdir()
-        path = write_test_rows({name: {"rows": rows} for name, rows in systems.items()}, "constituency", run_dir)
-        runs.append({"task": "craft", "seed": seed, "test_rows": str(path)})
+        runs.append({"task": "craft", "seed": seed, "test_rows": systems})  # as quality.json records them
     pooled = quality.pooled_comparisons(quality.per_row_stats(runs), "craft")
     assert list(pooled) == ["mckd-3 - teacher", "mckd-3 - sft", "mckd-3 - vanilla-kd", "mckd-3 - mckd-2", "mckd-3 - sft-n"]
     assert pooled["mckd-3 - teacher"]["diff"] == pytest.approx(30.0) and pooled["mckd-3 - teacher"]["runs"] == 2
     assert pooled["mckd-3 - mckd-2"] == {"diff": 0.0, "ci95": [0.0, 0.0], "runs": 2}
     assert pooled["mckd-3 - sft-n"]["ci95"] == pytest.approx([-10.0, -10.0])
-    # a run without per-row statistics (recorded before them, or its run dir gone): no pooled CI
+    # a run without per-row statistics (recorded before them): no pooled CI
     assert quality.per_row_stats(runs + [{"task": "craft", "seed": 2}]) is None
 
 

@@ -12,9 +12,8 @@ ByT5 tokenizer, on synthetic fixed-length rows (every batch has the same tokens)
                     next student in a fresh child on the same device trains
   device_slots      two students through device_slot(): on one device one after the other, on two side by side
   vllm_engine       skipped: vLLM is not on the device image and its wheel cannot travel (64 MiB per call)
-Needs torch, transformers, numpy and pydantic (mckd_core.gpus imports it); the device image lacks pydantic:
-`--wheels .whl` downloads it (and its needs, this venv's versions) for that machine's Python 3.12, ~2.8 MiB.
-No Prefect. Prints one JSON object, writes it to $OUT/gpu_check.json when $OUT is set (or --out); exit 1 when a
+Needs only torch, transformers and numpy, which the device image has (the mckd_core modules it imports need no
+pydantic and no Prefect; tests/test_gpu_check.py checks that). Prints one JSON object, writes it to $OUT/gpu_check.json when $OUT is set (or --out); exit 1 when a
 check failed. BENCHMARKS.md "GPU check" has the device command.
 """
 
@@ -240,20 +239,6 @@ def check_vllm_engine(ctx) -> dict:
                 "travel in 64 MiB per call, nor can the pretrained weights an engine check needs")
 
 
-WHEELS = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions"]
-
-
-def download_wheels(directory: str) -> int:
-    """This venv's versions of WHEELS, built for the device image (CPython 3.12, manylinux x86-64), no deps."""
-    import importlib.metadata
-    import subprocess
-
-    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in WHEELS]
-    return subprocess.call([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                            "--python-version=3.12", "--implementation=cp", *platforms, "-d", directory, *pins])
-
-
 CHECKS = [check_train_throughput, check_cpu_ratio, check_oom_backoff, check_isolation, check_device_slots, check_vllm_engine]
 
 
@@ -288,10 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="micro-batch (student.batch_size default: 8)")
     p.add_argument("--oom-factor", type=int, default=8, help="oom_backoff asks for this times the micro-batch")
     p.add_argument("--out", help="JSON file (default: $OUT/gpu_check.json when $OUT is set)")
-    p.add_argument("--wheels", metavar="DIR", help="only download the wheels the device image lacks into DIR")
     args = p.parse_args(argv)
-    if args.wheels:
-        return download_wheels(args.wheels)
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch initializes CUDA; children inherit it
     args.shape = args.shape or ("smollm2" if args.device == "cuda" else "tiny")

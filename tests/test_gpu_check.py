@@ -59,3 +59,11 @@ def test_cpu_path_passes_and_writes_one_json_object(tmp_path):
     # the back-off loop still ran: an oversized micro-batch without a real OOM completes at attempt 1
     assert checks["oom_backoff"]["completed"] is True
     assert checks["oom_backoff"]["attempts"] == [{"attempt": 1, "micro_batch": 32, "grad_accum": 1}]
+
+
+def test_the_kit_needs_nothing_the_device_image_lacks():
+    """The device image has torch, transformers and numpy only: what the kit imports must not need pydantic or Prefect."""
+    code = ("import sys; sys.modules['pydantic'] = None; sys.modules['prefect'] = None\n"
+            "import mckd_core.student, mckd_core.failures, mckd_core.gpus\n"
+            "from mckd_core.formats import get_format; get_format('text')")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True)

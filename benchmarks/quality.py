@@ -207,13 +207,15 @@ def sizes_of(args) -> dict:
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
-    """The runs recorded in `out` (only those made with `sizes` and scored with today's METRIC when given)."""
+    """The runs recorded in `out` (only those made with `sizes` and today's recipe when given)."""
     runs = json.loads(out.read_text())["runs"] if out.exists() else []
-    return [r for r in runs if sizes is None or (r.get("sizes") == sizes and current_metric(r))]
+    return [r for r in runs if sizes is None or (r.get("sizes") == sizes and current(r))]
 
 
-def current_metric(run: dict) -> bool:
-    return run.get("metric", LEGACY_METRIC[run["task"]]) == METRIC[run["task"]]
+def current(run: dict) -> bool:
+    """Scored with today's METRIC, and made since 2026-12-02: dev rows no student trains on (ATIS: from the pool,
+    before: L itself), the deliverable guard (`deliverable`), per-row statistics kept in the record."""
+    return run.get("metric", LEGACY_METRIC[run["task"]]) == METRIC[run["task"]] and "deliverable" in run
 
 
 def save_run(out: Path, run: dict) -> None:

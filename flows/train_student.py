@@ -119,21 +119,21 @@ def dispatch_student(labels: ParquetRef, assignment: ParquetRef | None, parts: l
 # `prefect.flow-run.heartbeat` event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (default 180, at least 30),
 # from a thread of its own, so a RUNNING run silent for HEARTBEAT_MISSES periods is taken for dead.
 HEARTBEAT_MISSES = 3
-MIN_HEARTBEAT_SECONDS = 30  # prefect.flow_engine.MINIMUM_HEARTBEAT_INTERVAL
 
 
 def heartbeat_seconds() -> int:
-    """The heartbeat period of dispatched runs: this process's PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 when unset)."""
+    """The heartbeat period of dispatched runs: this process's PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 when unset;
+    Prefect refuses less than 30)."""
     from prefect.settings import get_current_settings
 
-    return max(get_current_settings().flows.heartbeat_frequency or 180, MIN_HEARTBEAT_SECONDS)
+    return get_current_settings().flows.heartbeat_frequency or 180
 
 
 def wait_for_student_run(flow_run_id, *, silence: float, poll_interval: float = 5, deadline: float | None = None):
     """Poll a flow run until it is final (or `deadline`, a time.monotonic() value, passes) and return it.
 
-    A RUNNING run with no sign of life (its Running state or a heartbeat event) for more than `silence` seconds is
-    set Crashed (forced: nothing else will end it) and returned: detection comes at most `silence + poll_interval`
+    A RUNNING run that sent a heartbeat event and then no sign of life (its Running state or a heartbeat) for more
+    than `silence` seconds is set Crashed (forced: nothing else will end it) and returned: detection comes at most `silence + poll_interval`
     after its last heartbeat. Times are compared with this machine's clock (keep the nodes' clocks synchronised).
     """
     from prefect.client.orchestration import get_client
@@ -146,8 +146,12 @@ def wait_for_student_run(flow_run_id, *, silence: float, poll_interval: float = 
             if state is not None and state.is_final():
                 return run
             if state is not None and state.is_running():
-                quiet = (_utcnow() - _last_sign_of_life(client, run)).total_seconds()
-                if quiet > silence:
+                beat = last_heartbeat(client, run.id, state.timestamp)
+                quiet = (_utcnow() - max(state.timestamp, beat or state.timestamp)).total_seconds()
+                # Silence means death only for a run heard from once: its engine beats as it starts, so a run never
+                # heard from is one whose events do not reach this server (event persister off), not a dead one.
+                # Re-read first: a run that ended meanwhile must not be forced back to Crashed.
+                if beat is not None and quiet > silence and client.read_flow_run(run.id).state.is_running():
                     client.set_flow_run_state(run.id, Crashed(message=(
                         f"no heartbeat for {quiet:.1f}s (limit {silence:.0f}s): its worker or node is presumed dead; "
                         "marked Crashed by mckd's dispatch_student")), force=True)
@@ -167,12 +171,6 @@ def last_heartbeat(client, flow_run_id, since: datetime.datetime) -> datetime.da
         event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
         resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"])), limit=1)  # newest first
     return page.events[0].occurred if page.events else None
-
-
-def _last_sign_of_life(client, run) -> datetime.datetime:
-    """The later of the run's current (Running) state and its latest heartbeat."""
-    since = run.state.timestamp
-    return max(since, last_heartbeat(client, run.id, since) or since)
 
 
 def _utcnow() -> datetime.datetime:

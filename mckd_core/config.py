@@ -123,7 +123,10 @@ class StudentConfig(_Section):
                                                       "plus their pseudolabeled rows; gold rows are never relabeled.")
     max_dev: int = Field(50, ge=1, description="Dev rows used for checkpoint selection.")
     min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
-    isolate: Literal["auto", "always", "never"] = Field("auto", description="Train in a spawned child process (auto: on CUDA only).")
+    isolate: Literal["auto", "always", "never"] = Field(
+        "auto", description="Train in a spawned child process: auto: on a GPU (a fresh one per student, so a CUDA failure "
+                            "cannot poison the next); always: also on CPU with stages.cpu_students 1; never: in this "
+                            "process. Students on a share of the CPU cores always train in their slot's own process.")
     trust_remote_code: bool = False
 
 

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -61,8 +62,11 @@ class SlotPlan:
 
 
 def available_cores() -> list[int]:
-    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
-    return sorted(os.sched_getaffinity(0))
+    """The cores this process may run on (a container's or taskset's share, not the machine's; where the OS cannot
+    say, every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def plan_cpu_slots(students: int | None, threads: int | None, partitions: int) -> SlotPlan:
@@ -119,8 +123,9 @@ def device_slot(plan: SlotPlan | None = None):
 def run_in_slot(slot: Slot, fn: Callable[..., T], *args, child: bool | None = None) -> T:
     """`fn(*args)` where `slot` says: here for the whole-process slot; in the slot's own worker process (bound
     to its cores, started once) for a CPU share; in a fresh spawned child that sees only its device for a GPU,
-    so a poisoned CUDA context dies with it. `child=True` (student.isolate) forces a fresh child."""
-    if slot.cores is not None and child is not False:
+    so a poisoned CUDA context dies with it. For the whole-process slot `child=True` (student.isolate: always)
+    asks for a fresh child; a CPU share always runs in its worker, already a process of its own."""
+    if slot.cores is not None:
         return _cpu_worker(slot, fn, *args)
     if child or (child is None and slot.cuda is not None):
         with _spawned(slot) as pool:
@@ -134,7 +139,8 @@ def _spawned(slot: Slot) -> concurrent.futures.ProcessPoolExecutor:
 
 
 # One long-lived process per CPU share: importing torch and transformers costs seconds, paid once per slot
-# instead of once per task. Only the holder of the slot submits to it (device_slot), so it runs one task at a time.
+# instead of once per task. It serves one task at a time (tasks sharing a Slot queue up) and lives as long as this
+# process: concurrent.futures stops it at exit, and it exits by itself if this process dies (_enter_slot).
 _workers: dict[Slot, concurrent.futures.ProcessPoolExecutor] = {}
 
 
@@ -143,13 +149,24 @@ def _cpu_worker(slot: Slot, fn: Callable[..., T], *args) -> T:
         worker = _workers.get(slot) or _workers.setdefault(slot, _spawned(slot))
     try:
         return worker.submit(fn, *args).result()
-    except concurrent.futures.process.BrokenProcessPool:
-        with _lock:  # the process died (killed, out of memory): the next task starts a new one
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        with _lock:  # the next task on this slot starts a new process
             _workers.pop(slot, None)
-        raise
+        raise RuntimeError(f"the worker process of slot {slot} died (killed, e.g. out of memory); re-run to resume "
+                           "from the cache, with fewer students at once (stages.cpu_students) if memory is short") from exc
 
 
 def _enter_slot(slot: Slot) -> None:
     os.environ.update(slot.env())
-    if slot.cores is not None:
+    if slot.cores is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, slot.cores)
+    # A worker whose parent was killed would wait for work for ever, and one mid-task would still save into a run
+    # dir that the resumed run writes: leave as soon as the parent is gone.
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int, poll_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)

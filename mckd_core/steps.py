@@ -256,7 +256,8 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
         select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
     )
     spec = with_micro_batch(spec, attempt)
-    isolate = cfg.isolate == "always" or (cfg.isolate == "auto" and not slot.in_process)
+    # A share of the CPU cores always trains in its slot's process; `isolate` decides for a GPU and the whole process.
+    isolate = slot.cores is not None or cfg.isolate == "always" or (cfg.isolate == "auto" and slot.cuda is not None)
     metrics = train_isolated(spec, slot) if isolate else train(spec)
     # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
     return StudentRef(dir=str(out_dir), metrics={**metrics, "gold_rows": 0 if gold is None else gold.rows,

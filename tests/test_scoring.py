@@ -235,12 +235,14 @@ def test_quality_pools_each_comparison_over_seeds():
     assert quality.per_row_stats(runs + [{"task": "craft", "seed": 2}]) is None
 
 
-def test_quality_reruns_craft_runs_scored_with_the_old_metric(tmp_path):
+def test_quality_reruns_runs_of_an_older_metric_or_recipe(tmp_path):
     quality = _quality()
     sizes = {"labeled": 50}
-    old = {"task": "craft", "seed": 0, "sizes": sizes}  # recorded before `metric`: its f1 is Kim et al.'s
-    atis = {"task": "atis", "seed": 0, "sizes": sizes}  # ATIS's metric did not change
-    new = {"task": "craft", "seed": 1, "sizes": sizes, "metric": quality.METRIC["craft"]}
-    (tmp_path / "q.json").write_text(json.dumps({"runs": [old, atis, new]}))
+    guard = {"name": "final", "dev": {}}
+    old = {"task": "craft", "seed": 0, "sizes": sizes, "deliverable": guard}  # before `metric`: f1 is Kim et al.'s
+    old_atis = {"task": "atis", "seed": 0, "sizes": sizes}  # ATIS's metric did not change, its recipe did (dev rows)
+    atis = {"task": "atis", "seed": 1, "sizes": sizes, "deliverable": guard}
+    new = {"task": "craft", "seed": 1, "sizes": sizes, "metric": quality.METRIC["craft"], "deliverable": guard}
+    (tmp_path / "q.json").write_text(json.dumps({"runs": [old, old_atis, atis, new]}))
     assert quality.finished_runs(tmp_path / "q.json", sizes) == [atis, new]
-    assert len(quality.finished_runs(tmp_path / "q.json")) == 3  # all are kept in the file
+    assert len(quality.finished_runs(tmp_path / "q.json")) == 4  # all are kept in the file

@@ -99,3 +99,33 @@ def test_two_slots_run_at_once_in_their_own_processes_and_cores(tmp_path):
     assert a["pid"] != b["pid"] and a["threads"] == b["threads"] == "1"
     if len(gpus.available_cores()) >= 2:
         assert set(a["cores"]).isdisjoint(b["cores"])
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie left for a reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+def test_a_slot_worker_exits_when_its_parent_is_killed():
+    """A worker left behind would wait for work for ever, or finish a student into a run dir a resumed run writes."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = ("import os, time\nfrom mckd_core.gpus import Slot, run_in_slot\n"
+            "print(run_in_slot(Slot(cores=(0,)), os.getpid), flush=True)\ntime.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    assert worker != parent.pid and _alive(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker)

@@ -131,8 +131,8 @@ def mckd_flow(config: RunConfig) -> dict:
     # 6. Evaluate on T (never used for any decision above) and report.
     final_test = final_test.result() if final_test else None
     baseline_tests = {name: test.result() for name, (_, test) in baselines.items()}
-    baselines = {name: final_entry(student.result().dir, student.result().metrics, test.result())
-                 for name, (student, test) in baselines.items()}
+    baselines = {name: final_entry(candidates[name].dir, candidates[name].metrics, test.result())
+                 for name, (_, test) in baselines.items()}
     timings["evaluate"] = time.perf_counter() - started
     teacher_counts = teacher_labels.read()
     teacher_scores = n.score(teacher_test, cfg.data.task) if teacher_test else None

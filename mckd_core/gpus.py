@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import multiprocessing
 import os
 import queue
@@ -83,14 +84,15 @@ def cpu_slots(plan: SlotPlan) -> list[Slot]:
     return [Slot(cores=tuple(cores[(i * per + j) % len(cores)] for j in range(per))) for i in range(plan.students)]
 
 
-def _cuda_slots() -> list[Slot]:
+@functools.cache  # the visible GPUs do not change within a process; every slot acquisition asks
+def _cuda_slots() -> tuple[Slot, ...]:
     import torch
 
     if not torch.cuda.is_available():
-        return []
+        return ()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
-    return [Slot(cuda=i) for i in ids]
+    return tuple(Slot(cuda=i) for i in ids)
 
 
 _pools: dict[object, queue.Queue] = {}

@@ -41,6 +41,7 @@ from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
 from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
 from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
+from tasks.common import TRAINER_SOURCE  # noqa: E402
 
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
 FORMAT = {"atis": "slots", "craft": "constituency"}
@@ -129,6 +130,7 @@ def run_one(task: str, seed: int, args) -> dict:
     return {"task": task, "seed": seed, "wall_s": round(time.perf_counter() - started, 1), "load_end": os.getloadavg(),
             "sizes": sizes_of(args),
             "metric": METRIC[task],
+            "trainer": TRAINER_SOURCE[:12],
             "scores": scores(report),
             "comparisons": report["comparisons"],
             "deliverable": deliverable(report),
@@ -214,7 +216,10 @@ def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
 
 def current(run: dict) -> bool:
     """Scored with today's METRIC, and made since 2026-12-02: dev rows no student trains on (ATIS: from the pool,
-    before: L itself), the deliverable guard (`deliverable`), per-row statistics kept in the record."""
+    before: L itself), the deliverable guard (`deliverable`), per-row statistics kept in the record.
+
+    `trainer` (the hash that keys the students' cache) is recorded, not required: the trainer changes of 2026-12-02
+    (answer-only LM head, fused AdamW) compute the same loss and update, so runs made before them still count."""
     return run.get("metric", LEGACY_METRIC[run["task"]]) == METRIC[run["task"]] and "deliverable" in run
 
 

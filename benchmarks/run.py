@@ -687,7 +687,7 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
                                   grad_accum=spec["grad_accum"], learning_rate=spec["learning_rate"], precision="fp32",
                                   max_target_tokens=spec["max_target_tokens"], select_on_dev=False, seed=0))
         seconds = time.perf_counter() - started
-        loop = metrics["seconds"]  # load + train (before save)
+        loop = metrics["seconds"] - metrics["phases"]["save"]  # load + train (before save)
         loss = metrics["history"][-1]["loss"]
     else:
         started = prep_started

@@ -188,10 +188,12 @@ def render_markdown(report: dict) -> str:
                   "| comparison | F1 difference | 95% CI |", "|---|---:|---:|"]
         lines += [f"| {name} | {diff['diff']:+.1f} | {fmt_ci(diff['ci95'], signed=True)} |"
                   for name, diff in report["comparisons"].items()]
-    lines += ["", "| stage | student | train rows | dev F1 | best epoch | seconds |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "FLOP use: the training steps' model FLOP/s as a share of the device's matmul rate, measured by each student.",
+              "", "| stage | student | train rows | dev F1 | best epoch | seconds | FLOP use |", "|---|---|---:|---:|---:|---:|---:|"]
     for stage in report["stages"]:
         for s in stage["students"]:
-            lines.append(f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} | {s['seconds']:.0f} |")
+            lines.append(f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} "
+                         f"| {s['seconds']:.0f} | {_utilization(s)} |")
     fs = report["final_student"]
     lines += ["", f"Final student: `{fs['dir']}`", ""]
     if report.get("deliverable"):
@@ -223,7 +225,8 @@ def model_card(report: dict) -> str:
         "## Metrics (test set)",
         f"- F1 {_fmt(test.get('f1'))}, exact match {_fmt(test.get('exact_match'))}, invalid outputs {_fmt(test.get('invalid'))}%",
         f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
-        f"- training: {fs['train_rows']} rows, best epoch {fs['epochs']}, dev F1 {_fmt(fs['dev_f1'])}, {fs['seconds']:.0f}s",
+        f"- training: {fs['train_rows']} rows, best epoch {fs['epochs']}, dev F1 {_fmt(fs['dev_f1'])}, {fs['seconds']:.0f}s, "
+        f"FLOP use {_utilization(fs)}",
         "",
         "## Use",
         "```bash",
@@ -340,14 +343,25 @@ def _previous_plot(report_json: Path) -> tuple | None:
         return None
 
 
+def speed(metrics: dict) -> dict:
+    """A student's throughput: tokens/s all-in and the FLOP utilization of its training steps (absent in students
+    trained before 2026-12-02)."""
+    return {key: metrics.get(key) for key in ("tokens_per_s", "train_gflops_per_s", "flop_utilization")}
+
+
 def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:
     return {"partition": partition, "train_rows": metrics["train_rows"], "gold_rows": metrics.get("gold_rows", 0),
-            "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"], "seconds": metrics["seconds"], "test": summarize_test(test)}
+            "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"], "seconds": metrics["seconds"], **speed(metrics),
+            "test": summarize_test(test)}
 
 
 def final_entry(student_dir: str, metrics: dict, test: dict | None) -> dict:
     return {"test": summarize_test(test), "dir": student_dir, "train_rows": metrics["train_rows"],
             "gold_rows": metrics.get("gold_rows", 0), "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"],
-            "seconds": metrics["seconds"]}
+            "seconds": metrics["seconds"], **speed(metrics)}
+
+
+def _utilization(entry: dict) -> str:
+    return "—" if entry.get("flop_utilization") is None else f"{100 * entry['flop_utilization']:.0f}%"
 
 

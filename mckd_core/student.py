@@ -6,6 +6,7 @@ The epoch kept is the one with the best F1 on the labeled dev data (never on gol
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -15,6 +16,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -143,13 +145,90 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
     return batches
 
 
-def _autocast(device, precision: str):
-    import contextlib
+def uses_bf16(device, precision: str) -> bool:
+    """Mixed precision (fp32 weights, bf16 matmuls) for `bf16`, and for `auto` on a CUDA device with bf16.
 
+    Not `auto` on CPUs with native bf16 (AVX512-BF16): there a 100-row SmolLM2 student trained 1.33x faster in
+    bf16 but selected an epoch with a lower dev F1 (67.3 vs 71.0, same seed; BENCHMARKS.md), so fp32 stays the
+    CPU default and `precision: bf16` the measured opt-in.
+    """
     import torch
 
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def _autocast(device, precision: str):
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if uses_bf16(device, precision) else contextlib.nullcontext()
+
+
+class PhaseClock:
+    """Seconds per named phase of one training run (metrics.json `phases`): where a student's time goes.
+
+    On a GPU each phase ends with a synchronize, else asynchronous kernels would be billed to the next phase.
+    """
+
+    def __init__(self, device):
+        self.device, self.seconds = device, defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(self.device)
+            self.seconds[phase] += time.perf_counter() - start
+
+
+def answer_only_loss(model, batch: dict):
+    """The causal-LM loss with the LM head applied only where the loss is taken (the answer tokens).
+
+    A student's prompt is most of its tokens, and the head (hidden x vocabulary, ~1/5 of SmolLM2-135M's forward) and
+    its softmax over the masked-out prompt positions are pure waste. Same mean cross-entropy as `model(**batch).loss`.
+    """
+    import torch
+
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    answer = targets != -100
+    logits = model.get_output_embeddings()(hidden[:, :-1][answer])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[answer])
+
+
+def full_loss(model, batch: dict):
+    return model(**batch, use_cache=False).loss
+
+
+def pick_loss(model, batch: dict, seq2seq: bool):
+    """`answer_only_loss` where it equals the model's own loss on this first batch, else the model's own forward.
+
+    Checked numerically rather than by architecture name: a model whose head does more than a linear layer (logit
+    soft-capping, scaling) fails the check and keeps its own path. Encoder-decoders compute logits on targets only.
+    """
+    import torch
+
+    if seq2seq or model.get_output_embeddings() is None or model.base_model is model:
+        return full_loss
+    model.eval()  # dropout would make the two differ (and draw from the training RNG)
+    with torch.no_grad():
+        reference, fast = full_loss(model, batch), answer_only_loss(model, batch)
+    model.train()
+    return answer_only_loss if torch.allclose(reference, fast, rtol=1e-4, atol=1e-5) else full_loss
+
+
+def make_optimizer(model, spec: "TrainSpec", device):
+    """AdamW; fused (one kernel over all parameters) where torch has it for the device, else its default loop."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=True)
+    except RuntimeError:
+        return torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
 
 
 def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
@@ -161,56 +240,62 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     from .models import resolve_model
 
     started = time.time()
-    seed_everything(spec.seed)
-    path = resolve_model(spec.model)
     device = pick_device()
-    seq2seq = is_seq2seq(path, spec.arch, spec.revision, spec.trust_remote_code)
-    tok = load_tokenizer(path, spec.revision, spec.trust_remote_code)
-    model_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    model = model_cls.from_pretrained(path, revision=spec.revision, dtype=torch.float32, trust_remote_code=spec.trust_remote_code).to(device)
-    encoder = _Encoder(tok, seq2seq, spec.max_input_tokens, spec.max_target_tokens)
-    rows = [encoder.example(x, y) for x, y in zip(spec.train_inputs, spec.train_targets)]
+    clock = PhaseClock(device)
+    with clock("load"):
+        seed_everything(spec.seed)
+        path = resolve_model(spec.model)
+        seq2seq = is_seq2seq(path, spec.arch, spec.revision, spec.trust_remote_code)
+        tok = load_tokenizer(path, spec.revision, spec.trust_remote_code)
+        model_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+        model = model_cls.from_pretrained(path, revision=spec.revision, dtype=torch.float32, trust_remote_code=spec.trust_remote_code).to(device)
+        encoder = _Encoder(tok, seq2seq, spec.max_input_tokens, spec.max_target_tokens)
+        rows = [encoder.example(x, y) for x, y in zip(spec.train_inputs, spec.train_targets)]
     lengths = [len(r["input_ids"]) + (len(r["labels"]) if seq2seq else 0) for r in rows]
     rng = random.Random(spec.seed)
 
     steps_per_epoch = math.ceil(math.ceil(len(rows) / spec.batch_size) / spec.grad_accum)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    optimizer = make_optimizer(model, spec, device)
     total = steps_per_epoch * spec.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_ratio * total), total)
     fmt = get_format(spec.task)
 
-    history, best_state, best_f1, best_epoch, tokens = [], None, -1.0, 0, 0
+    history, best_state, best_f1, best_epoch, tokens, loss_fn = [], None, -1.0, 0, 0, None
     for epoch in range(1, spec.epochs + 1):
         model.train()
         batches = length_grouped_batches(lengths, spec.batch_size, rng)
         epoch_loss = 0.0
         for step, batch_idx in enumerate(batches):
             batch = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in batch_idx]).items()}
-            with _autocast(device, spec.precision):
-                loss = model(**batch).loss
-            (loss / spec.grad_accum).backward()
+            loss_fn = loss_fn or pick_loss(model, batch, seq2seq)
+            with clock("forward"), _autocast(device, spec.precision):
+                loss = loss_fn(model, batch)
+            with clock("backward"):
+                (loss / spec.grad_accum).backward()
             epoch_loss += loss.item()
             tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if seq2seq else 0)
             if (step + 1) % spec.grad_accum == 0 or step + 1 == len(batches):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                with clock("optimizer"):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
             if progress:
                 progress((epoch - 1) * len(batches) + step + 1, spec.epochs * len(batches))
         record = {"epoch": epoch, "loss": epoch_loss / max(len(batches), 1)}
         if spec.select_on_dev and spec.dev_inputs:
-            preds = generate(model, tok, seq2seq, spec.dev_inputs, spec.eval_batch_size, spec.max_target_tokens, device, spec.precision)
-            record["dev_f1"] = fmt.metrics(spec.dev_inputs, spec.dev_targets, preds)["f1"]
-            if record["dev_f1"] >= best_f1:  # ties go to the later, longer-trained epoch
-                best_f1, best_epoch = record["dev_f1"], epoch
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            with clock("dev_select"):
+                preds = generate(model, tok, seq2seq, spec.dev_inputs, spec.eval_batch_size, spec.max_target_tokens, device, spec.precision)
+                record["dev_f1"] = fmt.metrics(spec.dev_inputs, spec.dev_targets, preds)["f1"]
+                if record["dev_f1"] >= best_f1:  # ties go to the later, longer-trained epoch
+                    best_f1, best_epoch = record["dev_f1"], epoch
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         history.append(record)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         best_epoch = spec.epochs
-    seconds = time.time() - started
+    train_seconds = clock.seconds["forward"] + clock.seconds["backward"] + clock.seconds["optimizer"]
     metrics = {
         "task": spec.task,
         "train_rows": len(rows),
@@ -218,23 +303,60 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "epochs": best_epoch,
         "epochs_run": spec.epochs,
         "history": history,
-        "seconds": seconds,
         "train_tokens": tokens,
-        "tokens_per_s": tokens / seconds,
         "micro_batch": spec.batch_size,
         "grad_accum": spec.grad_accum,
         "arch": "seq2seq" if seq2seq else "causal",
         "device": device.type,
         "threads": torch.get_num_threads(),
         "started_at": started,  # wall clock: shows which students overlapped in time
+        "loss_path": "answer-only head" if loss_fn is answer_only_loss else "model forward",
+        **flop_rates(model, tokens, train_seconds, device, uses_bf16(device, spec.precision)),
     }
-    return save_model(model, tok, spec.out_dir, metrics)
+    save_started = time.perf_counter()
+    return save_model(model, tok, spec.out_dir, metrics,
+                      finish=lambda m: timed(m, started, {**clock.seconds, "save": time.perf_counter() - save_started}))
 
 
-def save_model(model, tokenizer, out_dir: str, metrics: dict) -> dict:
+def flop_rates(model, tokens: int, train_seconds: float, device, bf16: bool) -> dict:
+    """Model FLOP/s of the training steps (6 x parameters x tokens, the usual dense estimate) and its fraction of the
+    device's measured matmul rate in the precision trained: how far a student is from what the hardware can do."""
+    params = sum(p.numel() for p in model.parameters())
+    gflops = 6 * params * tokens / max(train_seconds, 1e-9) / 1e9
+    peak = matmul_gflops(device, bf16)
+    return {"train_gflops_per_s": gflops, "matmul_gflops_per_s": peak, "flop_utilization": gflops / peak}
+
+
+def matmul_gflops(device, bf16: bool, reps: int = 5) -> float:
+    """Measured matmul rate of this process's threads (or GPU) in fp32 or bf16, median of `reps` after a warm-up."""
+    import torch
+
+    size = 4096 if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    rates = []
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return float(np.median(rates[1:]))
+
+
+def timed(metrics: dict, started: float, phases: dict[str, float]) -> dict:
+    """The run's wall seconds (load to saved weights), tokens/s over them and where they went (`phases`)."""
+    seconds = time.time() - started
+    phases = {name: round(value, 3) for name, value in phases.items()}
+    phases["other"] = round(seconds - sum(phases.values()), 3)
+    return {**metrics, "seconds": seconds, "tokens_per_s": metrics["train_tokens"] / seconds, "phases": phases}
+
+
+def save_model(model, tokenizer, out_dir: str, metrics: dict, finish: Callable[[dict], dict] | None = None) -> dict:
     """Atomic save: a finished student dir either exists whole or not at all.
 
-    Returns `metrics` plus `weights_sha256`, the fingerprint that later checks the dir against (`holds_student`).
+    Returns `metrics` plus `weights_sha256`, the fingerprint that later checks the dir against (`holds_student`);
+    `finish` adds what is known only once the weights are written (the run's wall time).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,6 +364,8 @@ def save_model(model, tokenizer, out_dir: str, metrics: dict) -> dict:
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     metrics = {**metrics, "weights_sha256": weights_fingerprint(tmp), "weights_stat": weights_stat(tmp)}
+    if finish:
+        metrics = finish(metrics)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if out.exists():
         shutil.rmtree(out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.utilities.hashing import hash_objects
 
+from mckd_core import student
 from mckd_core.failures import is_transient
 from mckd_core.student import holds_student
 
@@ -15,10 +17,15 @@ from mckd_core.student import holds_student
 # CPU is shared) says where a node runs; a new thread count changes float rounding, not what the node is.
 CACHE = (INPUTS - "slots") + TASK_SOURCE
 
+#: How students train and generate: TASK_SOURCE sees only a task's thin wrapper, so without this a new trainer
+#: (another precision, loss or optimizer) would hand back students trained the old way.
+TRAINER_SOURCE = hashlib.sha256(Path(student.__file__).read_bytes()).hexdigest()
+
 
 @dataclass
 class StudentOnDisk(CachePolicy):
-    """CACHE for tasks returning a StudentRef: a cached ref only counts while its dir still holds its weights.
+    """CACHE plus the trainer's source, for tasks returning a StudentRef: a cached ref only counts while its dir
+    still holds its weights.
 
     A record whose student dir was deleted or altered is passed over for a successor key derived from it, so
     the task trains again and stores its ref there; later runs walk the same chain to that fresh record. The key
@@ -28,6 +35,7 @@ class StudentOnDisk(CachePolicy):
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str | None:
         key = CACHE.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+        key = key and hash_objects(key, TRAINER_SOURCE, raise_on_failure=True)
         store = task_ctx.result_store
         while key is not None and store.exists(key):
             ref = store.read(key).result

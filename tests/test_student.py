@@ -78,3 +78,65 @@ def test_holds_student_trusts_unchanged_files_and_hashes_changed_ones(tiny_model
     # Records written before weights_stat existed fall back to the hash.
     assert student.holds_student(copy, {k: v for k, v in metrics.items() if k != "weights_stat"})
     assert not student.holds_student(out, {k: v for k, v in metrics.items() if k != "weights_stat"})
+
+
+def _toy_batch(model_dir):
+    from mckd_core.student import _Encoder, load_tokenizer
+
+    encoder = _Encoder(load_tokenizer(model_dir), False, 128, 16)
+    return encoder.collate([encoder.example(x, y) for x, y in list(PAIRS.items())[:4]])
+
+
+def test_answer_only_loss_equals_the_models_loss_and_gradients(tiny_models):
+    """The LM head on answer tokens only gives the same loss and the same gradients as the full forward."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mckd_core.student import answer_only_loss, full_loss
+
+    batch = _toy_batch(tiny_models["llama"])
+    assert (batch["labels"] == -100).sum() > batch["labels"].numel() / 3  # prompts are a real share of the tokens
+    grads = []
+    for loss_fn in (full_loss, answer_only_loss):
+        model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    assert abs(grads[0][0] - grads[1][0]) < 1e-5
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_pick_loss_keeps_the_models_forward_where_its_head_is_more_than_linear(tiny_models):
+    """A head with logit soft-capping (Gemma 2) fails the numeric check: its own forward is kept; T5 always."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, Gemma2Config, Gemma2ForCausalLM
+
+    from mckd_core.student import answer_only_loss, full_loss, pick_loss
+
+    batch = _toy_batch(tiny_models["llama"])
+    llama = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    assert pick_loss(llama, batch, seq2seq=False) is answer_only_loss
+    assert llama.training  # the check leaves the model in training mode
+    torch.manual_seed(0)
+    capped = Gemma2ForCausalLM(Gemma2Config(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                            final_logit_softcapping=1.0, pad_token_id=0))
+    with torch.no_grad():
+        capped.lm_head.weight.mul_(50)  # logits well beyond the cap, so capping changes the loss
+    assert pick_loss(capped, batch, seq2seq=False) is full_loss
+    t5 = AutoModelForSeq2SeqLM.from_pretrained(tiny_models["t5"])
+    assert pick_loss(t5, batch, seq2seq=True) is full_loss
+
+
+def test_metrics_say_where_the_seconds_went(tiny_models, tmp_path):
+    spec = TrainSpec(model=tiny_models["llama"], out_dir=str(tmp_path / "s"), task="text", train_inputs=list(PAIRS),
+                     train_targets=list(PAIRS.values()), dev_inputs=list(PAIRS)[:2], dev_targets=list(PAIRS.values())[:2],
+                     epochs=2, batch_size=4, max_target_tokens=8)
+    metrics = train(spec)
+    phases = metrics["phases"]
+    assert {"load", "forward", "backward", "optimizer", "dev_select", "save", "other"} <= set(phases)
+    assert all(phases[p] > 0 for p in ("load", "forward", "backward", "optimizer", "dev_select", "save"))
+    assert abs(sum(phases.values()) - metrics["seconds"]) < 0.01
+    assert metrics["loss_path"] == "answer-only head"
+    assert metrics["matmul_gflops_per_s"] > 0 and 0 < metrics["flop_utilization"] < 1.5
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["phases"] == phases

@@ -254,14 +254,14 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
         weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, max_input_tokens=cfg.max_input_tokens,
         max_target_tokens=cfg.max_target_tokens, eval_batch_size=cfg.eval_batch_size, precision=cfg.precision,
         select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
+        # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
+        record={"gold_rows": 0 if gold is None else gold.rows, "dev_rows": len(dev_df) if cfg.select_on_dev else 0,
+                "dev_overlap": len(seen)},
     )
     spec = with_micro_batch(spec, attempt)
     # A share of the CPU cores always trains in its slot's process; `isolate` decides for a GPU and the whole process.
     isolate = slot.cores is not None or cfg.isolate == "always" or (cfg.isolate == "auto" and slot.cuda is not None)
-    metrics = train_isolated(spec, slot) if isolate else train(spec)
-    # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
-    return StudentRef(dir=str(out_dir), metrics={**metrics, "gold_rows": 0 if gold is None else gold.rows,
-                                                 "dev_rows": len(dev_df) if cfg.select_on_dev else 0, "dev_overlap": len(seen)})
+    return StudentRef(dir=str(out_dir), metrics=train_isolated(spec, slot) if isolate else train(spec))
 
 
 def relabel(student: StudentRef, labels: ParquetRef, assignment: ParquetRef | None, part: int | None, stage: int,

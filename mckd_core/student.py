@@ -58,6 +58,9 @@ class TrainSpec:
     select_on_dev: bool = True
     seed: int = 0
     trust_remote_code: bool = False
+    #: Facts about the rows that the caller knows and metrics.json keeps (gold rows, dev rows, dev overlap): a
+    #: student read back from its dir (a dispatched run's) carries them too.
+    record: dict = field(default_factory=dict)
 
 
 def pick_device():
@@ -188,8 +191,9 @@ class PhaseClock:
 def answer_only_loss(model, batch: dict):
     """The causal-LM loss with the LM head applied only where the loss is taken (the answer tokens).
 
-    A student's prompt is most of its tokens, and the head (hidden x vocabulary, ~1/5 of SmolLM2-135M's forward) and
-    its softmax over the masked-out prompt positions are pure waste. Same mean cross-entropy as `model(**batch).loss`.
+    The prompt is a third or more of a student's tokens (ATIS: ~15 of ~44), and the head (hidden x vocabulary, a
+    fifth of SmolLM2-135M's parameters) and its softmax over those masked-out positions are pure waste. Same mean
+    cross-entropy as `model(**batch).loss`.
     """
     import torch
 
@@ -221,7 +225,7 @@ def pick_loss(model, batch: dict, seq2seq: bool):
     return answer_only_loss if torch.allclose(reference, fast, rtol=1e-4, atol=1e-5) else full_loss
 
 
-def make_optimizer(model, spec: "TrainSpec", device):
+def make_optimizer(model, spec: "TrainSpec"):
     """AdamW; fused (one kernel over all parameters) where torch has it for the device, else its default loop."""
     import torch
 
@@ -255,7 +259,7 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     rng = random.Random(spec.seed)
 
     steps_per_epoch = math.ceil(math.ceil(len(rows) / spec.batch_size) / spec.grad_accum)
-    optimizer = make_optimizer(model, spec, device)
+    optimizer = make_optimizer(model, spec)
     total = steps_per_epoch * spec.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_ratio * total), total)
     fmt = get_format(spec.task)
@@ -311,6 +315,7 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "started_at": started,  # wall clock: shows which students overlapped in time
         "loss_path": "answer-only head" if loss_fn is answer_only_loss else "model forward",
+        **spec.record,
         **flop_rates(model, tokens, train_seconds, device, uses_bf16(device, spec.precision)),
     }
     save_started = time.perf_counter()
@@ -435,7 +440,9 @@ def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, 
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=seq2seq).to(device)
-            with torch.inference_mode(), _autocast(device, precision):
+            # On a CPU, autocast re-casts every weight at every decoding step: fp32 generation was faster there
+            # (dev selection 20.5 vs 23.1 s per 100-row student, BENCHMARKS.md), and it is what fp32 students get.
+            with torch.inference_mode(), _autocast(device, precision if device.type == "cuda" else "fp32"):
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)
             new = out if seq2seq else out[:, enc["input_ids"].shape[1]:]
             for row, i in enumerate(idx):

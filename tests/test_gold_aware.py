@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -101,6 +103,8 @@ def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
                                what="final/student")
     m = student.metrics
     assert (m["gold_rows"], m["dev_rows"], m["dev_overlap"], m["train_rows"]) == (8, 2, 0, 5 + 8)
+    # Kept in metrics.json too: a student read back from its dir (a dispatched one's) tells the guard the same.
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev_overlap"] == 0
     with pytest.raises(MckdInputError, match=r"final/student: trains on 10 of its 10 dev rows \(e.g. 'l0'\)"):
         train_student_on(labels, None, None, inputs.labeled, cfg, "text", 0, tmp_path / "s2", gold=inputs.labeled,
                          what="final/student")

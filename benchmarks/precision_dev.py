@@ -1,0 +1,92 @@
+"""Does a bf16 student learn as well as an fp32 one? Decided on dev rows, over several seeds (issue #18).
+
+Per seed: one SmolLM2-135M student as the quality runs train it (`student_speed.student_spec`: `--rows` ATIS
+rows, epochs selected on `--dev` rows) with `student.precision` fp32 and bf16, then both scored on `--eval`
+further ATIS training-pool rows that neither trained or selected on (never the test split). Reports each
+student's eval F1, the paired bootstrap CI of bf16 − fp32 pooled over seeds, and each student's seconds.
+
+Usage: .venv/bin/python benchmarks/precision_dev.py [--seeds 0 1 2 --rows 100 --dev 20 --eval 100]
+Prints one JSON object (also written to benchmarks/results/precision-dev-<date>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from run import log, machine  # noqa: E402
+from student_speed import student_spec  # noqa: E402
+
+PRECISIONS = ["fp32", "bf16"]
+
+
+def eval_rows(args, seed: int):
+    """ATIS pool rows after the student's train and dev rows (the same shuffle `student_spec` draws from)."""
+    from mckd_core.atis import load_atis
+
+    pool = load_atis("train").drop_duplicates("input").sample(frac=1.0, random_state=seed)
+    start = args.rows + args.dev
+    return pool.iloc[start:start + args.eval]
+
+
+def one_student(args, seed: int, precision: str, work: Path) -> dict:
+    from mckd_core.formats import get_format
+    from mckd_core.student import TrainSpec, predict, train
+
+    spec = student_spec(argparse.Namespace(**{**vars(args), "seed": seed, "precision": precision}),
+                        str(work / f"seed{seed}-{precision}"))
+    metrics = train(TrainSpec(**spec))
+    rows = eval_rows(args, seed)
+    preds = predict(spec["out_dir"], list(rows["input"]), 32, spec["max_target_tokens"], precision)
+    fmt = get_format("slots")
+    stats = fmt.row_stats(list(rows["input"]), list(rows["target"]), preds)
+    return {"seed": seed, "precision": precision, "seconds": metrics["seconds"], "dev_f1": metrics["dev_f1"],
+            "epochs": metrics["epochs"], "eval_f1": fmt.metrics(list(rows["input"]), list(rows["target"]), preds)["f1"],
+            "eval_stats": stats.tolist()}
+
+
+def main() -> None:
+    import torch
+
+    from mckd_core.stats import pooled_paired_bootstrap
+    from mckd_core.formats import get_format
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--rows", type=int, default=100)
+    parser.add_argument("--dev", type=int, default=20)
+    parser.add_argument("--eval", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="mckd-precision-dev-") as tmp:
+        for seed in args.seeds:
+            for precision in PRECISIONS:
+                runs.append(one_student(args, seed, precision, Path(tmp)))
+                log(f"seed {seed} {precision}: eval F1 {runs[-1]['eval_f1']:.1f}, dev F1 {runs[-1]['dev_f1']:.1f}, "
+                    f"{runs[-1]['seconds']:.0f} s")
+    by = {(r["seed"], r["precision"]): r for r in runs}
+    pairs = [(by[(s, "bf16")]["eval_stats"], by[(s, "fp32")]["eval_stats"]) for s in args.seeds]
+    result = {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "machine": machine(),
+              "sizes": {k: getattr(args, k) for k in ("seeds", "rows", "dev", "eval", "epochs", "threads")},
+              "bf16_minus_fp32_eval_f1": pooled_paired_bootstrap(pairs, get_format("slots").aggregate),
+              "runs": [{k: v for k, v in r.items() if k != "eval_stats"} for r in runs]}
+    text = json.dumps(result, indent=1)
+    out = args.out or ROOT / "benchmarks" / "results" / f"precision-dev-{result['date']}.json"
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

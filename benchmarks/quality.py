@@ -39,6 +39,7 @@ from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.craft import load_craft  # noqa: E402
 from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
 from mckd_core.formats import get_format  # noqa: E402
+from mckd_core.report import choose_deliverable  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
 from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
 from tasks.common import TRAINER_SOURCE  # noqa: E402
@@ -113,10 +114,16 @@ def scores(report: dict) -> dict[str, dict]:
 
 
 def deliverable(report: dict) -> dict:
-    """Which candidate the run's deliverable guard shipped, its dev F1s, and the shipped model's test F1."""
+    """Which candidate the run's deliverable guard shipped, its dev F1s, and the shipped model's test F1; and
+    `with_l_only`: the guard's rule (`choose_deliverable`) over the candidates a user with only L has, i.e. without
+    SFT-N, which trains on gold rows beyond L and is in the table as the upper bound."""
     chosen = report["deliverable"]
-    test = report["final_student"]["test"] if chosen["name"] == "final" else report["baselines"][chosen["name"]]["test"]
-    return {"name": chosen["name"], "dev": chosen["dev"], "test_f1": test["f1"], "test_ci95": test.get("ci95")}
+    tests = {"final": report["final_student"]["test"], **{name: base["test"] for name, base in report["baselines"].items()}}
+    dev = {name: f1 for name, f1 in chosen["dev"].items() if name != "sft-n"}
+    l_only = choose_deliverable(dev, {name: name for name in tests}, chosen.get("dev_source", "dev"))["name"] if dev else "final"
+    return {"name": chosen["name"], "dev": chosen["dev"], "test_f1": tests[chosen["name"]]["f1"],
+            "test_ci95": tests[chosen["name"]].get("ci95"),
+            "with_l_only": {"name": l_only, "test_f1": tests[l_only]["f1"], "test_ci95": tests[l_only].get("ci95")}}
 
 
 def run_one(task: str, seed: int, args) -> dict:
@@ -177,6 +184,12 @@ def summarize(results: list[dict]) -> dict:
             "f1": f1,
             "comparisons": pooled_comparisons(runs_rows, task) if runs_rows else None,
             "exact_match": {row: mean_sd([r["scores"][row]["exact_match"] for r in runs]) for row in ROWS},
+            # What the runs shipped: the guard's pick, and its pick among what a user with only L trains.
+            "deliverable": {"shipped": [r["deliverable"]["name"] for r in runs],
+                            "f1": mean_sd([r["deliverable"]["test_f1"] for r in runs]),
+                            "with_l_only": [r["deliverable"]["with_l_only"]["name"] for r in runs],
+                            "with_l_only_f1": mean_sd([r["deliverable"]["with_l_only"]["test_f1"] for r in runs])}
+            if all("with_l_only" in r.get("deliverable", {}) for r in runs) else None,
             "wall_s": mean_sd([r["wall_s"] for r in runs]),
             "paper_checks": {
                 "mckd3_minus_teacher (paper: >= +7.5)": round(f1["mckd-3"]["mean"] - f1["teacher"]["mean"], 2),

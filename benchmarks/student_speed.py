@@ -209,7 +209,7 @@ def summarize(runs: list[dict], profile: dict) -> dict:
         "fraction_of_matmul_rate": {v: median([gflops(r) for r in rs]) / peak for v, rs in by.items() if v != "trainer"},
         "dev_f1": {v: [r["dev_f1"] for r in rs] for v, rs in by.items() if v != "trainer"},
         "phases_after_median": {p: median([r["phases"][p] for r in after]) for p in after[0]["phases"]},
-        "phases_before_profiled": {k: v for k, v in profile["phases"].items() if k != "calls_of_train"},
+        "phases_before_profiled": {k: v for k, v in profile["phases"].items() if k != "calls_of_train"} if profile else None,
         "targets": {"speedup": ">= 2x tokens/s all-in, or >= 50% of the matmul rate", "trainer": ">= 1.0x transformers.Trainer"},
     }
 
@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="student.precision of every variant (`before` had auto = fp32 on CPU as well)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run of `before`")
     parser.add_argument("--baseline-rev", default="c75f08f", help="git revision whose mckd_core is `before`")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -240,8 +241,10 @@ def main() -> None:
         baseline = baseline_tree(args.baseline_rev, work)
         spec_file = work / "spec.json"
         spec_file.write_text(json.dumps(student_spec(args, str(work / "student"))))
-        log("profiling `before` once under cProfile")
-        profile = run_child("before", spec_file, args, baseline, profile=True)
+        profile = None
+        if not args.no_profile:
+            log("profiling `before` once under cProfile")
+            profile = run_child("before", spec_file, args, baseline, profile=True)
         runs = []
         for rep, variant in interleave(args.variants, args.reps):
             runs.append({**run_child(variant, spec_file, args, baseline), "rep": rep})

@@ -343,10 +343,14 @@ def _previous_plot(report_json: Path) -> tuple | None:
         return None
 
 
+#: A student entry's measures of time: they differ between two runs that trained the same students.
+SPEED_KEYS = ("tokens_per_s", "train_gflops_per_s", "flop_utilization")
+
+
 def speed(metrics: dict) -> dict:
     """A student's throughput: tokens/s all-in and the FLOP utilization of its training steps (absent in students
     trained before 2026-12-02)."""
-    return {key: metrics.get(key) for key in ("tokens_per_s", "train_gflops_per_s", "flop_utilization")}
+    return {key: metrics.get(key) for key in SPEED_KEYS}
 
 
 def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:

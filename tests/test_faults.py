@@ -252,10 +252,12 @@ def _wait_for(condition, timeout_s: float) -> bool:
 
 
 def _comparable(report: dict, runs_root: Path) -> dict:
-    """report.json without what differs between two identical runs: wall-clock times and the runs root."""
+    """report.json without what differs between two identical runs: wall-clock times, speeds and the runs root."""
+    from mckd_core.report import SPEED_KEYS
+
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "timings")}
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "timings", *SPEED_KEYS)}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value.replace(str(runs_root.resolve()), "<runs>").replace(str(runs_root), "<runs>") if isinstance(value, str) else value

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -22,17 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import log, machine  # noqa: E402
-from student_speed import student_spec  # noqa: E402
+from run import log, machine, save_result  # noqa: E402
+from student_speed import shuffled_pool, student_spec  # noqa: E402
 
 PRECISIONS = ["fp32", "bf16"]
 
 
 def eval_rows(args, seed: int):
     """ATIS pool rows after the student's train and dev rows (the same shuffle `student_spec` draws from)."""
-    from mckd_core.atis import load_atis
-
-    pool = load_atis("train").drop_duplicates("input").sample(frac=1.0, random_state=seed)
+    pool = shuffled_pool(seed)
     start = args.rows + args.dev
     return pool.iloc[start:start + args.eval]
 
@@ -82,10 +79,7 @@ def main() -> None:
               "sizes": {k: getattr(args, k) for k in ("seeds", "rows", "dev", "eval", "epochs", "threads")},
               "bf16_minus_fp32_eval_f1": pooled_paired_bootstrap(pairs, get_format("slots").aggregate),
               "runs": [{k: v for k, v in r.items() if k != "eval_stats"} for r in runs]}
-    text = json.dumps(result, indent=1)
-    out = args.out or ROOT / "benchmarks" / "results" / f"precision-dev-{result['date']}.json"
-    out.write_text(text)
-    print(text)
+    save_result(result, "precision-dev", args.out)
 
 
 if __name__ == "__main__":

@@ -786,6 +786,13 @@ def gpu_section() -> dict:
     return {"status": "not measured: GPU present but no GPU benchmark is implemented", "device": torch.cuda.get_device_name(0)}
 
 
+def save_result(result: dict, stem: str, out: Path | None) -> None:
+    """Print a measurement's JSON and write it to `out` (default: benchmarks/results/<stem>-<date>.json)."""
+    text = json.dumps(result, indent=1)
+    (out or REPO / "benchmarks" / "results" / f"{stem}-{result['date']}.json").write_text(text)
+    print(text)
+
+
 def machine() -> dict:
     import prefect
     import torch

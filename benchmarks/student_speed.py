@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
+import functools
 import json
 import os
 import pstats
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from run import interleave, log, machine, median, peak_rss_mib  # noqa: E402
+from run import interleave, log, machine, median, peak_rss_mib, save_result  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 VARIANTS = ["before", "after", "trainer"]
@@ -52,11 +53,17 @@ PROFILE_PHASES = {
 }
 
 
-def student_spec(args, out_dir: str) -> dict:
-    """The rows and options of one quality-run student: ATIS train rows (gold targets), dev rows after them."""
+@functools.cache
+def shuffled_pool(seed: int):
+    """The ATIS training pool, deduplicated and shuffled by `seed`: train, dev (and held-out) rows in that order."""
     from mckd_core.atis import load_atis
 
-    pool = load_atis("train").drop_duplicates("input").sample(frac=1.0, random_state=args.seed)
+    return load_atis("train").drop_duplicates("input").sample(frac=1.0, random_state=seed)
+
+
+def student_spec(args, out_dir: str) -> dict:
+    """The rows and options of one quality-run student: ATIS train rows (gold targets), dev rows after them."""
+    pool = shuffled_pool(args.seed)
     train, dev = pool.iloc[:args.rows], pool.iloc[args.rows:args.rows + args.dev]
     return {"model": MODEL, "out_dir": out_dir, "task": "slots", "train_inputs": list(train["input"]),
             "train_targets": list(train["target"]), "dev_inputs": list(dev["input"]), "dev_targets": list(dev["target"]),
@@ -108,8 +115,10 @@ def child(variant: str, spec_file: str, threads: int, profile: bool, trainer_tre
     result = {"variant": variant, "trainer_file": student.__file__, "seconds": seconds, "tokens": metrics["train_tokens"],
               "tokens_per_s": metrics["train_tokens"] / seconds, "dev_f1": metrics["dev_f1"],
               "history": metrics["history"], "peak_rss_mib": peak_rss_mib(), "params": model_params(spec["model"]),
-              "matmul_gflops_per_s": matmul_rate(),
               "phases": metrics.get("phases") or (profile_phases(profiler, seconds) if profiler else None)}
+    if variant == "after":  # the trainer's own rate helper (the `before` tree may lack it); both precisions
+        result["matmul_gflops_per_s"] = {dtype: student.matmul_gflops(torch.device("cpu"), dtype == "bfloat16")
+                                         for dtype in ("float32", "bfloat16")}
     for key in ("loss_path", "train_gflops_per_s", "flop_utilization"):
         if key in metrics:
             result[key] = metrics[key]
@@ -124,22 +133,6 @@ def model_params(name: str) -> int:
     with __import__("torch").device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(name)))
     return sum(p.numel() for p in model.parameters())
-
-
-def matmul_rate(size: int = 1024, reps: int = 5) -> dict[str, float]:
-    """fp32 and bf16 matmul GFLOP/s on this process's threads (median of `reps`); the higher is the device's rate."""
-    import torch
-
-    rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        times = []
-        for _ in range(reps + 1):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
-        rates[str(dtype).removeprefix("torch.")] = 2 * size**3 / median(times[1:]) / 1e9
-    return rates
 
 
 def profile_phases(profiler: cProfile.Profile, seconds: float) -> dict:
@@ -252,10 +245,7 @@ def main() -> None:
     result = {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "machine": machine(),
               "sizes": {k: getattr(args, k) for k in ("rows", "dev", "epochs", "reps", "threads", "seed", "precision")},
               "baseline_rev": args.baseline_rev, "summary": summarize(runs, profile), "profile_before": profile, "runs": runs}
-    text = json.dumps(result, indent=1)
-    out = args.out or ROOT / "benchmarks" / "results" / f"student-speed-{result['date']}.json"
-    out.write_text(text)
-    print(text)
+    save_result(result, "student-speed", args.out)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ class StudentConfig(_Section):
     max_input_tokens: int = Field(128, ge=8)
     max_target_tokens: int = Field(128, ge=8)
     eval_batch_size: int = Field(16, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision on CUDA with bf16 support, else fp32 (bf16 on a CPU with AVX512-BF16: 1.2-1.3x faster students, the same held-out F1 in BENCHMARKS.md).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or AMX: 1.1-1.4x faster students, the same held-out F1 in BENCHMARKS.md), else fp32. Generation on a CPU always runs fp32.")
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
     train_on_labeled: bool = Field(False, description="Gold-aware students: every stage student, the final student and the "
                                                       "distillation baselines train on the gold rows of L (less the dev rows) "

@@ -8,12 +8,13 @@ from mckd_core.student import TrainSpec, length_grouped_batches, predict, train,
 from toy_data import PAIRS
 
 
-@pytest.mark.parametrize("arch", ["t5", "llama"])
-def test_student_learns_toy_mapping(tiny_models, tmp_path, arch):
+@pytest.mark.parametrize(("arch", "precision"), [("t5", "fp32"), ("llama", "fp32"), ("llama", "bf16")])
+def test_student_learns_toy_mapping(tiny_models, tmp_path, arch, precision):
+    """fp32 pinned (a 2-layer random T5 at lr 3e-3 gets 7 of 8 in bf16); bf16 autocast learns the same mapping."""
     out = tmp_path / arch
     spec = TrainSpec(model=tiny_models[arch], out_dir=str(out), task="text", train_inputs=list(PAIRS),
                      train_targets=list(PAIRS.values()), dev_inputs=list(PAIRS), dev_targets=list(PAIRS.values()),
-                     epochs=60, batch_size=4, learning_rate=3e-3, max_target_tokens=16, seed=0)
+                     epochs=60, batch_size=4, learning_rate=3e-3, max_target_tokens=16, seed=0, precision=precision)
     metrics = train(spec)
     losses = [h["loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0] / 5
@@ -140,3 +141,16 @@ def test_metrics_say_where_the_seconds_went(tiny_models, tmp_path):
     assert metrics["loss_path"] == "answer-only head"
     assert metrics["matmul_gflops_per_s"] > 0 and 0 < metrics["flop_utilization"] < 1.5
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["phases"] == phases
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    """`auto` trains in bf16 exactly where the CPU multiplies bf16 natively; explicit settings win everywhere."""
+    import torch
+
+    from mckd_core import student
+
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(student, "native_bf16_cpu", lambda: native)
+        assert student.uses_bf16(cpu, "auto") is native
+        assert student.uses_bf16(cpu, "bf16") and not student.uses_bf16(cpu, "fp32")

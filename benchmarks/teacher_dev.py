@@ -42,6 +42,11 @@ from mckd_core.teacher import GenParams, ResponseCache, annotate  # noqa: E402
 CANDIDATES = {
     "smollm2-chat-k4-random": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 4, "demo_selection": "random-fixed"},
     "smollm2-chat-k8-bm25": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 8, "demo_selection": "bm25"},
+    # The same prompt with fp32 and with bf16 weights (what `precision: auto` picks on a CPU with AVX512-BF16).
+    "smollm2-chat-k8-bm25-fp32": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 8, "demo_selection": "bm25",
+                                  "precision": "fp32"},
+    "smollm2-chat-k8-bm25-bf16": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 8, "demo_selection": "bm25",
+                                  "precision": "bf16"},
     "gemma3-270m-k4-random": {"model": "gemma3-270m", "chat": False, "num_demos": 4, "demo_selection": "random-fixed"},
     "gemma3-270m-k8-bm25": {"model": "gemma3-270m", "chat": False, "num_demos": 8, "demo_selection": "bm25"},
 }

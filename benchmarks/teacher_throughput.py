@@ -26,8 +26,8 @@ from mckd_core.formats import get_format
 from mckd_core.models import resolve_model
 from mckd_core.prompting import Demo, DemoSelector, build_prompt
 from mckd_core.teacher import GenParams, TransformersTeacher
-from mckd_core.teacher_http import OpenAITeacher
-from mckd_core.vllm_server import VLLMServer, cpu_defaults, metrics
+from mckd_core.teacher.http import OpenAITeacher
+from mckd_core.teacher.vllm_server import VLLMServer, cpu_defaults, metrics
 
 
 def prompts_for(rows: int, k: int, selection: str):

@@ -122,11 +122,11 @@ def mckd_flow(config: RunConfig) -> dict:
     timings["final"] = time.perf_counter() - started
 
     # 5. Deliverable guard: the final student and the baselines compared on dev rows none of them trained on; the
-    #    dev-best is the deliverable (the paper's final student stays in the table).
+    #    final student ships unless one beats it beyond dev noise (the paper's final student stays in the table).
     started = time.perf_counter()
     candidates = {"final": final, **{name: student.result() for name, (student, _) in baselines.items()}}
-    dev_f1, dirs, not_compared = _dev_f1s(cfg, n, data.dev, candidates)
-    deliverable = choose_deliverable(dev_f1, dirs, data.dev_source, not_compared)
+    dev_f1, vs_final, dirs, not_compared = _dev_scores(cfg, n, data.dev, candidates)
+    deliverable = choose_deliverable(dev_f1, dirs, data.dev_source, not_compared, vs_final)
 
     # 6. Evaluate on T (never used for any decision above) and report.
     final_test = final_test.result() if final_test else None
@@ -188,17 +188,19 @@ def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[Parqu
     return futures
 
 
-def _dev_f1s(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, dict, dict]:
-    """The candidates' F1 on every dev row: the dev F1 of the selected epoch where a student selected on exactly these
-    rows, else scored now (cached). A student that trained on dev rows is not compared on them. Returns ({name: F1},
+def _dev_scores(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, ...]:
+    """The candidates scored on every dev row (cached prediction runs), for the guard. A student that trained on dev
+    rows is not compared on them. Returns ({name: F1}, {name: candidate - final, paired bootstrap on the dev rows},
     {name: dir}, {name: why not compared})."""
     excluded = {name: f"trained on {s.metrics['dev_overlap']} of the {dev.rows} dev rows"
                 for name, s in students.items() if s.metrics.get("dev_overlap")}
-    scored = {name: s for name, s in students.items() if name not in excluded}
     runs = {name: n.evaluate.submit(s, dev, cfg.student, cfg.data.task, n.slots)
-            for name, s in scored.items() if s.metrics.get("dev_rows") != dev.rows or s.metrics["dev_f1"] is None}
-    f1s = {name: runs[name].result()["f1"] if name in runs else s.metrics["dev_f1"] for name, s in scored.items()}
-    return f1s, {name: s.dir for name, s in students.items()}, excluded
+            for name, s in students.items() if name not in excluded}
+    scored = {name: run.result() for name, run in runs.items()}
+    margins = {key.removeprefix("final - "): cmp for key, cmp in comparisons(scored, cfg.data.task).items()}
+    vs_final = {name: {"diff": -cmp["diff"], "ci95": [-cmp["ci95"][1], -cmp["ci95"][0]]} for name, cmp in margins.items()}
+    return ({name: result["f1"] for name, result in scored.items()}, vs_final, {name: s.dir for name, s in students.items()},
+            excluded)
 
 
 def _lap(start: float) -> float:

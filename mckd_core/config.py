@@ -96,6 +96,7 @@ class TeacherConfig(_Section):
     max_new_tokens: int = Field(96, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call (transformers backend).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="transformers backend: bf16 weights where the hardware has bf16 (CUDA; a CPU with AVX512-BF16 or AMX), else fp32. The vLLM backends use teacher.vllm.dtype.")
     concurrency: int = Field(16, ge=1, description="Concurrent HTTP requests (vllm-server backend).")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)

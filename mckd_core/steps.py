@@ -146,12 +146,13 @@ _closable_backends: list = []
 def _teacher_backend(cfg_json: str, api_key: str | None):
     cfg = TeacherConfig.model_validate_json(cfg_json)
     if cfg.backend == "transformers":
-        return TransformersTeacher(cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code)
+        return TransformersTeacher(cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code, cfg.precision)
     if cfg.backend == "vllm-server" and cfg.base_url:
-        from .teacher_http import openai_teacher_from_config
+        from .teacher.http import openai_teacher_from_config
 
         return openai_teacher_from_config(cfg, api_key)
-    from .teacher_vllm import ManagedServerTeacher, OfflineVLLMTeacher
+    from .teacher.managed import ManagedServerTeacher
+    from .teacher.vllm_offline import OfflineVLLMTeacher
 
     backend = ManagedServerTeacher(cfg) if cfg.backend == "vllm-server" else OfflineVLLMTeacher(cfg)
     _closable_backends.append(backend)

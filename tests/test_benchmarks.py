@@ -111,7 +111,8 @@ def test_quality_pools_the_seeds_from_the_rows_each_run_recorded():
 
 def test_quality_records_the_shipped_candidate_and_its_test_score():
     quality = _load("quality")
-    report = {"deliverable": {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}},
+    beyond_noise = {"sft": {"diff": 10.0, "ci95": [2.0, 18.0]}}
+    report = {"deliverable": {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}, "vs_final": beyond_noise},
               "final_student": {"test": {"f1": 55.0, "ci95": [50.0, 60.0]}},
               "baselines": {"sft": {"test": {"f1": 65.0, "ci95": [60.0, 70.0]}}}}
     assert quality.deliverable(report) == {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}, "test_f1": 65.0,
@@ -119,7 +120,9 @@ def test_quality_records_the_shipped_candidate_and_its_test_score():
                                            "with_l_only": {"name": "sft", "test_f1": 65.0, "test_ci95": [60.0, 70.0]}}
     report["deliverable"]["name"] = "final"
     assert quality.deliverable(report)["test_f1"] == 55.0
-    # SFT-N (gold rows beyond L) shipped: a user with only L gets the dev-best of the rest; ties go to the final student.
+    # SFT-N (gold rows beyond L) shipped: a user with only L gets what the guard picks from the rest; sft's lead
+    # within noise leaves the final student.
     report["baselines"]["sft-n"] = {"test": {"f1": 80.0, "ci95": [75.0, 85.0]}}
-    report["deliverable"] = {"name": "sft-n", "dev": {"final": 60.0, "sft": 60.0, "sft-n": 90.0}}
+    report["deliverable"] = {"name": "sft-n", "dev": {"final": 60.0, "sft": 65.0, "sft-n": 90.0},
+                             "vs_final": {"sft": {"diff": 5.0, "ci95": [-3.0, 13.0]}, "sft-n": {"diff": 30.0, "ci95": [20.0, 40.0]}}}
     assert quality.deliverable(report)["with_l_only"] == {"name": "final", "test_f1": 55.0, "test_ci95": [50.0, 60.0]}

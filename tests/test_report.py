@@ -60,21 +60,32 @@ DIRS = {"final": "/run/final/student", "sft": "/run/baselines/sft", "vanilla-kd"
         "mckd-2": "/run/baselines/mckd-2"}
 
 
-def test_the_guard_ships_the_dev_best_candidate():
+def margins(dev: dict, lows: dict) -> dict:
+    """candidate - final on dev, with a CI whose lower end is `lows[name]` (above 0: beyond noise)."""
+    return {name: {"diff": f1 - dev["final"], "ci95": [lows[name], f1 - dev["final"] + 8.0]}
+            for name, f1 in dev.items() if name != "final"}
+
+
+def test_the_guard_ships_a_candidate_only_when_it_beats_the_final_student_beyond_noise():
     # The issue's ATIS numbers, as dev F1: plain fine-tuning on L beats every distilled student.
     dev = {"final": 55.8, "sft": 67.2, "vanilla-kd": 59.7, "mckd-2": 57.0}
-    shipped = choose_deliverable(dev, DIRS, "10 rows held out of L (data.dev_holdout)")
+    source = "10 rows held out of L (data.dev_holdout)"
+    shipped = choose_deliverable(dev, DIRS, source, vs_final=margins(dev, {"sft": 2.0, "vanilla-kd": 0.5, "mckd-2": -4.0}))
     assert (shipped["name"], shipped["dir"], shipped["dev"]) == ("sft", "/run/baselines/sft", dev)
-    assert shipped["why"] == ("best dev F1 on 10 rows held out of L (data.dev_holdout): sft 67.2, vanilla-kd 59.7, "
-                              "mckd-2 57.0, final 55.8")
-    assert choose_deliverable({**dev, "final": 70.0}, DIRS, "data.dev (20 rows)")["name"] == "final"
+    assert shipped["why"].startswith(f"sft beats the final student beyond noise on {source} (candidate - final, paired "
+                                     "95% CI: sft +11.4 [+2.0, +19.4], vanilla-kd +3.9 [+0.5, +11.9], mckd-2 +1.2 [-4.0, +9.2])")
+    assert shipped["why"].endswith("dev F1: sft 67.2, vanilla-kd 59.7, mckd-2 57.0, final 55.8")
+    # The same dev F1s within noise: the final student ships, as in the paper.
+    noisy = choose_deliverable(dev, DIRS, source, vs_final=margins(dev, {"sft": -1.0, "vanilla-kd": -6.0, "mckd-2": -9.0}))
+    assert noisy["name"] == "final" and noisy["why"].startswith(f"no candidate beats the final student beyond noise on {source}")
+    assert choose_deliverable({**dev, "final": 70.0}, DIRS, "data.dev (20 rows)", vs_final={})["name"] == "final"
 
 
-def test_ties_go_to_the_final_student_then_to_the_simpler_model():
-    tie = choose_deliverable({"mckd-2": 60.0, "vanilla-kd": 60.0, "final": 60.0, "sft": 50.0}, DIRS, "dev")
-    assert tie["name"] == "final" and tie["why"].endswith("tied with vanilla-kd, mckd-2: the paper's final student wins")
-    assert choose_deliverable({"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 61.0, "final": 60.0}, DIRS, "dev")["name"] == "sft"
-    assert choose_deliverable({"mckd-2": 61.0, "vanilla-kd": 61.0, "final": 60.0}, DIRS, "dev")["name"] == "vanilla-kd"
+def test_among_candidates_beyond_noise_the_dev_best_then_the_simpler_model_ships():
+    dev = {"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 61.0, "final": 50.0}
+    assert choose_deliverable(dev, DIRS, "dev", vs_final=margins(dev, dict.fromkeys(dev, 1.0)))["name"] == "sft"
+    dev = {"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 65.0, "final": 50.0}
+    assert choose_deliverable(dev, DIRS, "dev", vs_final=margins(dev, {"mckd-2": 1.0, "vanilla-kd": 1.0, "sft": -1.0}))["name"] == "vanilla-kd"
 
 
 def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
@@ -82,21 +93,26 @@ def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
                                  {"sft": "trained on 50 of the 50 dev rows"})
     assert shipped["name"] == "final" and shipped["excluded"] == {"sft": "trained on 50 of the 50 dev rows"}
     assert shipped["why"].endswith("not compared: sft (trained on 50 of the 50 dev rows)")
+    # Without the final student on dev there is nothing to beat: the dev-best of the rest.
+    assert choose_deliverable({"sft": 40.0, "vanilla-kd": 45.0}, DIRS, "dev", {"final": "trained on 5 of the 10 dev rows"})["name"] == "vanilla-kd"
 
 
-def guarded(dev: dict, train_on_labeled: bool = False) -> dict:
+def guarded(dev: dict, train_on_labeled: bool = False, low: float = 1.0) -> dict:
     r = report([[40.0, 40.0]], dev["final"])
     r["config"]["student"] = {"train_on_labeled": train_on_labeled}
     r["baselines"] = {name: {"test": {"f1": 50.0, "exact_match": 10.0}} for name in dev if name != "final"}
     r["counts"]["labeled_train"] = 40
-    r["deliverable"] = choose_deliverable(dev, DIRS, "10 rows held out of L (data.dev_holdout)")
+    r["deliverable"] = choose_deliverable(dev, DIRS, "10 rows held out of L (data.dev_holdout)", vs_final=margins(dev, dict.fromkeys(dev, low)))
     return r
 
 
 def test_losing_to_sft_on_dev_is_a_warning_naming_what_to_change():
     (warning,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}))
     assert warning.startswith("final student: dev F1 55.8 is below sft's 67.2 on 10 rows held out of L (data.dev_holdout): "
-                              "plain fine-tuning on L beats the distilled student here, so the deliverable is sft")
+                              "plain fine-tuning on L beats the distilled student here (sft - final +11.4 [+1.0, +19.4]), "
+                              "so the deliverable is sft")
+    (within,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, low=-2.0))
+    assert "within dev noise (sft - final +11.4 [-2.0, +19.4]), so the deliverable is final" in within
     assert "student.train_on_labeled: true" in warning and "teacher.demo_selection: bm25" in warning
     assert "train_on_labeled" not in deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, True))[0]
     assert deliverable_warnings(guarded({"final": 67.2, "sft": 67.2})) == []
@@ -110,10 +126,11 @@ def test_report_md_marks_the_deliverable_row_and_the_run_dir_points_to_it(tmp_pa
     r["deliverable"]["dir"] = str(student)
     write_report(r, tmp_path)
     table = (tmp_path / "report.md").read_text()
-    assert "| SFT on L (40 gold) — deliverable (dev-best) |" in table and "| MCKD-2 — final student |" in table
+    assert "| SFT on L (40 gold) — deliverable |" in table and "| MCKD-2 — final student |" in table
     assert f"Deliverable (`deliverable/` in the run dir, `mckd predict RUN_DIR`): **sft** — `{student}`" in table
     link = tmp_path / "deliverable"
     assert link.is_symlink() and str(link.readlink()) == "baselines/sft" and link.resolve() == student
-    r["deliverable"] = choose_deliverable({"final": 70.0, "sft": 67.2}, {**DIRS, "final": str(tmp_path / "final")}, "dev")
+    r["deliverable"] = choose_deliverable({"final": 70.0, "sft": 67.2}, {**DIRS, "final": str(tmp_path / "final")}, "dev",
+                                          vs_final={"sft": {"diff": -2.8, "ci95": [-9.0, 3.0]}})
     write_report(r, tmp_path)  # a re-run that ships another candidate moves the pointer
-    assert str(link.readlink()) == "final" and "| MCKD-2 — final student — deliverable (dev-best) |" in (tmp_path / "report.md").read_text()
+    assert str(link.readlink()) == "final" and "| MCKD-2 — final student — deliverable |" in (tmp_path / "report.md").read_text()

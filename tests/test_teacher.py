@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from mckd_core.formats import get_format
 from mckd_core.prompting import Demo, DemoSelector, build_prompt, extract_output
@@ -94,3 +95,16 @@ def test_invalid_outputs_are_not_cached_as_successes_when_sampling(tmp_path):
         annotate(rows, demos, get_format("slots"), backend, cache, k=1, selection="random-fixed", seed=0,
                  params=GenParams(32, temperature=0.7), chat=True)
     assert backend.calls == 3  # the valid row once, the invalid row on both runs
+
+
+@pytest.mark.parametrize(("precision", "native", "dtype"), [("auto", True, "bfloat16"), ("auto", False, "float32"),
+                                                           ("fp32", True, "float32"), ("bf16", False, "bfloat16")])
+def test_teacher_precision_picks_the_weights_dtype(tiny_models, monkeypatch, precision, native, dtype):
+    """`auto` loads bf16 weights exactly where the CPU has native bf16; they still generate greedy text."""
+    from mckd_core import student
+
+    monkeypatch.setattr(student, "native_bf16_cpu", lambda: native)
+    teacher = TransformersTeacher(tiny_models["teacher"], chat=False, batch_size=2, precision=precision)
+    assert str(teacher.model.dtype) == f"torch.{dtype}"
+    prompts = [build_prompt("Map each word to its partner word.", [Demo("d1", "cat", "dog")], q) for q in ("red", "up")]
+    assert all(isinstance(text, str) for text in teacher.generate(prompts, GenParams(max_new_tokens=4)))

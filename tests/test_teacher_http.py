@@ -14,8 +14,8 @@ from mckd_core.errors import MckdInputError, TeacherTransportError
 from mckd_core.failures import is_transient
 from mckd_core.prompting import Demo, build_prompt
 from mckd_core.teacher import GenParams
-from mckd_core.teacher_http import COMPLETION_STOP, OpenAITeacher, TeacherRequestError, openai_teacher_from_config
-from mckd_core.vllm_server import free_port, parse_prometheus
+from mckd_core.teacher.http import COMPLETION_STOP, OpenAITeacher, TeacherRequestError, openai_teacher_from_config
+from mckd_core.teacher.vllm_server import free_port, parse_prometheus
 
 PROMPT = build_prompt("Map each word.", [Demo("d1", "cat", "dog")], "sun")
 

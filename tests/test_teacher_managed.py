@@ -22,7 +22,7 @@ from mckd_core.data import write_parquet
 from mckd_core.errors import MckdInputError, TeacherTransportError
 from mckd_core.failures import is_transient
 from mckd_core.steps import annotate_rows, teacher_backend, teacher_session
-from mckd_core.vllm_server import VLLMServerError, metrics
+from mckd_core.teacher.vllm_server import VLLMServerError, metrics
 from toy_data import PAIRS, toy_config
 
 ROWS = 8

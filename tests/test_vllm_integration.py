@@ -14,7 +14,7 @@ from mckd_core.formats import get_format
 from mckd_core.formats.slots import bio_to_bracketed
 from mckd_core.prompting import Demo, build_prompt, extract_output
 from mckd_core.teacher import GenParams, ResponseCache, annotate
-from mckd_core.teacher_http import OpenAITeacher
+from mckd_core.teacher.http import OpenAITeacher
 from tests_support import served_requests
 
 pytestmark = pytest.mark.integration

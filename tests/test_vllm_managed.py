@@ -20,7 +20,7 @@ from flows import mckd_flow
 from mckd_core.atis import write_atis
 from mckd_core.config import parse_config
 from mckd_core.steps import teacher_backend
-from mckd_core.vllm_server import VLLMServerError
+from mckd_core.teacher.vllm_server import VLLMServerError
 from tests_support import served_requests
 from vllm_fixture import _vllm_python_or_skip
 

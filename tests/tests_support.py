@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mckd_core.vllm_server import metrics
+from mckd_core.teacher.vllm_server import metrics
 
 REQUESTS = "vllm:request_success_total"
 

@@ -34,7 +34,7 @@ def _vllm_python_or_skip() -> str:
 def vllm_server(tmp_path_factory):
     """A started `VLLMServer` serving SmolLM2-135M-Instruct as "smollm2" (CPU settings); stopped at session end."""
     from mckd_core.models import resolve_model
-    from mckd_core.vllm_server import VLLMServer, cpu_defaults
+    from mckd_core.teacher.vllm_server import VLLMServer, cpu_defaults
 
     python = _vllm_python_or_skip()
     log = tmp_path_factory.mktemp("vllm") / "server.log"

@@ -27,6 +27,8 @@ from typing import Sequence
 
 import httpx
 
+from ..config import VLLMConfig
+
 STOP_GRACE_S = 20.0
 LOG_TAIL_LINES = 30
 
@@ -50,6 +52,14 @@ def cpu_defaults() -> dict:
     cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     return {"dtype": "float32", "enforce_eager": True,
             "env": {"VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_KVCACHE_SPACE": "2"}}
+
+
+def engine_settings(v: VLLMConfig) -> dict:
+    """dtype, enforce_eager, env and sizing: the keyword arguments of `VLLMServer` (most of them also `vllm.LLM`'s)."""
+    base = cpu_defaults() if v.cpu else {"dtype": "auto", "enforce_eager": False, "env": {}}
+    return {"dtype": v.dtype or base["dtype"], "enforce_eager": base["enforce_eager"], "env": {**base["env"], **v.env},
+            "tensor_parallel_size": v.tensor_parallel_size, "gpu_memory_utilization": v.gpu_memory_utilization,
+            "max_model_len": v.max_model_len, "enable_prefix_caching": v.enable_prefix_caching}
 
 
 def metrics(base_url: str, timeout_s: float = 10.0) -> dict[str, float]:

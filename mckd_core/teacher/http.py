@@ -16,10 +16,10 @@ from typing import Sequence
 
 import httpx
 
-from .config import TeacherConfig
-from .errors import MckdInputError, TeacherTransportError
-from .prompting import Prompt
-from .teacher import GenParams, ProgressFn
+from ..config import TeacherConfig
+from ..errors import MckdInputError, TeacherTransportError
+from ..prompting import Prompt
+from .base import GenParams, ProgressFn
 
 # Completion prompts end with "Output:"; the answer is one line, and the model tends to continue with
 # the next "Input:" demo block.

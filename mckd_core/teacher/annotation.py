@@ -1,0 +1,70 @@
+"""Few-shot annotation: build the prompts, ask the backend only for rows the cache lacks, validate every output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from ..data import label_frame
+from ..prompting import Demo, DemoSelector, build_prompt, extract_output
+from .base import GenParams, ProgressFn, TeacherBackend
+from .cache import ResponseCache, cacheable
+
+
+@dataclass
+class AnnotationStats:
+    requested: int = 0
+    cached: int = 0
+
+
+def annotate(
+    examples: pd.DataFrame,
+    demos: Sequence[Demo],
+    fmt,
+    backend: TeacherBackend,
+    cache: ResponseCache,
+    *,
+    k: int,
+    selection: str,
+    seed: int,
+    params: GenParams,
+    chat: bool,
+    chunk_size: int = 64,
+    progress: ProgressFn | None = None,
+) -> tuple[pd.DataFrame, AnnotationStats]:
+    """Few-shot label every row of `examples`; only rows missing from the cache reach the backend.
+
+    Responses are cached chunk by chunk as they arrive, so a crash loses at most one chunk. Transport
+    failures never reach the cache; invalid outputs are flagged in the label rows (see `cacheable`).
+    """
+    selector = DemoSelector(demos, k, selection, seed)
+    prompts = [build_prompt(fmt.instruction, selector.select(text), text) for text in examples["input"]]
+    keys = [ResponseCache.key(backend.model_key, fmt.instruction, p.demo_ids, params, text, chat)
+            for p, text in zip(prompts, examples["input"])]
+    raws = cache.get_many(keys)
+    missing = [i for i, key in enumerate(keys) if key not in raws]
+    stats = AnnotationStats(requested=len(missing), cached=len(keys) - len(missing))
+    done = stats.cached
+    if progress:
+        progress(done, len(keys))
+    for start in range(0, len(missing), chunk_size):
+        idx = missing[start:start + chunk_size]
+        generated = backend.generate([prompts[i] for i in idx], params)
+        fresh = {keys[i]: text for i, text in zip(idx, generated)}
+        cache.put_many({key: text for (key, text), i in zip(fresh.items(), idx)
+                        if cacheable(params, fmt, examples["input"].iloc[i], text)})
+        raws.update(fresh)
+        done += len(idx)
+        if progress:
+            progress(done, len(keys))
+    labels, raw_list, valids, errors = [], [], [], []
+    for key, text in zip(keys, examples["input"]):
+        raw = raws[key]
+        checked = fmt.check(text, extract_output(raw))
+        labels.append(checked.label)
+        raw_list.append(raw)
+        valids.append(checked.valid)
+        errors.append(checked.error if not checked.valid else ("repaired" if checked.repaired else None))
+    return label_frame(examples, labels, raw_list, valids, errors, source="teacher", stage=0), stats

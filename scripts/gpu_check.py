@@ -3,7 +3,8 @@
 Every check calls the product code (mckd_core.student / failures / gpus), on a random-init student shaped like
 SmolLM2-135M (hidden 576, 30 layers, 9 heads, 3 KV heads; `--shape tiny` for CPU) with the file-less byte-level
 ByT5 tokenizer, on synthetic fixed-length rows (every batch has the same tokens):
-  train_throughput  train() on the slot's device: bf16 autocast on CUDA, tokens/s (steady: first step excluded)
+  train_throughput  train() on the slot's device: bf16 autocast on CUDA (and on a CPU with native bf16), tokens/s
+                    (steady: first step excluded)
   cpu_ratio         the same steps on CPU (CUDA hidden in a spawned child): CUDA / CPU steady tokens/s
   oom_backoff       a real CUDA OOM (this process holds all but the measured footprint of the normal micro-batch;
                     the student asks for --oom-factor times it) -> StudentOOM -> with_micro_batch(spec, attempt),
@@ -122,12 +123,13 @@ def skip(reason: str, **numbers) -> dict:
 
 def check_train_throughput(ctx) -> dict:
     from mckd_core.gpus import device_slot
+    from mckd_core.student import native_bf16_cpu
 
     spec = make_spec(ctx.model["dir"], ctx.tmp("throughput"), ctx.args.steps * ctx.args.batch_size, ctx.args.batch_size)
     with device_slot() as slot:
         r = in_child(timed_train, spec, visible=cuda_id(slot))
     ctx.gpu = r if ctx.cuda else None
-    ok = math.isfinite(r["loss"]) and r["device"] == ("cuda" if ctx.cuda else "cpu") and r["bf16"] == ctx.cuda
+    ok = math.isfinite(r["loss"]) and r["device"] == ("cuda" if ctx.cuda else "cpu") and r["bf16"] == (ctx.cuda or native_bf16_cpu())
     return {"passed": ok, "detail": f"{r['steps']} steps of {ctx.args.batch_size} rows on {r['device']}, "
                                     f"bf16 autocast {r['bf16']}", "slot": str(slot), **r}
 

@@ -121,7 +121,8 @@ def deliverable(report: dict) -> dict:
     tests = {"final": report["final_student"]["test"], **{name: base["test"] for name, base in report["baselines"].items()}}
     dev = {name: f1 for name, f1 in chosen["dev"].items() if name != "sft-n"}
     margins = {name: cmp for name, cmp in chosen.get("vs_final", {}).items() if name != "sft-n"}
-    l_only = choose_deliverable(dev, {name: name for name in tests}, chosen.get("dev_source", "dev"), vs_final=margins)["name"]
+    l_only = choose_deliverable(dev, {name: name for name in tests}, chosen.get("dev_source", "dev"), vs_final=margins,
+                                dev_rows=chosen.get("dev_rows"))["name"]
     return {"name": chosen["name"], "dev": chosen["dev"], "test_f1": tests[chosen["name"]]["f1"],
             "test_ci95": tests[chosen["name"]].get("ci95"),
             "with_l_only": {"name": l_only, "test_f1": tests[l_only]["f1"], "test_ci95": tests[l_only].get("ci95")}}

@@ -126,7 +126,7 @@ def mckd_flow(config: RunConfig) -> dict:
     started = time.perf_counter()
     candidates = {"final": final, **{name: student.result() for name, (student, _) in baselines.items()}}
     dev_f1, vs_final, dirs, not_compared = _dev_scores(cfg, n, data.dev, candidates)
-    deliverable = choose_deliverable(dev_f1, dirs, data.dev_source, not_compared, vs_final)
+    deliverable = choose_deliverable(dev_f1, dirs, data.dev_source, not_compared, vs_final, data.dev.rows)
 
     # 6. Evaluate on T (never used for any decision above) and report.
     final_test = final_test.result() if final_test else None

@@ -95,13 +95,18 @@ def degradation_warnings(report: dict, ratio: float = 0.5) -> list[str]:
 
 
 def _simplicity(name: str) -> float:
-    """Ties on dev go to the paper's final student, then to the simpler model: SFT, SFT-N, then by number of stages."""
+    """Dev ties go to the simpler model: the final student's lead, then SFT, SFT-N, then by number of stages."""
     first = {"final": -1, "sft": 0, "sft-n": 0.5}
     return first[name] if name in first else baseline_stages(name)
 
 
+#: Fewer dev rows than this cannot show a candidate beyond noise: a bootstrap over 1-5 rows has (almost) no width.
+MIN_GUARD_ROWS = 10
+
+
 def choose_deliverable(dev: dict[str, float], dirs: dict[str, str], dev_source: str,
-                       excluded: dict[str, str] | None = None, vs_final: dict[str, dict] | None = None) -> dict:
+                       excluded: dict[str, str] | None = None, vs_final: dict[str, dict] | None = None,
+                       dev_rows: int | None = None) -> dict:
     """The deliverable guard (report.json `deliverable`) over candidates scored on the same dev rows, none of which any
     of them trained on (`dev`: {name: F1}; the final student is "final").
 
@@ -110,29 +115,33 @@ def choose_deliverable(dev: dict[str, float], dirs: dict[str, str], dev_source: 
     compete (the dev-best of them ships; ties go to the simpler model). Picking the plain dev-best on 10-20 dev rows
     traded the final student away on noise: over 3 ATIS seeds it shipped models 2.8 F1 worse on T (BENCHMARKS.md).
     Without a final student to compare with (it trained on the dev rows), the dev-best ships. `excluded`: candidates
-    that could not be compared there, with the reason.
+    that could not be compared there, with the reason. With fewer than MIN_GUARD_ROWS `dev_rows` no candidate can be
+    shown beyond noise, so the final student ships.
     """
     excluded, vs_final = excluded or {}, vs_final or {}
+    too_few = dev_rows is not None and dev_rows < MIN_GUARD_ROWS
     if not dev:
         return {"name": "final", "dir": dirs["final"], "dev": {}, "dev_source": dev_source, "excluded": excluded,
                 "vs_final": {}, "why": "no candidate could be scored on dev rows it did not train on: the final student, "
                                       "as in the paper"}
     scores = ", ".join(f"{name} {dev[name]:.1f}" for name in sorted(dev, key=lambda name: (-dev[name], _simplicity(name))))
     if "final" in dev:
-        better = [name for name, cmp in vs_final.items() if name in dev and cmp["ci95"][0] > 0]
+        better = [] if too_few else [name for name, cmp in vs_final.items() if name in dev and cmp["ci95"][0] > 0]
         best = min(better, key=lambda name: (-dev[name], _simplicity(name))) if better else "final"
         margins = ", ".join(f"{name} {cmp['diff']:+.1f} {fmt_ci(cmp['ci95'], signed=True)}" for name, cmp in vs_final.items())
         why = (f"{best} beats the final student beyond noise on {dev_source} (candidate - final, paired 95% CI: "
                f"{margins}); dev F1: {scores}" if better else
                f"no candidate beats the final student beyond noise on {dev_source} (candidate - final, paired 95% CI: "
                f"{margins or 'none scored row by row'}): the paper's final student ships; dev F1: {scores}")
+        if too_few:
+            why += f" (only {dev_rows} dev rows: at least {MIN_GUARD_ROWS} are needed to ship another candidate)"
     else:
         best = min(dev, key=lambda name: (-dev[name], _simplicity(name)))
         why = f"best dev F1 on {dev_source} (the final student could not be compared there): {scores}"
     if excluded:
         why += "; not compared: " + "; ".join(f"{name} ({reason})" for name, reason in excluded.items())
     return {"name": best, "dir": dirs[best], "why": why, "dev": dict(dev), "dev_source": dev_source, "excluded": excluded,
-            "vs_final": dict(vs_final)}
+            "vs_final": dict(vs_final), "dev_rows": dev_rows}
 
 
 def deliverable_warnings(report: dict) -> list[str]:
@@ -145,8 +154,8 @@ def deliverable_warnings(report: dict) -> list[str]:
     fixes = ([] if gold_aware else ["student.train_on_labeled: true (the students learn from L's gold rows too)"]) + [
         "more unlabeled rows", "a stronger teacher or prompt (teacher.model, teacher.num_demos, teacher.demo_selection: bm25)"]
     margin = (shipped.get("vs_final") or {}).get("sft")
-    verdict = ("plain fine-tuning on L beats the distilled student here" if shipped["name"] == "sft" else
-               "within dev noise" if margin else "not resolved row by row")
+    verdict = ("not resolved row by row" if not margin else
+               "plain fine-tuning on L beats the distilled student here" if margin["ci95"][0] > 0 else "within dev noise")
     if margin:
         verdict += f" (sft - final {margin['diff']:+.1f} {fmt_ci(margin['ci95'], signed=True)})"
     return [f"final student: dev F1 {dev['final']:.1f} is below sft's {dev['sft']:.1f} on {shipped['dev_source']}: "

@@ -81,6 +81,14 @@ def test_the_guard_ships_a_candidate_only_when_it_beats_the_final_student_beyond
     assert choose_deliverable({**dev, "final": 70.0}, DIRS, "data.dev (20 rows)", vs_final={})["name"] == "final"
 
 
+def test_too_few_dev_rows_never_ship_another_candidate():
+    """A bootstrap over a handful of rows has (almost) no width: a 1-row 'CI above 0' is not evidence."""
+    dev = {"final": 0.0, "sft": 100.0}
+    one_row = choose_deliverable(dev, DIRS, "1 row held out of L", vs_final=margins(dev, {"sft": 100.0}), dev_rows=1)
+    assert one_row["name"] == "final" and one_row["why"].endswith("(only 1 dev rows: at least 10 are needed to ship another candidate)")
+    assert choose_deliverable(dev, DIRS, "data.dev", vs_final=margins(dev, {"sft": 100.0}), dev_rows=10)["name"] == "sft"
+
+
 def test_among_candidates_beyond_noise_the_dev_best_then_the_simpler_model_ships():
     dev = {"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 61.0, "final": 50.0}
     assert choose_deliverable(dev, DIRS, "dev", vs_final=margins(dev, dict.fromkeys(dev, 1.0)))["name"] == "sft"
@@ -113,6 +121,9 @@ def test_losing_to_sft_on_dev_is_a_warning_naming_what_to_change():
                               "so the deliverable is sft")
     (within,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, low=-2.0))
     assert "within dev noise (sft - final +11.4 [-2.0, +19.4]), so the deliverable is final" in within
+    # vanilla KD ships (dev-best of those beyond noise) while SFT is beyond noise too: the warning says SFT beats it
+    (beaten,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2, "vanilla-kd": 70.0}))
+    assert "beats the distilled student here (sft - final +11.4 [+1.0, +19.4]), so the deliverable is vanilla-kd" in beaten
     assert "student.train_on_labeled: true" in warning and "teacher.demo_selection: bm25" in warning
     assert "train_on_labeled" not in deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, True))[0]
     assert deliverable_warnings(guarded({"final": 67.2, "sft": 67.2})) == []

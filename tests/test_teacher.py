@@ -103,7 +103,10 @@ def test_teacher_precision_picks_the_weights_dtype(tiny_models, monkeypatch, pre
     """`auto` loads bf16 weights exactly where the CPU has native bf16; they still generate greedy text."""
     from mckd_core import student
 
+    import torch
+
     monkeypatch.setattr(student, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(student, "pick_device", lambda: torch.device("cpu"))  # a CUDA host would never ask the CPU
     teacher = TransformersTeacher(tiny_models["teacher"], chat=False, batch_size=2, precision=precision)
     assert str(teacher.model.dtype) == f"torch.{dtype}"
     prompts = [build_prompt("Map each word to its partner word.", [Demo("d1", "cat", "dog")], q) for q in ("red", "up")]

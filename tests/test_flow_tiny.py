@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
 from flows import mckd_flow
 from mckd_core.config import parse_config
+from tests_support import final_task_runs
 from toy_data import toy_config
 
 
@@ -85,30 +83,11 @@ def test_every_node_conserves_rows(toy_run):
         assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
 
 
-async def _task_runs_of(flow_run_id, timeout_s: float = 30.0):
-    """Task runs of a flow run and of its subflow runs (the stages), once the API has recorded their final states.
-
-    States arrive as events a moment after the flow returns, so read until every run is final and two reads agree.
-    """
-    deadline, seen = time.monotonic() + timeout_s, None
-    async with get_client() as client:
-        subflows = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
-        ids = [flow_run_id] + [f.id for f in subflows]
-        while True:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-            now = sorted((r.name, r.state.name if r.state else None) for r in runs)
-            if (now == seen and all(r.state and r.state.is_final() for r in runs)) or time.monotonic() > deadline:
-                return runs
-            seen = now
-            await asyncio.sleep(0.5)
-
-
 def test_rerun_same_config_is_cached(toy_run):
     cfg, first = toy_run
     second = mckd_flow(cfg, return_state=True)
     assert second.is_completed()
-    runs = asyncio.run(_task_runs_of(second.state_details.flow_run_id))
+    runs = asyncio.run(final_task_runs(second.state_details.flow_run_id))
     heavy = [r for r in runs if r.name.startswith(("annotate", "train-student", "evaluate-student"))]
     assert {r.name.rsplit("-", 1)[0] for r in heavy} == {"annotate", "train-student", "evaluate-student"}
     assert len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 3  # 2 stages x K=2, final, 3 baselines

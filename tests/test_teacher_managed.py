@@ -12,8 +12,6 @@ import sqlite3
 
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from fake_vllm_server import fake_vllm_python
 from flows import mckd_flow
@@ -23,6 +21,7 @@ from mckd_core.errors import MckdInputError, TeacherTransportError
 from mckd_core.failures import is_transient
 from mckd_core.steps import annotate_rows, teacher_backend, teacher_session
 from mckd_core.teacher.vllm_server import VLLMServerError, metrics
+from tests_support import final_task_runs
 from toy_data import PAIRS, toy_config
 
 ROWS = 8
@@ -125,10 +124,10 @@ def test_killed_server_is_restarted_by_the_retry_which_sends_only_the_missing_ro
     assert len(starts(fake)) == 2 and not any(alive(pid) for pid in starts(fake))
 
 
-async def _task_states(flow_run_id, prefix: str) -> list[str]:
-    async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        return [r.state.name for r in runs if r.name.startswith(prefix)]
+def _states(flow_state, prefix: str) -> list[str]:
+    """The final state names of a flow run's task runs named `prefix…`."""
+    runs = asyncio.run(final_task_runs(flow_state.state_details.flow_run_id))
+    return [r.state.name for r in runs if r.name.startswith(prefix)]
 
 
 def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tmp_path, tiny_models, monkeypatch):
@@ -144,7 +143,7 @@ def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tm
 
     second = mckd_flow(cfg, return_state=True)  # same config: the ephemeral port is in no cache key
     assert second.is_completed()
-    assert asyncio.run(_task_states(second.state_details.flow_run_id, "annotate")) == ["Cached", "Cached"]
+    assert _states(second, "annotate") == ["Cached", "Cached"]
     assert len(starts(fake)) == 2
 
 

@@ -19,6 +19,7 @@ depend on luck; the cost is the heartbeat bound (90 s here), not training.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -33,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from prefect_server import PREFECT, REPO, Server, stop_process_group
+from tests_support import final_task_runs
 from toy_data import toy_config
 
 pytestmark = pytest.mark.integration
@@ -323,9 +325,6 @@ def test_report_equals_the_local_run(two_worker_run):
 def test_finished_nodes_stay_cached(two_worker_run):
     """The same config again (in this process, students local): every node comes back Cached from the runs root,
     the students the workers trained and the one retried after the kill included; the report is the same."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
-
     from flows import mckd_flow
     from mckd_core.config import parse_config
 
@@ -333,10 +332,7 @@ def test_finished_nodes_stay_cached(two_worker_run):
     state = mckd_flow(parse_config(config), return_state=True)
     assert state.is_completed(), state.message
     assert _metrics(state.result()) == _metrics(two_worker_run.report)
-    root = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        stages = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[root])))
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[root, *(s.id for s in stages)])))
+    tasks = asyncio.run(final_task_runs(state.state_details.flow_run_id))
     nodes = [t for t in tasks if t.name.startswith(("annotate", "partition", "train-student", "relabel", "merge-labels",
                                                        "evaluate-student", "score-labels"))]
     assert len([t for t in nodes if t.name.startswith("train-student")]) == 5  # 2 x 2 stage students + final

@@ -439,9 +439,11 @@ def holds_student(model_dir: str | Path, metrics: dict) -> bool:
 
 
 def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, max_new_tokens: int, device, precision: str = "auto") -> list[str]:
-    """Greedy outputs (first line) for `inputs`, batched longest-first to keep padding low."""
+    """Greedy outputs (first line) for `inputs`, batched longest-first to keep padding low; in bf16 weights where
+    `precision` trains in bf16 (`generation_model`)."""
     import torch
 
+    model = generation_model(model, device, precision)
     model.eval()
     texts = list(inputs) if seq2seq else [causal_prompt(x) for x in inputs]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -452,9 +454,7 @@ def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, 
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=seq2seq).to(device)
-            # On a CPU, autocast re-casts every weight at every decoding step: fp32 generation was faster there
-            # (dev selection 20.5 vs 23.1 s per 100-row student, BENCHMARKS.md), and it is what fp32 students get.
-            with torch.inference_mode(), _autocast(device, precision if device.type == "cuda" else "fp32"):
+            with torch.inference_mode():
                 out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)
             new = out if seq2seq else out[:, enc["input_ids"].shape[1]:]
             for row, i in enumerate(idx):
@@ -463,6 +463,20 @@ def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, 
     finally:
         tok.padding_side = previous_side
     return outputs
+
+
+def generation_model(model, device, precision: str):
+    """`model` itself, or a bf16 copy of its weights where `precision` trains in bf16.
+
+    One cast of a copy (0.4 s for SmolLM2-135M), not autocast: autocast re-casts every weight at every decoding step,
+    which on a CPU made bf16 generation slower than fp32; with bf16 weights a dev-selection pass ran 1.8x faster
+    (BENCHMARKS.md). A model already in bf16 (`predict` loads it so) is used as it is.
+    """
+    import torch
+
+    if not uses_bf16(device, precision) or next(model.parameters()).dtype == torch.bfloat16:
+        return model
+    return copy.deepcopy(model).to(torch.bfloat16)
 
 
 def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new_tokens: int = 128,
@@ -475,7 +489,8 @@ def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new
     seq2seq = is_seq2seq(model_dir, "auto")
     tok = load_tokenizer(model_dir)
     cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-    model = cls.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    dtype = torch.bfloat16 if uses_bf16(device, precision) else torch.float32
+    model = cls.from_pretrained(model_dir, dtype=dtype).to(device)
     outputs: list[str] = []
     chunk = max(batch_size * 4, 1)
     for start in range(0, len(inputs), chunk):

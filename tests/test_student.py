@@ -10,7 +10,8 @@ from toy_data import PAIRS
 
 @pytest.mark.parametrize(("arch", "precision"), [("t5", "fp32"), ("llama", "fp32"), ("llama", "bf16")])
 def test_student_learns_toy_mapping(tiny_models, tmp_path, arch, precision):
-    """fp32 pinned (a 2-layer random T5 at lr 3e-3 gets 7 of 8 in bf16); bf16 autocast learns the same mapping."""
+    """fp32 pinned (a 2-layer random T5 at lr 3e-3 gets 7 of 8 in bf16); bf16 autocast learns the same mapping, and
+    selects and predicts it with bf16 weights."""
     out = tmp_path / arch
     spec = TrainSpec(model=tiny_models[arch], out_dir=str(out), task="text", train_inputs=list(PAIRS),
                      train_targets=list(PAIRS.values()), dev_inputs=list(PAIRS), dev_targets=list(PAIRS.values()),
@@ -21,7 +22,21 @@ def test_student_learns_toy_mapping(tiny_models, tmp_path, arch, precision):
     assert metrics["dev_f1"] == 100.0
     assert metrics["arch"] == ("seq2seq" if arch == "t5" else "causal")
     assert (out / "model.safetensors").is_file() and json.loads((out / "metrics.json").read_text())["train_rows"] == 8
-    assert predict(str(out), list(PAIRS), max_new_tokens=8) == list(PAIRS.values())
+    assert predict(str(out), list(PAIRS), max_new_tokens=8, precision=precision) == list(PAIRS.values())
+
+
+def test_generation_model_is_a_bf16_copy_only_where_training_is_bf16(tiny_models):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mckd_core.student import generation_model
+
+    model, cpu = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32), torch.device("cpu")
+    assert generation_model(model, cpu, "fp32") is model
+    copy = generation_model(model, cpu, "bf16")
+    assert copy is not model and next(copy.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the weights training goes on with are untouched
+    assert generation_model(copy, cpu, "bf16") is copy  # already bf16 (as `predict` loads it): no second copy
 
 
 def test_training_is_seeded(tiny_models, tmp_path):

@@ -454,15 +454,38 @@ def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, 
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=seq2seq).to(device)
+            prompt = 0 if seq2seq else enc["input_ids"].shape[1]
             with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id)
-            new = out if seq2seq else out[:, enc["input_ids"].shape[1]:]
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id,
+                                     stopping_criteria=[FirstLineDone(tok, prompt)])
+            new = out[:, prompt:]
             for row, i in enumerate(idx):
                 text = tok.decode(new[row], skip_special_tokens=True).strip()
                 outputs[i] = text.splitlines()[0].strip() if text else ""
     finally:
         tok.padding_side = previous_side
     return outputs
+
+
+def first_line_done(text: str) -> bool:
+    """Whether `text`, stripped of leading whitespace, holds a whole first line (one followed by a line break)."""
+    text = text.lstrip()
+    return bool(text) and len(text.splitlines(keepends=True)[0]) > len(text.splitlines()[0])
+
+
+class FirstLineDone:
+    """Stops decoding a row once its output has a whole first line: `generate` keeps only that line, and a student
+    that does not end with EOS tends to go on with a new line ("Input: ...") until max_new_tokens, which kept the
+    whole batch decoding."""
+
+    def __init__(self, tok, prompt_tokens: int):
+        self.tok, self.prompt_tokens = tok, prompt_tokens
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tok.batch_decode(input_ids[:, self.prompt_tokens:], skip_special_tokens=True)
+        return torch.tensor([first_line_done(t) for t in texts], device=input_ids.device)
 
 
 def generation_model(model, device, precision: str):

@@ -169,3 +169,43 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
         monkeypatch.setattr(student, "native_bf16_cpu", lambda: native)
         assert student.uses_bf16(cpu, "auto") is native
         assert student.uses_bf16(cpu, "bf16") and not student.uses_bf16(cpu, "fp32")
+
+
+@pytest.mark.parametrize(("text", "done"), [("dog\nInput: x", True), ("dog", False), ("dog \r\n", True), ("\n\n  dog", False),
+                                            ("  \n dog\n", True), ("", False), ("dog\u2028more", True)])
+def test_first_line_done_means_the_kept_line_is_whole(text, done):
+    from mckd_core.student import first_line_done
+
+    assert first_line_done(text) is done
+
+
+def test_generation_stops_each_row_after_its_first_line_with_the_same_outputs(tiny_models, tmp_path, monkeypatch):
+    """A student that goes on past its answer with a new line (as ones without a learned EOS do) is stopped there, and
+    the kept first lines are what decoding to max_new_tokens gives."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mckd_core import student
+    from mckd_core.student import causal_prompt, generate, load_tokenizer
+
+    rambling = {x: f"{y}\nInput: {x} {x} {x} {x} and so on" for x, y in PAIRS.items()}
+    out = tmp_path / "rambler"
+    train(TrainSpec(model=tiny_models["llama"], out_dir=str(out), task="text", train_inputs=list(rambling),
+                    train_targets=list(rambling.values()), epochs=60, batch_size=4, learning_rate=3e-3,
+                    max_target_tokens=48, select_on_dev=False, precision="fp32"))
+    model, tok = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32), load_tokenizer(str(out))
+    calls = []
+
+    class Counting(student.FirstLineDone):
+        def __call__(self, input_ids, scores, **kwargs):
+            calls.append(1)
+            return super().__call__(input_ids, scores, **kwargs)
+
+    monkeypatch.setattr(student, "FirstLineDone", Counting)
+    kept = generate(model, tok, False, list(PAIRS), 8, 40, torch.device("cpu"), "fp32")
+    tok.padding_side = "left"
+    enc = tok([causal_prompt(x) for x in PAIRS], return_tensors="pt", padding=True, add_special_tokens=False)
+    full = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
+    reference = [t.strip().splitlines()[0].strip() for t in tok.batch_decode(full[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    assert kept == reference == list(PAIRS.values())
+    assert len(calls) < 40 // 2  # "dog\n" is 4 bytes: decoding ended long before max_new_tokens

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import log, machine, save_result  # noqa: E402
+from harness import log, machine, save_result  # noqa: E402
 from student_speed import shuffled_pool, student_spec  # noqa: E402
 
 PRECISIONS = ["fp32", "bf16"]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from run import interleave, log, machine, median, peak_rss_mib, save_result  # noqa: E402
+from harness import interleave, log, machine, median, peak_rss_mib, save_result  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 VARIANTS = ["before", "after", "trainer"]

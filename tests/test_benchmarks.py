@@ -3,40 +3,55 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:  # the measurement modules import harness as their sibling, as when run.py runs
+    sys.path.insert(0, str(BENCHMARKS))
+
 
 def _load(name: str):
     """A benchmarks/ script as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _load("run")
+harness = _load("harness")
 
 
 def test_linear_fit_recovers_slope_intercept_and_r2():
-    fit = bench.linear_fit([1, 2, 3, 4], [2.5, 4.5, 6.5, 8.5])
+    fit = harness.linear_fit([1, 2, 3, 4], [2.5, 4.5, 6.5, 8.5])
     assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(0.5) and fit["r2"] == pytest.approx(1.0)
-    noisy = bench.linear_fit([0, 1, 2, 3], [0.0, 1.0, 1.0, 3.0])
+    noisy = harness.linear_fit([0, 1, 2, 3], [0.0, 1.0, 1.0, 3.0])
     assert noisy["slope"] == pytest.approx(0.9) and noisy["r2"] == pytest.approx(4.5 ** 2 / (5 * 4.75))
     with pytest.raises(ValueError):
-        bench.linear_fit([1, 1], [1, 2])
+        harness.linear_fit([1, 1], [1, 2])
 
 
 def test_interleave_and_verdicts():
-    assert bench.interleave(["a", "b"], 2) == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
-    assert bench.verdict(0.04, 0.05, "max") == "met" and bench.verdict(0.06, 0.05, "max") == "missed"
-    assert bench.verdict(0.9, 1.0, "min") == "missed"
+    assert harness.interleave(["a", "b"], 2) == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+    assert harness.verdict(0.04, 0.05, "max") == "met" and harness.verdict(0.06, 0.05, "max") == "missed"
+    assert harness.verdict(0.9, 1.0, "min") == "missed"
 
 
 def test_toy_pool_inputs_are_distinct():
-    pool = bench.toy_pool(100)
+    pool = harness.toy_pool(100)
     assert pool["input"].is_unique and pool["id"].is_unique and len(pool) == 100
+
+
+def test_union_of_node_intervals_counts_each_busy_second_once():
+    union = _load("overhead").union_seconds
+    assert union([]) == 0.0
+    assert union([(5.0, 6.0), (0.0, 2.0)]) == pytest.approx(3.0)  # disjoint, given out of order
+    assert union([(0.0, 2.0), (1.0, 4.0)]) == pytest.approx(4.0)  # overlapping
+    assert union([(0.0, 10.0), (2.0, 3.0), (4.0, 5.0)]) == pytest.approx(10.0)  # nested
+    # the three kinds at once: one nested in the first, one overlapping and reaching past it, one apart
+    assert union([(0.0, 4.0), (1.0, 2.0), (3.0, 6.0), (8.0, 9.0)]) == pytest.approx(7.0)
 
 
 def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):

@@ -92,7 +92,8 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
         "teacher": {"num_demos": args.teacher_demos, "demo_selection": args.demo_selection,
                     "max_new_tokens": OUTPUT_TOKENS[task], "batch_size": 32, **teacher_backend(args)},
         "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": OUTPUT_TOKENS[task],
-                    "max_dev": args.dev, "eval_batch_size": 32, "train_on_labeled": args.train_on_labeled},
+                    "max_dev": args.dev, "eval_batch_size": 32, "train_on_labeled": args.train_on_labeled,
+                    "init": args.init},
         "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
         "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
     }, source=f"quality config {task} seed {seed}")
@@ -219,8 +220,8 @@ def sizes_of(args) -> dict:
     sizes = {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words",
                                            "teacher_demos", "demo_selection")}
     # Options are keyed only when not their default, so runs recorded before they existed keep their key.
-    options = {"teacher_backend": args.teacher_backend, "train_on_labeled": args.train_on_labeled}
-    return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False)}}
+    options = {"teacher_backend": args.teacher_backend, "train_on_labeled": args.train_on_labeled, "init": args.init}
+    return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained")}}
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
@@ -272,6 +273,8 @@ def main() -> None:
                         help="vllm-server: a vLLM CPU server per run ($MCKD_VLLM_PYTHON, default .vllm-venv; "
                              "scripts/setup_vllm_cpu.sh builds it).")
     parser.add_argument("--train-on-labeled", action="store_true", help="Gold-aware students (student.train_on_labeled).")
+    parser.add_argument("--init", choices=["pretrained", "sft"], default="pretrained",
+                        help="sft: distilled students start from the SFT-on-L student (student.init).")
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")

@@ -45,9 +45,10 @@ class _Nodes:
 
 @flow(name="mckd-stage", flow_run_name="stage-{stage}")
 def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: ParquetRef, dev: ParquetRef,
-               test: ParquetRef | None, gold: ParquetRef | None = None) -> tuple[ParquetRef, list[dict]]:
-    """One intermediate stage: student k trains on every part but k (and on `gold`, when given), then relabels part k
-    (all k concurrently)."""
+               test: ParquetRef | None, gold: ParquetRef | None = None,
+               init: StudentRef | None = None) -> tuple[ParquetRef, list[dict]]:
+    """One intermediate stage: student k trains on every part but k (and on `gold`, when given; from `init`'s weights,
+    when given), then relabels part k (all k concurrently)."""
     n, cfg = _Nodes(config), config
     students, relabels = [], []
     for k, (train_parts, held_out) in enumerate(cross_assignment(cfg.stages.partitions)):
@@ -55,9 +56,9 @@ def stage_flow(config: RunConfig, stage: int, labels: ParquetRef, assignment: Pa
                 n.dir(f"stage-{stage}", f"student-{k}"), f"stage-{stage}/student-{k}")
         if cfg.stages.dispatch == "deployment":
             gpu = cfg.stages.gpus[k % len(cfg.stages.gpus)] if cfg.stages.gpus else None
-            student = dispatch_student_task.submit(*args, gpu=gpu, runs_root=cfg.runs_root, gold=gold)
+            student = dispatch_student_task.submit(*args, gpu=gpu, runs_root=cfg.runs_root, gold=gold, init=init)
         else:
-            student = n.train.submit(*args, slots=n.slots, gold=gold)
+            student = n.train.submit(*args, slots=n.slots, gold=gold, init=init)
         students.append(student)
         relabels.append(n.relabel.submit(student, labels, assignment, held_out, stage, f"stage-{stage}/student-{k}",
                                          cfg.student, cfg.data.task, n.dir(f"stage-{stage}", f"partition-{held_out}"), n.slots))
@@ -99,12 +100,15 @@ def mckd_flow(config: RunConfig) -> dict:
     # 3. Intermediate stages: cross-train and relabel; Y_s is the union of the relabels. Gold-aware students
     #    (student.train_on_labeled) also learn from L's gold rows, less the dev rows they select on.
     gold = data.labeled_train if cfg.student.train_on_labeled else None
+    # Warm start (student.init: sft): the SFT-on-L student trains first and every distilled student starts from it;
+    # it is also the `sft` baseline (the same cached node).
+    init = n.train(*_supervised(cfg, n, data, "sft"), slots=n.slots) if cfg.student.init == "sft" else None
     stages, label_history = [], [labels]
     for stage in range(1, cfg.stages.num_stages):
         started = time.perf_counter()
         if cfg.stages.redraw_partitions:
             assignment = n.partition(data.unlabeled, cfg.stages.partitions, stage_seed(cfg.seed, stage, True), n.dir("data"))
-        new_labels, students = stage_flow(cfg, stage, labels, assignment, data.dev, data.test, gold)
+        new_labels, students = stage_flow(cfg, stage, labels, assignment, data.dev, data.test, gold, init)
         stages.append({"stage": stage, "students": students, "pseudolabel_f1": _f1(n.score(new_labels, cfg.data.task)),
                        "changed_fraction": changed_fraction(labels, new_labels)})
         labels = new_labels
@@ -115,8 +119,8 @@ def mckd_flow(config: RunConfig) -> dict:
     #    from it, so they train alongside it (each student in a CPU slot of its own, or on a GPU).
     started = time.perf_counter()
     final = n.train.submit(labels, None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * cfg.stages.num_stages,
-                           n.dir("final", "student"), "final/student", slots=n.slots, gold=gold)
-    baselines = _submit_baselines(cfg, n, data, label_history, gold)
+                           n.dir("final", "student"), "final/student", slots=n.slots, gold=gold, init=init)
+    baselines = _submit_baselines(cfg, n, data, label_history, gold, init)
     final_test = n.evaluate.submit(final, data.test, cfg.student, cfg.data.task, n.slots) if data.test else None
     final = final.result()
     timings["final"] = time.perf_counter() - started
@@ -164,28 +168,36 @@ def mckd_flow(config: RunConfig) -> dict:
     return report
 
 
-def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef], gold: ParquetRef | None) -> dict:
+def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[ParquetRef], gold: ParquetRef | None,
+                      init: StudentRef | None) -> dict:
     """Comparison students, each trained like the final student on other labels and scored on T: {name: (student
     future, test future)}.
 
-    An s-stage baseline trains on Y_{s-1} (and `gold`, as the final student does) with the seed an s-stage run's final
-    student would get, so `mckd-2` here is the final student of the same config with num_stages=2 (vanilla-kd: Y_0, the
-    teacher's). Supervised baselines train on L less the dev rows (sft) or on sft_n less them, and select epochs on dev
-    only where dev rows are held out of their training data.
+    An s-stage baseline trains on Y_{s-1} (and `gold`, from `init`, as the final student does) with the seed an s-stage
+    run's final student would get, so `mckd-2` here is the final student of the same config with num_stages=2
+    (vanilla-kd: Y_0, the teacher's). Supervised baselines: see `_supervised`.
     """
-    supervised_cfg = cfg.student.model_copy(update={"select_on_dev": data.dev_held_out, "min_valid_rows": 1})
     futures = {}
     for name in cfg.baselines:
         stages = baseline_stages(name)
         if stages is None:
-            rows = data.labeled_train if name == "sft" else data.sft_n
-            labels, student_cfg, seed, with_gold = gold_labels(rows, n.dir("baselines")), supervised_cfg, cfg.seed, None
+            args, extra = _supervised(cfg, n, data, name), {}
         else:
-            labels, student_cfg, seed, with_gold = label_history[stages - 1], cfg.student, cfg.seed + 100 * stages, gold
-        student = n.train.submit(labels, None, None, data.dev, student_cfg, cfg.data.task, seed,
-                                 n.dir("baselines", name), f"baseline/{name}", slots=n.slots, gold=with_gold)
+            args = (label_history[stages - 1], None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * stages,
+                    n.dir("baselines", name), f"baseline/{name}")
+            extra = {"gold": gold, "init": init}
+        student, student_cfg = n.train.submit(*args, slots=n.slots, **extra), args[4]
         futures[name] = (student, n.evaluate.submit(student, data.test, student_cfg, cfg.data.task, n.slots))
     return futures
+
+
+def _supervised(cfg: RunConfig, n: _Nodes, data, name: str) -> tuple:
+    """The train-node arguments of a supervised student: `sft` on L less the dev rows, `sft-n` on sft_n less them;
+    it selects epochs on dev only where dev rows are held out of its training data."""
+    student_cfg = cfg.student.model_copy(update={"select_on_dev": data.dev_held_out, "min_valid_rows": 1})
+    rows = data.labeled_train if name == "sft" else data.sft_n
+    return (gold_labels(rows, n.dir("baselines")), None, None, data.dev, student_cfg, cfg.data.task, cfg.seed,
+            n.dir("baselines", name), f"baseline/{name}")
 
 
 def _dev_scores(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, ...]:

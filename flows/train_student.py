@@ -39,7 +39,7 @@ class StudentDispatchError(RuntimeError):
 @flow(name="mckd-train-student", flow_run_name="{what}", persist_result=True, log_prints=True)
 def train_student_flow(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                        student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str,
-                       runs_root: str | None = None, gold: ParquetRef | None = None) -> StudentRef:
+                       runs_root: str | None = None, gold: ParquetRef | None = None, init: StudentRef | None = None) -> StudentRef:
     """Train one student (the `train-student` task: cached, GPU-failure retries with OOM back-off).
 
     `runs_root`: when given, the task's cached result lives under `<runs_root>/.prefect-results`, the same
@@ -52,14 +52,14 @@ def train_student_flow(labels: ParquetRef, assignment: ParquetRef | None, parts:
                           os.environ.get("PREFECT__WORKER_NAME", "-"), os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
                           get_current_settings().flows.heartbeat_frequency)
     train = with_storage(train_student_task, runs_root) if runs_root else train_student_task
-    ref = train(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, gold=gold)
+    ref = train(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, gold=gold, init=init)
     get_run_logger().info("%s: student saved in %s", what, ref.dir)
     return ref
 
 
 def student_parameters(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                        student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str,
-                       runs_root: str | None = None, gold: ParquetRef | None = None) -> dict:
+                       runs_root: str | None = None, gold: ParquetRef | None = None, init: StudentRef | None = None) -> dict:
     """The deployment parameters (JSON) of one student run."""
     return {
         "labels": labels.model_dump(mode="json"),
@@ -73,12 +73,14 @@ def student_parameters(labels: ParquetRef, assignment: ParquetRef | None, parts:
         "what": what,
         "runs_root": runs_root,
         "gold": gold.model_dump(mode="json") if gold is not None else None,
+        "init": init.model_dump(mode="json") if init is not None else None,
     }
 
 
 def dispatch_student(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                      student: StudentConfig, task_name: str, seed: int, out_dir: str, what: str, *,
                      gpu: str | None = None, runs_root: str | None = None, gold: ParquetRef | None = None,
+                     init: StudentRef | None = None,
                      deployment: str = DEPLOYMENT, work_queue_name: str | None = None, timeout: float | None = None,
                      poll_interval: float = 5, crash_retries: int = 2) -> StudentRef:
     """Run one student as a `mckd-train-student` deployment run, wait for it, and return its StudentRef.
@@ -91,7 +93,7 @@ def dispatch_student(labels: ParquetRef, assignment: ParquetRef | None, parts: l
     """
     from prefect.deployments import run_deployment
 
-    params = student_parameters(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, runs_root, gold)
+    params = student_parameters(labels, assignment, parts, dev, student, task_name, seed, out_dir, what, runs_root, gold, init)
     beat = heartbeat_seconds()
     # The run beats at the period this process's watchdog expects, whatever the worker's own setting.
     env = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(beat), **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {})}

@@ -117,11 +117,15 @@ class StudentConfig(_Section):
     max_input_tokens: int = Field(128, ge=8)
     max_target_tokens: int = Field(128, ge=8)
     eval_batch_size: int = Field(16, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or AMX: 1.1-1.4x faster students, the same held-out F1 in BENCHMARKS.md), else fp32. Generation on a CPU always runs fp32.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or AMX: 1.1-1.4x faster students, the same held-out F1 in BENCHMARKS.md), else fp32. Students generate (dev selection, relabels, test scores) in the same precision, with bf16 weights.")
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
     train_on_labeled: bool = Field(False, description="Gold-aware students: every stage student, the final student and the "
                                                       "distillation baselines train on the gold rows of L (less the dev rows) "
                                                       "plus their pseudolabeled rows; gold rows are never relabeled.")
+    init: Literal["pretrained", "sft"] = Field(
+        "pretrained", description="What every distilled student (stage students, the final student, vanilla KD and MCKD-s "
+                                  "baselines) starts from: `model` (pretrained), or the SFT-on-L student (sft: it trains "
+                                  "first, on L less the dev rows, and is also the `sft` baseline).")
     max_dev: int = Field(50, ge=1, description="Dev rows used for checkpoint selection.")
     min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
     isolate: Literal["auto", "always", "never"] = Field(

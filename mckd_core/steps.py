@@ -127,7 +127,7 @@ def _holdout_size(cfg: RunConfig, rows: int) -> int:
 def _check_dev_unseen(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> None:
     """data.dev shares no row with the test set nor with a set some student trains on (U; L with sft or gold-aware
     students): a student never selects on a row it trained on, and no decision reads T."""
-    trained_on_l = cfg.student.train_on_labeled or "sft" in cfg.baselines
+    trained_on_l = cfg.student.train_on_labeled or cfg.student.init == "sft" or "sft" in cfg.baselines
     for name in ("unlabeled", "labeled" if trained_on_l else "", "test"):
         shared = set(sets["dev"]["id"]) & set(sets[name]["id"]) if name in sets else set()
         if shared:
@@ -237,9 +237,11 @@ def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list
 
 def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
                      cfg: StudentConfig, task: str, seed: int, out_dir: str | Path, attempt: int = 1,
-                     slot: Slot = Slot(), what: str = "student", gold: ParquetRef | None = None) -> StudentRef:
-    """Train one student on the valid labels of `parts` (and the gold rows of `gold`); attempt n > 1 backs off the
-    micro-batch (OOM retries). A student never selects on a row it trained on."""
+                     slot: Slot = Slot(), what: str = "student", gold: ParquetRef | None = None,
+                     init: StudentRef | None = None) -> StudentRef:
+    """Train one student on the valid labels of `parts` (and the gold rows of `gold`), from `init`'s weights when given
+    (student.init: sft) else from `cfg.model`; attempt n > 1 backs off the micro-batch (OOM retries). A student never
+    selects on a row it trained on."""
     train_df = training_rows(labels, assignment, parts, cfg.min_valid_rows, what, gold)
     dev_all = dev.read()
     seen = set(train_df["id"]) & set(dev_all["id"])
@@ -248,7 +250,7 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
                              "would select its epoch on them; give a data.dev disjoint from its training rows")
     dev_df = dev_all.iloc[: cfg.max_dev]
     spec = TrainSpec(
-        model=cfg.model, revision=cfg.revision, arch=cfg.arch, out_dir=str(out_dir), task=task,
+        model=init.dir if init else cfg.model, revision=None if init else cfg.revision, arch=cfg.arch, out_dir=str(out_dir), task=task,
         train_inputs=list(train_df["input"]), train_targets=list(train_df["label"]),
         dev_inputs=list(dev_df["input"]), dev_targets=list(dev_df["target"]),
         epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, learning_rate=cfg.learning_rate,
@@ -257,7 +259,7 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
         select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
         # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
         record={"gold_rows": 0 if gold is None else gold.rows, "dev_rows": len(dev_df) if cfg.select_on_dev else 0,
-                "dev_overlap": len(seen)},
+                "dev_overlap": len(seen), **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {})},
     )
     spec = with_micro_batch(spec, attempt)
     # A share of the CPU cores always trains in its slot's process; `isolate` decides for a GPU and the whole process.

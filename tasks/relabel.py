@@ -6,6 +6,7 @@ from prefect import task
 
 from mckd_core.config import StudentConfig
 from mckd_core.data import ParquetRef
+from mckd_core.faults import maybe_inject
 from mckd_core.gpus import SlotPlan, device_slot, run_in_slot
 from mckd_core.steps import StudentRef, merge_labels, relabel
 
@@ -21,4 +22,5 @@ def relabel_task(student: StudentRef, labels: ParquetRef, assignment: ParquetRef
 
 @task(name="merge-labels", cache_policy=CACHE)
 def merge_labels_task(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str, keep_previous_on_invalid: bool) -> ParquetRef:
+    maybe_inject("merge-labels", 1)
     return merge_labels(previous, relabels, out_dir, keep_previous_on_invalid)

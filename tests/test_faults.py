@@ -230,13 +230,13 @@ def test_deleted_or_altered_student_is_trained_again(tmp_path, tiny_models):
         "score-labels": {"Cached"}}, states
 
 
-def _start_cli(config: Path, output: Path) -> subprocess.Popen:
+def _start_cli(config: Path, output: Path, fault: str = "") -> subprocess.Popen:
     """`mckd run <config>` as its own process group, on this session's Prefect API, output to `output`.
 
     The test harness's API (not a per-process ephemeral server): no server start-up per run, and a killed run
     cannot leave a half-written API database behind. The cache under test lives in files either way.
     """
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300"}
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300", "MCKD_FAULT": fault}
     with output.open("wb") as out:
         return subprocess.Popen([str(Path(sys.executable).with_name("mckd")), "run", str(config)], cwd=config.parent,
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -279,8 +279,9 @@ def test_sigkill_mid_stage_then_rerun_resumes_from_cache_with_the_same_report(tm
     run_dir, runs_root = Path(cfg["runs_root"]) / "crash", Path(cfg["runs_root"])
 
     # Kill the whole process group once stage 1 has a relabelled part (its student's result is committed), and
-    # before the stage is over.
-    first = _start_cli(config, tmp_path / "first.log")
+    # before the stage is over: the first run's merge of the stage's relabels sleeps, so the kill never races the
+    # other part's relabel and the merge (fast students closed that window in milliseconds).
+    first = _start_cli(config, tmp_path / "first.log", fault="merge-labels:sleep-120:1")
     relabelled = run_dir / "stage-1" / "partition-0"
     assert _wait_for(lambda: any(relabelled.glob("relabels-*.parquet")) or first.poll() is not None, 240)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]

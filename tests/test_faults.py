@@ -26,6 +26,7 @@ from flows import mckd_flow
 from mckd_core.config import parse_config
 from mckd_core.student import holds_student
 from test_teacher_http import FakeEndpoint, completion
+from tests_support import final_states
 from toy_data import PAIRS, toy_config
 
 pytestmark = pytest.mark.faults
@@ -77,31 +78,9 @@ def cached_responses(runs_root: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
-async def _task_states(flow_run_id, timeout_s: float = 30.0) -> dict[str, list[str]]:
-    """The final state name of every task run of a flow run, by task name (`train-student-a1b` → `train-student`).
-
-    The API records task-run states from events, a moment after the flow returns: read until two reads agree
-    and every state is final.
-    """
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    seen, deadline = None, time.monotonic() + timeout_s
-    async with get_client() as client:
-        while True:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            now = sorted((r.name, r.state.name if r.state else None, bool(r.state and r.state.is_final())) for r in runs)
-            if (now == seen and all(final for *_, final in now)) or time.monotonic() > deadline:
-                break
-            seen = now
-            await asyncio.sleep(0.5)
-    states: dict[str, list[str]] = {}
-    for name, state, _ in now:
-        states.setdefault(name.rsplit("-", 1)[0], []).append(state)
-    return states
-
-
 async def _history(flow_run_id, prefix, timeout_s: float = 30.0):
-    """The state names of the first task run named `prefix…`, once its last state is final (see _task_states)."""
+    """The state names of the first task run named `prefix…`, once its last state is final (states arrive as
+    events a moment after the flow returns)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + timeout_s
@@ -212,7 +191,7 @@ def test_deleted_or_altered_student_is_trained_again(tmp_path, tiny_models):
     student = Path(first.result()["final_student"]["dir"])
 
     shutil.rmtree(student)
-    states = asyncio.run(_task_states(run(tmp_path, tiny_models, "gone").state_details.flow_run_id))
+    states = final_states(run(tmp_path, tiny_models, "gone"))
     assert states["train-student"] == ["Completed"] and states["annotate"] == ["Cached", "Cached"], states
     assert holds_student(student, json.loads((student / "metrics.json").read_text()))
 
@@ -220,11 +199,11 @@ def test_deleted_or_altered_student_is_trained_again(tmp_path, tiny_models):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of the last tensor
     weights.write_bytes(bytes(data))
-    states = asyncio.run(_task_states(run(tmp_path, tiny_models, "gone").state_details.flow_run_id))
+    states = final_states(run(tmp_path, tiny_models, "gone"))
     assert states["train-student"] == ["Completed"] and states["annotate"] == ["Cached", "Cached"], states
 
     # The retrained student's record is found again: everything is Cached.
-    states = asyncio.run(_task_states(run(tmp_path, tiny_models, "gone").state_details.flow_run_id))
+    states = final_states(run(tmp_path, tiny_models, "gone"))
     assert {name: set(s) for name, s in states.items() if name != "report"} == {
         "annotate": {"Cached"}, "partition": {"Cached"}, "train-student": {"Cached"}, "evaluate-student": {"Cached"},
         "score-labels": {"Cached"}}, states

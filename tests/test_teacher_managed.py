@@ -5,7 +5,6 @@ vLLM server: tests/test_vllm_managed.py. Also: vllm-offline where vLLM is not in
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import sqlite3
@@ -21,7 +20,7 @@ from mckd_core.errors import MckdInputError, TeacherTransportError
 from mckd_core.failures import is_transient
 from mckd_core.steps import annotate_rows, teacher_backend, teacher_session
 from mckd_core.teacher.vllm_server import VLLMServerError, metrics
-from tests_support import final_task_runs
+from tests_support import final_states
 from toy_data import PAIRS, toy_config
 
 ROWS = 8
@@ -124,12 +123,6 @@ def test_killed_server_is_restarted_by_the_retry_which_sends_only_the_missing_ro
     assert len(starts(fake)) == 2 and not any(alive(pid) for pid in starts(fake))
 
 
-def _states(flow_state, prefix: str) -> list[str]:
-    """The final state names of a flow run's task runs named `prefix…`."""
-    runs = asyncio.run(final_task_runs(flow_state.state_details.flow_run_id))
-    return [r.state.name for r in runs if r.name.startswith(prefix)]
-
-
 def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tmp_path, tiny_models, monkeypatch):
     from tasks.annotate import annotate_task
 
@@ -143,7 +136,7 @@ def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tm
 
     second = mckd_flow(cfg, return_state=True)  # same config: the ephemeral port is in no cache key
     assert second.is_completed()
-    assert _states(second, "annotate") == ["Cached", "Cached"]
+    assert final_states(second)["annotate"] == ["Cached", "Cached"]
     assert len(starts(fake)) == 2
 
 

@@ -4,7 +4,6 @@ cache, and a re-run against a server that is back sends only the missing rows (c
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sqlite3
@@ -19,7 +18,7 @@ from mckd_core.atis import write_atis
 from mckd_core.config import parse_config
 from mckd_core.steps import teacher_backend
 from mckd_core.teacher.vllm_server import VLLMServerError
-from tests_support import final_task_runs, served_requests
+from tests_support import final_states, served_requests
 from vllm_fixture import _vllm_python_or_skip
 
 pytestmark = pytest.mark.integration
@@ -50,12 +49,6 @@ def kill_after_first_call(backend, cache: Path, killed: dict) -> None:
         time.sleep(0.2)
 
 
-def _states(flow_state, prefix: str) -> list[str]:
-    """The final state names of a flow run's task runs named `prefix…`."""
-    runs = asyncio.run(final_task_runs(flow_state.state_details.flow_run_id))
-    return [r.state.name for r in runs if r.name.startswith(prefix)]
-
-
 def test_killed_managed_server_fails_the_run_and_a_rerun_sends_only_the_missing_rows(tmp_path, request, tiny_models):
     python = _vllm_python_or_skip()
     paths = write_atis(tmp_path / "data", n_labeled=8, n_unlabeled=UNLABELED, n_test=TEST, seed=1, max_words=10)
@@ -79,7 +72,7 @@ def test_killed_managed_server_fails_the_run_and_a_rerun_sends_only_the_missing_
     assert first.is_failed()
     with pytest.raises(VLLMServerError, match=r"was killed by SIGKILL during annotation; not restarted \(teacher.vllm.max_restarts=0"):
         first.result()
-    assert "Failed" in _states(first, "annotate")
+    assert final_states(first)["annotate"] == ["Failed"]
     assert backend.server is None  # the teacher phase ended: mckd let go of the dead server
     cached = cached_rows(cache)
     assert cached == killed["cached"] and 0 < cached < UNLABELED  # the killed call cached nothing, the first one stays

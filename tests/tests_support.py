@@ -38,3 +38,13 @@ async def final_task_runs(flow_run_id, timeout_s: float = 30.0):
                 return runs
             seen = now
             await asyncio.sleep(0.5)
+
+
+def final_states(flow_state) -> dict[str, list[str]]:
+    """The final state names of a finished flow run's task runs (its subflows' too), by node (`annotate-6c6` →
+    `annotate`), each list sorted."""
+    runs = asyncio.run(final_task_runs(flow_state.state_details.flow_run_id))
+    states: dict[str, list[str]] = {}
+    for name, state in sorted((r.name, r.state.name if r.state else None) for r in runs):
+        states.setdefault(name.rsplit("-", 1)[0], []).append(state)
+    return states

@@ -102,7 +102,7 @@ def mckd_flow(config: RunConfig) -> dict:
     gold = data.labeled_train if cfg.student.train_on_labeled else None
     # Warm start (student.init: sft): the SFT-on-L student trains first and every distilled student starts from it;
     # it is also the `sft` baseline (the same cached node).
-    init = n.train(*_supervised(cfg, n, data, "sft"), slots=n.slots) if cfg.student.init == "sft" else None
+    init = n.train(**_supervised(cfg, n, data, "sft"), slots=n.slots) if cfg.student.init == "sft" else None
     stages, label_history = [], [labels]
     for stage in range(1, cfg.stages.num_stages):
         started = time.perf_counter()
@@ -181,23 +181,23 @@ def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[Parqu
     for name in cfg.baselines:
         stages = baseline_stages(name)
         if stages is None:
-            args, extra = _supervised(cfg, n, data, name), {}
+            inputs = _supervised(cfg, n, data, name)
         else:
-            args = (label_history[stages - 1], None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * stages,
-                    n.dir("baselines", name), f"baseline/{name}")
-            extra = {"gold": gold, "init": init}
-        student, student_cfg = n.train.submit(*args, slots=n.slots, **extra), args[4]
-        futures[name] = (student, n.evaluate.submit(student, data.test, student_cfg, cfg.data.task, n.slots))
+            inputs = dict(labels=label_history[stages - 1], assignment=None, parts=None, dev=data.dev, student=cfg.student,
+                          task_name=cfg.data.task, seed=cfg.seed + 100 * stages, out_dir=n.dir("baselines", name),
+                          what=f"baseline/{name}", gold=gold, init=init)
+        student = n.train.submit(**inputs, slots=n.slots)
+        futures[name] = (student, n.evaluate.submit(student, data.test, inputs["student"], cfg.data.task, n.slots))
     return futures
 
 
-def _supervised(cfg: RunConfig, n: _Nodes, data, name: str) -> tuple:
-    """The train-node arguments of a supervised student: `sft` on L less the dev rows, `sft-n` on sft_n less them;
+def _supervised(cfg: RunConfig, n: _Nodes, data, name: str) -> dict:
+    """The train-node inputs of a supervised student: `sft` on L less the dev rows, `sft-n` on sft_n less them;
     it selects epochs on dev only where dev rows are held out of its training data."""
     student_cfg = cfg.student.model_copy(update={"select_on_dev": data.dev_held_out, "min_valid_rows": 1})
     rows = data.labeled_train if name == "sft" else data.sft_n
-    return (gold_labels(rows, n.dir("baselines")), None, None, data.dev, student_cfg, cfg.data.task, cfg.seed,
-            n.dir("baselines", name), f"baseline/{name}")
+    return dict(labels=gold_labels(rows, n.dir("baselines")), assignment=None, parts=None, dev=data.dev, student=student_cfg,
+                task_name=cfg.data.task, seed=cfg.seed, out_dir=n.dir("baselines", name), what=f"baseline/{name}")
 
 
 def _dev_scores(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, ...]:

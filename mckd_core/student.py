@@ -493,13 +493,20 @@ def generation_model(model, device, precision: str):
 
     One cast of a copy (0.4 s for SmolLM2-135M), not autocast: autocast re-casts every weight at every decoding step,
     which on a CPU made bf16 generation slower than fp32; with bf16 weights a dev-selection pass ran 1.8x faster
-    (BENCHMARKS.md). A model already in bf16 (`predict` loads it so) is used as it is.
+    (BENCHMARKS.md). A model already in bf16 (`predict` loads it so) is used as it is. Each tensor is cast as the
+    module is copied (deepcopy's memo), so no transient fp32 copy of the model (0.5 GB) is made; tied weights stay tied.
     """
     import torch
 
     if not uses_bf16(device, precision) or next(model.parameters()).dtype == torch.bfloat16:
         return model
-    return copy.deepcopy(model).to(torch.bfloat16)
+
+    def bf16(t):
+        return t.detach().to(torch.bfloat16) if t.is_floating_point() else t.detach().clone()
+
+    memo = {id(p): torch.nn.Parameter(bf16(p), requires_grad=False) for p in model.parameters()}
+    memo.update({id(b): bf16(b) for b in model.buffers()})
+    return copy.deepcopy(model, memo)
 
 
 def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new_tokens: int = 128,

@@ -36,6 +36,12 @@ def test_generation_model_is_a_bf16_copy_only_where_training_is_bf16(tiny_models
     copy = generation_model(model, cpu, "bf16")
     assert copy is not model and next(copy.parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32  # the weights training goes on with are untouched
+    assert all(t.dtype == torch.bfloat16 for t in [*copy.parameters(), *copy.buffers()] if t.is_floating_point())
+    assert all(torch.equal(a.to(torch.bfloat16), b) for a, b in zip(model.parameters(), copy.parameters()))
+    # SmolLM2 ties its LM head to the input embeddings: the copy keeps one shared bf16 tensor
+    tied = AutoModelForCausalLM.from_config(model.config.__class__(**{**model.config.to_dict(), "tie_word_embeddings": True}))
+    tied_copy = generation_model(tied, cpu, "bf16")
+    assert tied_copy.get_input_embeddings().weight is tied_copy.get_output_embeddings().weight
     assert generation_model(copy, cpu, "bf16") is copy  # already bf16 (as `predict` loads it): no second copy
 
 

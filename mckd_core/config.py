@@ -91,8 +91,12 @@ class TeacherConfig(_Section):
     api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the endpoint's API key "
                                                          "(read inside the annotate task; wins over api_key_env).")
     chat: bool = Field(True, description="Use the chat template / chat endpoint (False: plain completion prompts).")
-    num_demos: int = Field(5, ge=0, le=64, description="k demonstrations per prompt.")
-    demo_selection: Literal["random-fixed", "bm25"] = "random-fixed"
+    num_demos: int = Field(8, ge=0, le=64, description="k demonstrations per prompt (8: chosen on ATIS and CRAFT dev rows, "
+                                                      "BENCHMARKS.md).")
+    demo_selection: Literal["random-fixed", "bm25"] = Field(
+        "bm25", description="bm25: the k rows of L most like the input (chosen on dev rows: 8 BM25 demos gave SmolLM2-135M "
+                            "dev F1 64.2 vs 42.1 with 4 random-fixed on ATIS, 43.3 vs 18.6 on CRAFT); random-fixed: one "
+                            "seeded set for every prompt, a shared prefix vLLM's prefix cache reuses (faster, worse).")
     max_new_tokens: int = Field(96, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call (transformers backend).")
@@ -108,8 +112,10 @@ class StudentConfig(_Section):
     model: str = DEFAULT_MODEL
     revision: str | None = None
     arch: Literal["auto", "seq2seq", "causal"] = Field("auto", description="auto: from the model config.")
-    epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(4, ge=1, le=1000, description="Most epochs; the best on dev F1 is kept. 4, micro-batch 4 and lr 1e-4: "
+                                                      "the quality runs' values (BENCHMARKS.md), where students at U=200 often "
+                                                      "peaked at their cap of 2 (ATIS) and at 3-4 of 4 (CRAFT).")
+    batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     learning_rate: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -119,9 +125,11 @@ class StudentConfig(_Section):
     eval_batch_size: int = Field(16, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or AMX: 1.1-1.4x faster students, the same held-out F1 in BENCHMARKS.md), else fp32. Students generate (dev selection, relabels, test scores) in the same precision, with bf16 weights.")
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
-    train_on_labeled: bool = Field(False, description="Gold-aware students: every stage student, the final student and the "
-                                                      "distillation baselines train on the gold rows of L (less the dev rows) "
-                                                      "plus their pseudolabeled rows; gold rows are never relabeled.")
+    train_on_labeled: bool = Field(True, description="Gold-aware students: every stage student, the final student and the "
+                                                     "distillation baselines train on the gold rows of L (less the dev rows) "
+                                                     "plus their pseudolabeled rows; gold rows are never relabeled. On by "
+                                                     "default (chosen on dev F1, BENCHMARKS.md); false: the paper's recipe, "
+                                                     "students learn from pseudolabels only.")
     init: Literal["pretrained", "sft"] = Field(
         "pretrained", description="What every distilled student (stage students, the final student, vanilla KD and MCKD-s "
                                   "baselines) starts from: `model` (pretrained), or the SFT-on-L student (sft: it trains "
@@ -182,8 +190,9 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _gold_aware_students_need_dev_rows(self) -> RunConfig:
         if self.student.train_on_labeled and not self.data.dev and self.data.dev_holdout == 0:
-            raise ValueError("student.train_on_labeled needs dev rows no student trains on: give data.dev, or leave "
-                             "data.dev_holdout at null (a fifth of L) or set it to a number of rows, not 0")
+            raise ValueError("student.train_on_labeled (on by default) needs dev rows no student trains on: give data.dev, "
+                             "or leave data.dev_holdout at null (a fifth of L) or set it to a number of rows, not 0; or set "
+                             "student.train_on_labeled: false (the paper's recipe)")
         return self
 
     @model_validator(mode="after")

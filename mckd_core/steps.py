@@ -117,7 +117,8 @@ def _holdout_size(cfg: RunConfig, rows: int) -> int:
     n = rows // 5 if cfg.data.dev_holdout is None else cfg.data.dev_holdout
     if cfg.student.train_on_labeled and n == 0:
         raise MckdInputError(f"labeled: {rows} rows are too few to hold out a fifth as the dev rows student.train_on_labeled "
-                             "needs; give data.dev or set data.dev_holdout to a number of rows")
+                             "(on by default) needs; give data.dev, set data.dev_holdout to a number of rows, or set "
+                             "student.train_on_labeled: false")
     if n >= rows:
         raise MckdInputError(f"labeled: data.dev_holdout={n} holds out all {rows} rows of L as dev and leaves none to train "
                              "on; lower data.dev_holdout or give data.dev")

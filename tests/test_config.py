@@ -8,10 +8,12 @@ def base(**extra):
     return {"data": {"labeled": "l.parquet", "unlabeled": "u.parquet"}, **extra}
 
 
-def test_defaults_are_the_papers_setting():
+def test_defaults_are_the_papers_stages_and_the_dev_chosen_options():
     cfg = parse_config(base())
     assert (cfg.stages.num_stages, cfg.stages.partitions, cfg.stages.redraw_partitions) == (3, 2, False)
-    assert cfg.teacher.demo_selection == "random-fixed"
+    # chosen on dev rows (BENCHMARKS.md): the teacher prompt, and students that also learn from L's gold rows
+    assert (cfg.teacher.num_demos, cfg.teacher.demo_selection, cfg.student.train_on_labeled) == (8, "bm25", True)
+    assert (cfg.student.epochs, cfg.student.batch_size, cfg.student.learning_rate) == (4, 4, 1e-4)
 
 
 def test_every_error_is_listed_with_its_field_path():
@@ -95,6 +97,8 @@ def test_ui_config_dict_with_an_escaping_run_name_writes_nothing(tmp_path):
 @pytest.mark.parametrize("data, student, field, message", [
     ({"dev_holdout": 0}, {"train_on_labeled": True}, "student.train_on_labeled",
      "needs dev rows no student trains on: give data.dev, or leave data.dev_holdout at null"),
+    ({"dev_holdout": 0}, {}, "student.train_on_labeled",  # the default: the error names the way back to the paper's recipe
+     "(on by default) needs dev rows no student trains on"),
     ({"dev": "d.jsonl", "dev_holdout": 10}, {}, "data.dev_holdout", "no rows of L are held out when data.dev is given"),
 ])
 def test_gold_aware_config_errors_are_one_line_naming_the_fields(data, student, field, message):
@@ -108,4 +112,6 @@ def test_gold_aware_config_errors_are_one_line_naming_the_fields(data, student, 
 def test_gold_aware_students_with_their_own_dev_set_or_slice_are_valid():
     assert parse_config(base(student={"train_on_labeled": True})).data.dev_holdout is None  # a fifth of L
     assert parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev": "d"}, student={"train_on_labeled": True}))
-    assert parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev_holdout": 0})).data.dev_holdout == 0
+    assert parse_config(base(student={})).student.train_on_labeled  # on by default (chosen on dev, BENCHMARKS.md)
+    paper = parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev_holdout": 0}, student={"train_on_labeled": False}))
+    assert paper.data.dev_holdout == 0 and not paper.student.train_on_labeled

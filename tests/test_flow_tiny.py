@@ -43,7 +43,8 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     # One fifth of L (1 of 8 rows) is held out as dev (data.dev_holdout: null): SFT trains on the rest, everyone selects there.
     assert (counts["labeled_train"], counts["dev"]) == (7, 1)
     assert report["baselines"]["sft"]["train_rows"] == counts["labeled_train"]
-    assert report["baselines"]["vanilla-kd"]["train_rows"] == counts["teacher_valid"]
+    # Gold-aware by default (student.train_on_labeled): vanilla KD learns from the teacher's valid labels and L's 7 rows.
+    assert report["baselines"]["vanilla-kd"]["train_rows"] == counts["teacher_valid"] + counts["labeled_train"]
     table = (cfg.run_dir / "report.md").read_text()
     order = ["teacher (few-shot)", "SFT on L (7 gold)", "vanilla KD (MCKD-1)", "| MCKD-2 |", "MCKD-3 — final student"]
     assert sorted(order, key=table.index) == order

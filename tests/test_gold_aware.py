@@ -55,7 +55,7 @@ def test_a_fifth_of_l_is_held_out_seeded_and_the_rest_is_what_students_train_on(
 
 
 def test_no_slice_with_dev_holdout_0_or_a_dev_set(tmp_path):
-    paper = prepare_inputs(config(tmp_path, data={"dev_holdout": 0}))
+    paper = prepare_inputs(config(tmp_path, data={"dev_holdout": 0}, student={"train_on_labeled": False}))
     assert paper.dev == paper.labeled == paper.labeled_train and not paper.dev_held_out
     dev = pd.DataFrame({"id": ["d0", "d1"], "input": ["x", "y"], "target": ["X", "Y"]})
     given = prepare_inputs(config(tmp_path, dev=dev, student={"train_on_labeled": True}))
@@ -70,7 +70,7 @@ def test_sft_n_never_trains_on_the_dev_rows(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("holdout_all", "labeled: data.dev_holdout=10 holds out all 10 rows of L as dev and leaves none to train on"),
-    ("too_small", "labeled: 4 rows are too few to hold out a fifth as the dev rows student.train_on_labeled needs"),
+    ("too_small", "labeled: 4 rows are too few to hold out a fifth as the dev rows student.train_on_labeled (on by default) needs"),
     ("dev_in_u", "dev: 1 id(s) also in unlabeled (e.g. 'u0'); students train on the unlabeled rows"),
     ("dev_in_l", "dev: 1 id(s) also in labeled (e.g. 'l0'); students train on the labeled rows"),
 ])

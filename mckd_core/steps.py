@@ -257,7 +257,7 @@ def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: l
         epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, max_input_tokens=cfg.max_input_tokens,
         max_target_tokens=cfg.max_target_tokens, eval_batch_size=cfg.eval_batch_size, precision=cfg.precision,
-        select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
+        attention=cfg.attention, select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
         # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
         record={"gold_rows": 0 if gold is None else gold.rows, "dev_rows": len(dev_df) if cfg.select_on_dev else 0,
                 "dev_overlap": len(seen), **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {})},

@@ -55,6 +55,7 @@ class TrainSpec:
     max_target_tokens: int = 128
     eval_batch_size: int = 16
     precision: str = "auto"
+    attention: str = "auto"
     select_on_dev: bool = True
     seed: int = 0
     trust_remote_code: bool = False
@@ -178,6 +179,31 @@ def _autocast(device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if uses_bf16(device, precision) else contextlib.nullcontext()
 
 
+def training_attention(device, attention: str) -> str | None:
+    """The attention kernel a student trains with; None: the model's own (SDPA where it has it).
+
+    `auto` is eager attention on a CPU: at a student's short sequences (4 x ~50-90 tokens) torch's fused CPU SDPA kernel
+    spends most of its time in a slow backward, and an eager step ran 15 % faster (BENCHMARKS.md). Generation keeps the
+    model's own kernel, which decodes faster there.
+    """
+    if attention != "auto":
+        return attention
+    return "eager" if device.type == "cpu" else None
+
+
+@contextlib.contextmanager
+def attention_kernel(model, kernel: str | None):
+    """`model` runs `kernel` inside the block and its own kernel again after it (dev selection, the saved config)."""
+    own = model.config._attn_implementation
+    if kernel and kernel != own:
+        model.set_attn_implementation(kernel)
+    try:
+        yield
+    finally:
+        if kernel and kernel != own:
+            model.set_attn_implementation(own)
+
+
 class PhaseClock:
     """Seconds per named phase of one training run (metrics.json `phases`): where a student's time goes.
 
@@ -277,27 +303,29 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     fmt = get_format(spec.task)
 
     history, best_state, best_f1, best_epoch, tokens, loss_fn = [], None, -1.0, 0, 0, None
+    kernel = training_attention(device, spec.attention)
     for epoch in range(1, spec.epochs + 1):
         model.train()
         batches = length_grouped_batches(lengths, spec.batch_size, rng)
         epoch_loss = 0.0
-        for step, batch_idx in enumerate(batches):
-            batch = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in batch_idx]).items()}
-            loss_fn = loss_fn or pick_loss(model, batch, seq2seq)
-            with clock("forward"), _autocast(device, spec.precision):
-                loss = loss_fn(model, batch)
-            with clock("backward"):
-                (loss / spec.grad_accum).backward()
-            epoch_loss += loss.item()
-            tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if seq2seq else 0)
-            if (step + 1) % spec.grad_accum == 0 or step + 1 == len(batches):
-                with clock("optimizer"):
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-            if progress:
-                progress((epoch - 1) * len(batches) + step + 1, spec.epochs * len(batches))
+        with attention_kernel(model, kernel):
+            for step, batch_idx in enumerate(batches):
+                batch = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in batch_idx]).items()}
+                loss_fn = loss_fn or pick_loss(model, batch, seq2seq)
+                with clock("forward"), _autocast(device, spec.precision):
+                    loss = loss_fn(model, batch)
+                with clock("backward"):
+                    (loss / spec.grad_accum).backward()
+                epoch_loss += loss.item()
+                tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if seq2seq else 0)
+                if (step + 1) % spec.grad_accum == 0 or step + 1 == len(batches):
+                    with clock("optimizer"):
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                if progress:
+                    progress((epoch - 1) * len(batches) + step + 1, spec.epochs * len(batches))
         record = {"epoch": epoch, "loss": epoch_loss / max(len(batches), 1)}
         if spec.select_on_dev and spec.dev_inputs:
             with clock("dev_select"):
@@ -327,6 +355,7 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "started_at": started,  # wall clock: shows which students overlapped in time
         "loss_path": "answer-only head" if loss_fn is answer_only_loss else "model forward",
+        "attention": kernel or model.config._attn_implementation,
         **spec.record,
         **flop_rates(model, tokens, train_seconds, device, uses_bf16(device, spec.precision)),
     }

@@ -128,6 +128,39 @@ def test_answer_only_loss_equals_the_models_loss_and_gradients(tiny_models):
     assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
 
 
+def test_eager_attention_gives_the_sdpa_loss_and_gradients_and_generation_keeps_the_models_kernel(tiny_models, tmp_path):
+    """Students on a CPU train with eager attention (faster backward at short sequences): the same loss and gradients
+    as SDPA on a padded batch; inside `attention_kernel` only, so dev selection and the saved model use SDPA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mckd_core.student import answer_only_loss, attention_kernel, training_attention
+
+    batch = _toy_batch(tiny_models["llama"])
+    assert (batch["attention_mask"] == 0).any()  # padding: the mask is part of what both kernels must agree on
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    own = model.config._attn_implementation
+    assert own == "sdpa"
+    grads = []
+    for kernel in (None, "eager"):
+        with attention_kernel(model, kernel):
+            assert model.config._attn_implementation == (kernel or own)
+            loss = answer_only_loss(model, batch)
+            loss.backward()
+        grads.append((loss.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
+        model.zero_grad(set_to_none=True)
+    assert model.config._attn_implementation == own
+    assert abs(grads[0][0] - grads[1][0]) < 1e-5
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+    assert (training_attention(torch.device("cpu"), "auto"), training_attention(torch.device("cuda"), "auto")) == ("eager", None)
+    assert training_attention(torch.device("cpu"), "sdpa") == "sdpa"
+
+    spec = TrainSpec(model=tiny_models["llama"], out_dir=str(tmp_path / "s"), task="text", train_inputs=list(PAIRS),
+                     train_targets=list(PAIRS.values()), epochs=1, batch_size=4, learning_rate=1e-3, select_on_dev=False)
+    assert train(spec)["attention"] == "eager"
+    assert "eager" not in (tmp_path / "s" / "config.json").read_text()  # the saved student loads with its own kernel
+
+
 def test_pick_loss_keeps_the_models_forward_where_its_head_is_more_than_linear(tiny_models):
     """A head with logit soft-capping (Gemma 2) fails the numeric check: its own forward is kept; T5 always."""
     import torch

@@ -126,7 +126,7 @@ class StudentConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or AMX: 1.1-1.4x faster students, the same held-out F1 in BENCHMARKS.md), else fp32. Students generate (dev selection, relabels, test scores) in the same precision, with bf16 weights.")
     attention: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="Attention kernel students train with. auto: eager on a CPU (at students' short sequences "
-                            "torch's fused CPU SDPA backward is slow: training steps ~15% faster, BENCHMARKS.md), the "
+                            "torch's fused CPU SDPA backward is slow: bf16 training steps ~15% faster, BENCHMARKS.md), the "
                             "model's own (SDPA) on a GPU. Generation always uses the model's own kernel.")
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
     train_on_labeled: bool = Field(True, description="Gold-aware students: every stage student, the final student and the "

@@ -183,8 +183,8 @@ def training_attention(device, attention: str) -> str | None:
     """The attention kernel a student trains with; None: the model's own (SDPA where it has it).
 
     `auto` is eager attention on a CPU: at a student's short sequences (4 x ~50-90 tokens) torch's fused CPU SDPA kernel
-    spends most of its time in a slow backward, and an eager step ran 15 % faster (BENCHMARKS.md). Generation keeps the
-    model's own kernel, which decodes faster there.
+    spends most of its time in a slow backward, and an eager bf16 step ran ~15 % faster (fp32: no difference measured;
+    BENCHMARKS.md). Generation keeps the model's own kernel, which decodes faster there.
     """
     if attention != "auto":
         return attention

@@ -195,12 +195,13 @@ def training_attention(device, attention: str) -> str | None:
 def attention_kernel(model, kernel: str | None):
     """`model` runs `kernel` inside the block and its own kernel again after it (dev selection, the saved config)."""
     own = model.config._attn_implementation
-    if kernel and kernel != own:
+    switch = kernel is not None and kernel != own
+    if switch:
         model.set_attn_implementation(kernel)
     try:
         yield
     finally:
-        if kernel and kernel != own:
+        if switch:
             model.set_attn_implementation(own)
 
 

@@ -26,7 +26,7 @@ from flows import mckd_flow
 from mckd_core.config import parse_config
 from mckd_core.student import holds_student
 from test_teacher_http import FakeEndpoint, completion
-from tests_support import final_states
+from tests_support import final_states, final_task_runs
 from toy_data import PAIRS, toy_config
 
 pytestmark = pytest.mark.faults
@@ -78,20 +78,11 @@ def cached_responses(runs_root: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
-async def _history(flow_run_id, prefix, timeout_s: float = 30.0):
-    """The state names of the first task run named `prefix…`, once its last state is final (states arrive as
-    events a moment after the flow returns)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout_s
+async def _history(flow_run_id, prefix):
+    """The state names of the first task run named `prefix…`, once the API has its final state (`final_task_runs`)."""
+    run = next(r for r in await final_task_runs(flow_run_id) if r.name.startswith(prefix))
     async with get_client() as client:
-        while True:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            run = next((r for r in runs if r.name.startswith(prefix)), None)
-            states = await client.read_task_run_states(run.id) if run else []
-            if (states and states[-1].is_final()) or time.monotonic() > deadline:
-                return [s.name for s in states]
-            await asyncio.sleep(0.5)
+        return [s.name for s in await client.read_task_run_states(run.id)]
 
 
 async def _logs(flow_run_id) -> str:

@@ -1,13 +1,16 @@
 """Precision / recall / F1 of the labels of U, stage by stage, from finished quality runs' files.
 
 report.json keeps only the F1 of each stage's labels; whether the teacher and the cross-relabels under- or
-over-tag needs precision and recall (BENCHMARKS.md: "why distilled students under-tag"). Reads a run dir's
-teacher/labels-*.parquet and stage-N/labels-*.parquet (U's rows with their gold `target`); invalid labels
+over-tag needs precision and recall (BENCHMARKS.md: "why distilled students under-tag"), and whether a stage's
+labels beat the teacher's (the paper's premise) needs a CI: each stage's F1 has its bootstrap 95% CI over U's rows,
+and `gain` holds each stage minus the teacher and minus the stage before, paired on the same rows of U. Reads a run
+dir's teacher/labels-*.parquet and stage-N/labels-*.parquet (U's rows with their gold `target`); invalid labels
 count as empty predictions, as in every score of the report.
 
 Usage:
   .venv/bin/python benchmarks/label_quality.py runs/quality-bm25-s1/atis-U40-e6-74f312-seed1 [RUN_DIR ...]
-Prints one JSON object per run dir: {"run", "labels": {"teacher": {...}, "stage-1": {...}, ...}}.
+Prints one JSON object per run dir: {"run", "labels": {"teacher": {...}, "stage-1": {...}, ...},
+"gain": {"stage-1": {"vs teacher": {"diff", "ci95"}}, "stage-2": {"vs teacher": ..., "vs previous": ...}, ...}}.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mckd_core.data import ParquetRef  # noqa: E402
+from mckd_core.formats import get_format  # noqa: E402
+from mckd_core.scoring import aligned  # noqa: E402
+from mckd_core.stats import paired_bootstrap  # noqa: E402
 from mckd_core.steps import score_labels  # noqa: E402
 
-KEYS = ("f1", "precision", "recall", "invalid")
+KEYS = ("f1", "precision", "recall", "invalid", "ci95")
 
 
 def one(pattern: str, run_dir: Path) -> Path:
@@ -45,7 +51,20 @@ def label_quality(run_dir: Path) -> dict:
     scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir).items()}
     if any(score is None for score in scores.values()):
         raise SystemExit(f"{run_dir}: the rows of U have no gold `target`; label quality needs a run on gold-labeled U (e.g. quality.py's)")
-    return {"run": str(run_dir), "labels": {name: {k: round(s[k], 1) for k in KEYS if k in s} for name, s in scores.items()}}
+    return {"run": str(run_dir), "labels": {name: {k: rounded(s[k]) for k in KEYS if k in s} for name, s in scores.items()},
+            "gain": gains(scores, get_format(task).aggregate)}
+
+
+def gains(scores: dict[str, dict], aggregate) -> dict[str, dict]:
+    """Each stage's label F1 minus the teacher's and (from stage 2 on) minus the previous stage's, paired on U's rows."""
+    names = list(scores)
+    paired = lambda a, b: {k: rounded(v) for k, v in paired_bootstrap(*aligned(scores[a]["rows"], scores[b]["rows"]), aggregate).items()}  # noqa: E731
+    return {name: {"vs teacher": paired(name, "teacher"), **({"vs previous": paired(name, names[i - 1])} if i > 1 else {})}
+            for i, name in enumerate(names) if i > 0}
+
+
+def rounded(value):
+    return [round(v, 1) for v in value] if isinstance(value, list) else round(value, 1)
 
 
 if __name__ == "__main__":

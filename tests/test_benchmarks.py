@@ -70,10 +70,23 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     # Teacher: one row tags only the first slot, one is invalid (an empty prediction): 1 of 4 gold chunks.
     rows(["flights from [fromloc.city_name boston] to denver", "garbage"], [True, False]).to_parquet(run / "teacher" / "labels-a.parquet")
     rows([gold, gold], [True, True]).to_parquet(run / "stage-1" / "labels-b.parquet")
-    labels = quality.label_quality(run)["labels"]
-    assert list(labels) == ["teacher", "stage-1"]
-    assert labels["teacher"] == {"f1": 40.0, "precision": 100.0, "recall": 25.0, "invalid": 50.0}
+    # Stage 2 falls back to the teacher's first row on both rows: 2 of 4 gold chunks.
+    (run / "stage-2").mkdir()
+    rows(["flights from [fromloc.city_name boston] to denver"] * 2, [True, True]).to_parquet(run / "stage-2" / "labels-d.parquet")
+    result = quality.label_quality(run)
+    labels = result["labels"]
+    assert list(labels) == ["teacher", "stage-1", "stage-2"]
+    assert {k: labels["teacher"][k] for k in ("f1", "precision", "recall", "invalid")} == {
+        "f1": 40.0, "precision": 100.0, "recall": 25.0, "invalid": 50.0}
     assert labels["stage-1"]["recall"] == 100.0 and labels["stage-1"]["invalid"] == 0.0
+    assert labels["stage-1"]["ci95"] == [100.0, 100.0]
+    # Gains are paired on U's rows: stage 1 vs the teacher only; stage 2 vs the teacher and vs stage 1.
+    assert set(result["gain"]["stage-1"]) == {"vs teacher"}
+    assert result["gain"]["stage-1"]["vs teacher"]["diff"] == 60.0
+    assert result["gain"]["stage-2"]["vs teacher"]["diff"] == pytest.approx(66.7 - 40.0, abs=0.1)
+    assert result["gain"]["stage-2"]["vs previous"]["diff"] == pytest.approx(66.7 - 100.0, abs=0.1)
+    (run / "stage-2" / "labels-d.parquet").unlink()
+    (run / "stage-2").rmdir()
     (run / "stage-1" / "labels-c.parquet").write_bytes((run / "stage-1" / "labels-b.parquet").read_bytes())
     with pytest.raises(SystemExit, match="stage-1: expected one labels"):
         quality.label_quality(run)

@@ -4,7 +4,7 @@ report.json keeps only the F1 of each stage's labels; whether the teacher and th
 over-tag needs precision and recall (BENCHMARKS.md: "why distilled students under-tag"), and whether a stage's
 labels beat the teacher's (the paper's premise) needs a CI: each stage's F1 has its bootstrap 95% CI over U's rows,
 and `gain` holds each stage minus the teacher and minus the stage before, paired on the same rows of U. Reads a run
-dir's teacher/labels-*.parquet and stage-N/labels-*.parquet (U's rows with their gold `target`); invalid labels
+dir's teacher/labels-*.parquet, sft-labels/labels-*.parquet (stages.first_labels: sft) and stage-N/labels-*.parquet (U's rows with their gold `target`); invalid labels
 count as empty predictions, as in every score of the report.
 
 Usage:
@@ -41,9 +41,12 @@ def one(pattern: str, run_dir: Path) -> Path:
 
 
 def label_files(run_dir: Path) -> dict[str, Path]:
-    """The U label file of the teacher and of each intermediate stage, in stage order."""
+    """The U label file of the teacher, of the SFT student where it made Y_0 (stages.first_labels: sft), and of each
+    intermediate stage, in stage order."""
     stages = sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1]))
-    return {"teacher": one("teacher/labels-*.parquet", run_dir), **{d.name: one(f"{d.name}/labels-*.parquet", run_dir) for d in stages}}
+    first = {"sft": one("sft-labels/labels-*.parquet", run_dir)} if (run_dir / "sft-labels").is_dir() else {}
+    return {"teacher": one("teacher/labels-*.parquet", run_dir), **first,
+            **{d.name: one(f"{d.name}/labels-*.parquet", run_dir) for d in stages}}
 
 
 def label_quality(run_dir: Path) -> dict:

@@ -94,7 +94,7 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
         "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": OUTPUT_TOKENS[task],
                     "max_dev": args.dev, "eval_batch_size": 32, "train_on_labeled": args.train_on_labeled,
                     "init": args.init},
-        "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False},
+        "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
         "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
     }, source=f"quality config {task} seed {seed}")
 
@@ -148,6 +148,7 @@ def run_one(task: str, seed: int, args) -> dict:
             "test_rows": json.loads((cfg.run_dir / TEST_ROWS_FILE).read_text())["systems"],
             "teacher_invalid": report["counts"]["teacher_invalid"], "unlabeled": report["counts"]["unlabeled"],
             "pseudolabel_f1": {"teacher": report["teacher"]["pseudolabel_f1"],
+                               **({"sft": report["first_labels"]["pseudolabel_f1"]} if args.first_labels == "sft" else {}),
                                **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]}},
             "timings_s": {k: round(v, 1) for k, v in report["timings"].items()}}
 
@@ -220,8 +221,9 @@ def sizes_of(args) -> dict:
     sizes = {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words",
                                            "teacher_demos", "demo_selection")}
     # Options are keyed only when not their default, so runs recorded before they existed keep their key.
-    options = {"teacher_backend": args.teacher_backend, "train_on_labeled": args.train_on_labeled, "init": args.init}
-    return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained")}}
+    options = {"teacher_backend": args.teacher_backend, "train_on_labeled": args.train_on_labeled, "init": args.init,
+               "first_labels": args.first_labels}
+    return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained", "teacher")}}
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
@@ -275,6 +277,8 @@ def main() -> None:
     parser.add_argument("--train-on-labeled", action="store_true", help="Gold-aware students (student.train_on_labeled).")
     parser.add_argument("--init", choices=["pretrained", "sft"], default="pretrained",
                         help="sft: distilled students start from the SFT-on-L student (student.init).")
+    parser.add_argument("--first-labels", choices=["teacher", "sft"], default="teacher",
+                        help="sft: stage 1 learns from the SFT-on-L student's labels of U (stages.first_labels).")
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")

@@ -100,10 +100,16 @@ def mckd_flow(config: RunConfig) -> dict:
     # 3. Intermediate stages: cross-train and relabel; Y_s is the union of the relabels. Gold-aware students
     #    (student.train_on_labeled) also learn from L's gold rows, less the dev rows they select on.
     gold = data.labeled_train if cfg.student.train_on_labeled else None
-    # Warm start (student.init: sft): the SFT-on-L student trains first and every distilled student starts from it;
-    # it is also the `sft` baseline (the same cached node).
-    init = n.train(**_supervised(cfg, n, data, "sft"), slots=n.slots) if cfg.student.init == "sft" else None
-    stages, label_history = [], [labels]
+    # The SFT-on-L student trains first where a distilled student starts from it (student.init: sft) or Y_0 is its
+    # labels of U (stages.first_labels: sft, the teacher's label where its output is invalid); it is also the `sft`
+    # baseline (the same cached node). Vanilla KD learns from the teacher's labels either way.
+    sft = n.train(**_supervised(cfg, n, data, "sft"), slots=n.slots) if "sft" in (cfg.student.init, cfg.stages.first_labels) else None
+    init = sft if cfg.student.init == "sft" else None
+    if cfg.stages.first_labels == "sft":
+        sft_labels = n.relabel(sft, labels, None, None, 0, "baseline/sft", cfg.student, cfg.data.task, n.dir("sft-labels"), n.slots)
+        labels = n.merge(labels, [sft_labels], n.dir("sft-labels"), True)
+    first_labels = labels
+    stages, label_history = [], [teacher_labels]
     for stage in range(1, cfg.stages.num_stages):
         started = time.perf_counter()
         if cfg.stages.redraw_partitions:
@@ -150,6 +156,9 @@ def mckd_flow(config: RunConfig) -> dict:
                    **({"sft_n": data.sft_n.rows} if data.sft_n else {})},
         "teacher": {"test": summarize_test(teacher_scores),
                     "pseudolabel_f1": _f1(n.score(teacher_labels, cfg.data.task))},
+        # Y_0: the teacher's labels, or the SFT student's (stages.first_labels: sft).
+        "first_labels": {"source": cfg.stages.first_labels, "pseudolabel_f1": _f1(n.score(first_labels, cfg.data.task)),
+                         "changed_fraction": changed_fraction(teacher_labels, first_labels)},
         "stages": stages,
         "final_student": final_entry(final.dir, final.metrics, final_test),
         "baselines": baselines,

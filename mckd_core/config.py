@@ -151,6 +151,11 @@ class StagesConfig(_Section):
     num_stages: int = Field(3, ge=1, le=16, description="S: 1 = vanilla KD, 3 = the paper's 3-stage MCKD.")
     partitions: int = Field(2, ge=2, le=64, description="K disjoint parts of U (2 in the paper).")
     redraw_partitions: bool = Field(False, description="Draw a new partition at every stage (default: fixed, as the authors do).")
+    first_labels: Literal["teacher", "sft"] = Field(
+        "teacher", description="Y_0, the labels of U the stage-1 students learn from: teacher (the paper: the LLM's few-shot "
+                               "labels), or sft (the SFT-on-L student's labels of U, the teacher's label where its output is "
+                               "invalid: where the teacher is weaker than 50 gold rows, as SmolLM2 on CRAFT's trees). The "
+                               "vanilla-kd baseline always learns from the teacher's labels.")
     evaluate_students: bool = Field(True, description="Score every intermediate student on the test set.")
     dispatch: Literal["local", "deployment"] = Field(
         "local", description="local: train a stage's students in this process (one per local GPU); deployment: as "

@@ -87,6 +87,14 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     assert result["gain"]["stage-2"]["vs previous"]["diff"] == pytest.approx(66.7 - 100.0, abs=0.1)
     (run / "stage-2" / "labels-d.parquet").unlink()
     (run / "stage-2").rmdir()
+    # stages.first_labels: sft: the SFT student's Y_0 sits between the teacher's labels and stage 1's.
+    (run / "sft-labels").mkdir()
+    rows([gold, "flights from boston to denver"], [True, True]).to_parquet(run / "sft-labels" / "labels-e.parquet")
+    result = quality.label_quality(run)
+    assert list(result["labels"]) == ["teacher", "sft", "stage-1"] and result["labels"]["sft"]["recall"] == 50.0
+    assert result["gain"]["stage-1"]["vs previous"]["diff"] == pytest.approx(100.0 - 66.7, abs=0.1)
+    (run / "sft-labels" / "labels-e.parquet").unlink()
+    (run / "sft-labels").rmdir()
     (run / "stage-1" / "labels-c.parquet").write_bytes((run / "stage-1" / "labels-b.parquet").read_bytes())
     with pytest.raises(SystemExit, match="stage-1: expected one labels"):
         quality.label_quality(run)

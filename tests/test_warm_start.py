@@ -1,4 +1,5 @@
-"""Issue #13: warm-started students (student.init: sft) start from the SFT-on-L student's weights."""
+"""Issue #13: the SFT-on-L student as a start: warm-started students (student.init: sft) start from its weights;
+stages.first_labels: sft makes its labels of U the labels stage 1 learns from."""
 
 from __future__ import annotations
 
@@ -50,3 +51,38 @@ def test_warm_started_run_starts_every_distilled_student_from_the_sft_student(tm
 def test_init_is_pretrained_or_sft():
     with pytest.raises(MckdInputError, match=r"student.init: Input should be 'pretrained' or 'sft'"):
         parse_config({"data": {"task": "text", "labeled": "a", "unlabeled": "b"}, "student": {"init": "teacher"}})
+
+
+def test_first_labels_sft_are_the_sft_students_labels_of_u_and_the_teachers_where_it_writes_nothing_valid(tmp_path_factory, tiny_models):
+    """stages.first_labels: sft: Y_0 is what the SFT-on-L student writes for U (the teacher's label where its output is
+    invalid); the stage-1 students learn from Y_0, vanilla KD still from the teacher's labels."""
+    from mckd_core.formats import get_format
+    from mckd_core.student import predict
+
+    tmp = tmp_path_factory.mktemp("first-labels")
+    cfg = parse_config(toy_config(tmp, tiny_models, data={"dev_holdout": 2}, student={"max_dev": 1},
+                                  stages={"num_stages": 2, "partitions": 2, "evaluate_students": False, "first_labels": "sft"},
+                                  baselines=["vanilla-kd"]))
+    report = mckd_flow(cfg)
+    run = cfg.run_dir
+    teacher = pd.read_parquet(next((run / "teacher").glob("labels-*.parquet"))).set_index("id")
+    first = pd.read_parquet(next((run / "sft-labels").glob("labels-*.parquet"))).set_index("id").loc[teacher.index]
+    written = predict(str(run / "baselines" / "sft"), list(teacher["input"]), cfg.student.eval_batch_size,
+                      cfg.student.max_target_tokens, cfg.student.precision)
+    sft_valid = pd.Series([get_format("text").check(x, r).valid for x, r in zip(teacher["input"], written)], index=teacher.index)
+    from_sft = first["source"] == "baseline/sft"
+    assert list(first.loc[from_sft, "raw"]) == [r for r, s in zip(written, from_sft) if s]
+    assert (from_sft | ~sft_valid).all() and from_sft[sft_valid].all()
+    kept = ~sft_valid & teacher["valid"]
+    assert (first.loc[kept, "label"] == teacher.loc[kept, "label"]).all() and (first.loc[kept, "source"] == teacher.loc[kept, "source"]).all()
+    assert report["first_labels"]["source"] == "sft" and 0.0 <= report["first_labels"]["changed_fraction"] <= 1.0
+    # Stage-1 student k learns from the valid Y_0 labels of the other part, plus L's 6 training rows.
+    parts = pd.read_parquet(next((run / "data").glob("partition-*.parquet"))).set_index("id")["part"].loc[teacher.index]
+    trained = [s["train_rows"] for s in report["stages"][0]["students"]]
+    assert trained == [6 + int((first["valid"] & (parts != k)).sum()) for k in (0, 1)]
+    assert report["baselines"]["vanilla-kd"]["train_rows"] == report["counts"]["teacher_valid"] + 6
+
+
+def test_first_labels_is_teacher_or_sft():
+    with pytest.raises(MckdInputError, match=r"stages.first_labels: Input should be 'teacher' or 'sft'"):
+        parse_config({"data": {"task": "text", "labeled": "a", "unlabeled": "b"}, "stages": {"first_labels": "gold"}})

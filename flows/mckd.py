@@ -124,8 +124,8 @@ def mckd_flow(config: RunConfig) -> dict:
     # 4. Final stage: one student on all of U with Y_{S-1}: the deliverable model. The baselines need nothing
     #    from it, so they train alongside it (each student in a CPU slot of its own, or on a GPU).
     started = time.perf_counter()
-    final = n.train.submit(labels, None, None, data.dev, cfg.student, cfg.data.task, cfg.seed + 100 * cfg.stages.num_stages,
-                           n.dir("final", "student"), "final/student", slots=n.slots, gold=gold, init=init)
+    final = n.train.submit(**_on_all_rows(cfg, n, data, labels, cfg.seed + 100 * cfg.stages.num_stages, ("final", "student"),
+                                          "final/student", gold=gold, init=init), slots=n.slots)
     baselines = _submit_baselines(cfg, n, data, label_history, gold, init)
     final_test = n.evaluate.submit(final, data.test, cfg.student, cfg.data.task, n.slots) if data.test else None
     final = final.result()
@@ -192,9 +192,8 @@ def _submit_baselines(cfg: RunConfig, n: _Nodes, data, label_history: list[Parqu
         if stages is None:
             inputs = _supervised(cfg, n, data, name)
         else:
-            inputs = dict(labels=label_history[stages - 1], assignment=None, parts=None, dev=data.dev, student=cfg.student,
-                          task_name=cfg.data.task, seed=cfg.seed + 100 * stages, out_dir=n.dir("baselines", name),
-                          what=f"baseline/{name}", gold=gold, init=init)
+            inputs = _on_all_rows(cfg, n, data, label_history[stages - 1], cfg.seed + 100 * stages, ("baselines", name),
+                                  f"baseline/{name}", gold=gold, init=init)
         student = n.train.submit(**inputs, slots=n.slots)
         futures[name] = (student, n.evaluate.submit(student, data.test, inputs["student"], cfg.data.task, n.slots))
     return futures
@@ -205,8 +204,16 @@ def _supervised(cfg: RunConfig, n: _Nodes, data, name: str) -> dict:
     it selects epochs on dev only where dev rows are held out of its training data."""
     student_cfg = cfg.student.model_copy(update={"select_on_dev": data.dev_held_out, "min_valid_rows": 1})
     rows = data.labeled_train if name == "sft" else data.sft_n
-    return dict(labels=gold_labels(rows, n.dir("baselines")), assignment=None, parts=None, dev=data.dev, student=student_cfg,
-                task_name=cfg.data.task, seed=cfg.seed, out_dir=n.dir("baselines", name), what=f"baseline/{name}")
+    return _on_all_rows(cfg, n, data, gold_labels(rows, n.dir("baselines")), cfg.seed, ("baselines", name), f"baseline/{name}",
+                        student=student_cfg)
+
+
+def _on_all_rows(cfg: RunConfig, n: _Nodes, data, labels: ParquetRef, seed: int, out_dir: tuple[str, ...], what: str,
+                 student=None, **start) -> dict:
+    """The train-node inputs of a student on every row of `labels` (no partition), selecting on data.dev; `start`:
+    gold rows and init weights, as the train node takes them."""
+    return dict(labels=labels, assignment=None, parts=None, dev=data.dev, student=student or cfg.student,
+                task_name=cfg.data.task, seed=seed, out_dir=n.dir(*out_dir), what=what, **start)
 
 
 def _dev_scores(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, ...]:

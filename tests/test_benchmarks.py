@@ -162,3 +162,21 @@ def test_quality_records_the_shipped_candidate_and_its_test_score():
     report["deliverable"] = {"name": "sft-n", "dev": {"final": 60.0, "sft": 65.0, "sft-n": 90.0},
                              "vs_final": {"sft": {"diff": 5.0, "ci95": [-3.0, 13.0]}, "sft-n": {"diff": 30.0, "ci95": [20.0, 40.0]}}}
     assert quality.deliverable(report)["with_l_only"] == {"name": "final", "test_f1": 55.0, "test_ci95": [50.0, 60.0]}
+
+
+def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count():
+    quality = _load("quality")
+    table_of = _load("quality_table").table
+    base = {"unlabeled": 200, "test": 200}
+    shipped = {"name": "final", "test_f1": 100.0, "with_l_only": {"name": "final", "test_f1": 100.0}}
+    current = lambda seed, right, **sizes: dict(_quality_run(seed, right), sizes={**base, **sizes}, deliverable=shipped,  # noqa: E731
+                                                metric=quality.METRIC["atis"])
+    runs = [current(0, 2), current(1, 2), current(0, 1, train_on_labeled=True, first_labels="sft"),
+            current(0, 2, unlabeled=400),
+            dict(current(2, 2), sizes={**base, "test": 20}),  # too few test rows to count
+            dict(current(3, 2), metric="an older metric")]
+    lines = table_of(runs).splitlines()[2:]
+    assert [line.split(" | ")[1:3] for line in lines] == [["gold-aware + first_labels sft", "0"], ["paper recipe", "0,1"],
+                                                          ["paper recipe, U=400", "0"]]
+    # The paper recipe's final student finds every chunk where the rest find half: MCKD-3 100.0, gaps with CIs.
+    assert "**100.0**" in lines[1] and "+33.3 [+33.3, +33.3]" in lines[1] and "100.0 / 100.0" in lines[1]

@@ -1,0 +1,69 @@
+"""Issue #13's table: every recipe measured by quality.py side by side, per task, from benchmarks/results/quality.json.
+
+One line per (task, recipe): the paper's recipe and each option (gold-aware students, init sft, first_labels sft) and
+U, over the seeds that recipe ran; test F1 means of teacher / SFT-L / vanilla KD / MCKD-3 / the deliverable / SFT-N,
+(the guard's pick, and its pick among what a user with only L trains, i.e. without SFT-N), and MCKD-3 minus teacher,
+SFT-L and vanilla KD with 95% CIs pooled over those seeds (quality.summarize). Only runs
+with T >= 200 test rows and today's metric and dev-row recipe (quality.current) count: smaller tables cannot resolve
+the differences in question.
+
+Usage:
+  .venv/bin/python benchmarks/quality_table.py [benchmarks/results/quality.json]
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("quality", HERE / "quality.py")
+quality = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(quality)
+
+MIN_TEST = 200
+#: The options that make a recipe, in the order a recipe's name lists them.
+OPTIONS = {"train_on_labeled": "gold-aware", "init": "init {}", "first_labels": "first_labels {}"}
+GAPS = ("teacher", "sft", "vanilla-kd")
+
+
+def recipe(sizes: dict) -> str:
+    names = [label.format(sizes[key]) for key, label in OPTIONS.items() if key in sizes]
+    return (" + ".join(names) or "paper recipe") + (f", U={sizes['unlabeled']}" if sizes["unlabeled"] != 200 else "")
+
+
+def table(runs: list[dict]) -> str:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        if quality.current(run) and run["sizes"]["test"] >= MIN_TEST:
+            groups.setdefault((run["task"], recipe(run["sizes"])), []).append(run)
+    lines = ["| task | recipe | seeds | teacher | SFT-50 | vanilla KD | **MCKD-3** | deliverable: guard / L only | SFT-N | "
+             + " | ".join(f"MCKD-3 − {quality_name(row)} [95% CI]" for row in GAPS) + " |",
+             "|---|---|---|" + "---:|" * (6 + len(GAPS))]
+    for (task, name), group in sorted(groups.items()):
+        s = quality.summarize(sorted(group, key=lambda r: r["seed"]))[task]
+        means = [f"{s['f1'][row]['mean']:.1f}" for row in ("teacher", "sft", "vanilla-kd", "mckd-3")]
+        shipped = s["deliverable"] and f"{s['deliverable']['f1']['mean']:.1f} / {s['deliverable']['with_l_only_f1']['mean']:.1f}"
+        gaps = [_gap(s["comparisons"], row) for row in GAPS]
+        lines.append(f"| {task} | {name} | {','.join(map(str, s['seeds']))} | " + " | ".join(means[:3]) + f" | **{means[3]}** | "
+                     + (shipped or "–") + f" | {s['f1']['sft-n']['mean']:.1f} | " + " | ".join(gaps) + " |")
+    return "\n".join(lines)
+
+
+def quality_name(row: str) -> str:
+    return {"sft": "SFT-50", "vanilla-kd": "vanilla KD"}.get(row, row)
+
+
+def _gap(comparisons: dict | None, row: str) -> str:
+    cmp = (comparisons or {}).get(f"{quality.FINAL} - {row}")
+    return f"{cmp['diff']:+.1f} [{cmp['ci95'][0]:+.1f}, {cmp['ci95'][1]:+.1f}]" if cmp else "–"
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results" / "quality.json"
+    if path.name.startswith("-") or not path.is_file():
+        raise SystemExit(__doc__)
+    print(table(json.loads(path.read_text())["runs"]))

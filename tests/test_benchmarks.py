@@ -171,7 +171,9 @@ def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count
     shipped = {"name": "final", "test_f1": 100.0, "with_l_only": {"name": "final", "test_f1": 100.0}}
     current = lambda seed, right, **sizes: dict(_quality_run(seed, right), sizes={**base, **sizes}, deliverable=shipped,  # noqa: E731
                                                 metric=quality.METRIC["atis"])
-    runs = [current(0, 2), current(1, 2), current(0, 1, train_on_labeled=True, first_labels="sft"),
+    weak_sft = current(0, 1, train_on_labeled=True, first_labels="sft")
+    weak_sft["test_rows"]["sft"] = {"id": ["a", "b", "c", "d"], "stats": [[0, 0, 2]] * 4}  # its SFT-50 finds nothing
+    runs = [current(0, 2), current(1, 2), weak_sft,
             current(0, 2, unlabeled=400),
             dict(current(2, 2), sizes={**base, "test": 20}),  # too few test rows to count
             dict(current(3, 2), metric="an older metric")]
@@ -180,3 +182,6 @@ def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count
                                                           ["paper recipe, U=400", "0"]]
     # The paper recipe's final student finds every chunk where the rest find half: MCKD-3 100.0, gaps with CIs.
     assert "**100.0**" in lines[1] and "+33.3 [+33.3, +33.3]" in lines[1] and "100.0 / 100.0" in lines[1]
+    # Against every SFT-50 of its seeds: seed 0's two SFT-50 trainings averaged per row (F1 40.0), seed 1's one (66.7).
+    gap = f"{100 - (40.0 + 200 / 3) / 2:+.1f}"  # every row alike: each resample gives the same gap
+    assert lines[1].endswith(f"| {gap} [{gap}, {gap}] (3) |"), lines[1]

@@ -205,6 +205,15 @@ class RunConfig(_Section):
         return self
 
     @model_validator(mode="after")
+    def _sft_first_labels_need_a_stage(self) -> RunConfig:
+        if self.stages.first_labels == "sft" and self.stages.num_stages < 2:
+            # With one stage the final student would learn from the SFT student's labels alone: self-training, not
+            # distillation, and not the vanilla KD that num_stages 1 stands for everywhere else.
+            raise ValueError("stages.first_labels: sft needs stages.num_stages >= 2 (with 1 stage the final student would "
+                             "learn only from the SFT student's labels); set stages.first_labels: teacher for vanilla KD")
+        return self
+
+    @model_validator(mode="after")
     def _known_baselines(self) -> RunConfig:
         for name in self.baselines:
             problem = baseline_problem(name, self)

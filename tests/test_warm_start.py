@@ -86,3 +86,9 @@ def test_first_labels_sft_are_the_sft_students_labels_of_u_and_the_teachers_wher
 def test_first_labels_is_teacher_or_sft():
     with pytest.raises(MckdInputError, match=r"stages.first_labels: Input should be 'teacher' or 'sft'"):
         parse_config({"data": {"task": "text", "labeled": "a", "unlabeled": "b"}, "stages": {"first_labels": "gold"}})
+
+
+def test_first_labels_sft_needs_a_stage_to_distill_through():
+    with pytest.raises(MckdInputError, match=r"stages.first_labels: sft needs stages.num_stages >= 2 .*set stages.first_labels: teacher"):
+        parse_config({"data": {"task": "text", "labeled": "a", "unlabeled": "b"},
+                      "stages": {"first_labels": "sft", "num_stages": 1}})

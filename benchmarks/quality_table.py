@@ -17,23 +17,19 @@ Prints a markdown table.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+import quality  # noqa: E402  (puts the repo root on sys.path)
 
 from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.scoring import aligned  # noqa: E402
 from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("quality", HERE / "quality.py")
-quality = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quality)
 
 MIN_TEST = 200
 #: The options that make a recipe, in the order a recipe's name lists them.
@@ -77,10 +73,9 @@ def against_every_sft(group: list[dict], runs: list[dict]) -> str:
                     if (other["task"], other["seed"]) == (run["task"], run["seed"])
                     and set(other["test_rows"]["sft"]["id"]) == set(final["id"])}
         stats = [aligned(final, sft)[1] for sft in distinct.values()]
-        pairs.append((aligned(final, final)[0], np.mean(stats, axis=0)))
+        pairs.append((np.asarray(final["stats"], dtype=float), np.mean(stats, axis=0)))
         trainings += len(stats)
-    cmp = pooled_paired_bootstrap(pairs, get_format(quality.FORMAT[group[0]["task"]]).aggregate)
-    return f"{cmp['diff']:+.1f} [{cmp['ci95'][0]:+.1f}, {cmp['ci95'][1]:+.1f}] ({trainings})"
+    return f"{_interval(pooled_paired_bootstrap(pairs, get_format(quality.FORMAT[group[0]['task']]).aggregate))} ({trainings})"
 
 
 def quality_name(row: str) -> str:
@@ -89,7 +84,11 @@ def quality_name(row: str) -> str:
 
 def _gap(comparisons: dict | None, row: str) -> str:
     cmp = (comparisons or {}).get(f"{quality.FINAL} - {row}")
-    return f"{cmp['diff']:+.1f} [{cmp['ci95'][0]:+.1f}, {cmp['ci95'][1]:+.1f}]" if cmp else "–"
+    return _interval(cmp) if cmp else "–"
+
+
+def _interval(cmp: dict) -> str:
+    return f"{cmp['diff']:+.1f} [{cmp['ci95'][0]:+.1f}, {cmp['ci95'][1]:+.1f}]"
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ def mckd_flow(config: RunConfig) -> dict:
     timings["evaluate"] = time.perf_counter() - started
     teacher_counts = teacher_labels.read()
     teacher_scores = n.score(teacher_test, cfg.data.task) if teacher_test else None
+    teacher_f1 = _f1(n.score(teacher_labels, cfg.data.task))
     timings["total"] = time.perf_counter() - clock
     report = {
         "config": cfg.model_dump(mode="json"),
@@ -154,11 +155,8 @@ def mckd_flow(config: RunConfig) -> dict:
                    "teacher_valid": int(teacher_counts["valid"].sum()), "teacher_invalid": int((~teacher_counts["valid"]).sum()),
                    "teacher_repaired": int((teacher_counts["error"] == "repaired").sum()),
                    **({"sft_n": data.sft_n.rows} if data.sft_n else {})},
-        "teacher": {"test": summarize_test(teacher_scores),
-                    "pseudolabel_f1": _f1(n.score(teacher_labels, cfg.data.task))},
-        # Y_0: the teacher's labels, or the SFT student's (stages.first_labels: sft).
-        "first_labels": {"source": cfg.stages.first_labels, "pseudolabel_f1": _f1(n.score(first_labels, cfg.data.task)),
-                         "changed_fraction": changed_fraction(teacher_labels, first_labels)},
+        "teacher": {"test": summarize_test(teacher_scores), "pseudolabel_f1": teacher_f1},
+        "first_labels": _first_labels_entry(cfg, n, teacher_labels, first_labels, teacher_f1),
         "stages": stages,
         "final_student": final_entry(final.dir, final.metrics, final_test),
         "baselines": baselines,
@@ -214,6 +212,15 @@ def _on_all_rows(cfg: RunConfig, n: _Nodes, data, labels: ParquetRef, seed: int,
     gold rows and init weights, as the train node takes them."""
     return dict(labels=labels, assignment=None, parts=None, dev=data.dev, student=student or cfg.student,
                 task_name=cfg.data.task, seed=seed, out_dir=n.dir(*out_dir), what=what, **start)
+
+
+def _first_labels_entry(cfg: RunConfig, n: _Nodes, teacher_labels: ParquetRef, first_labels: ParquetRef,
+                        teacher_f1: float | None) -> dict:
+    """Y_0 in the report: the teacher's labels (already scored) or the SFT student's (stages.first_labels: sft)."""
+    if first_labels is teacher_labels:
+        return {"source": cfg.stages.first_labels, "pseudolabel_f1": teacher_f1, "changed_fraction": 0.0}
+    return {"source": cfg.stages.first_labels, "pseudolabel_f1": _f1(n.score(first_labels, cfg.data.task)),
+            "changed_fraction": changed_fraction(teacher_labels, first_labels)}
 
 
 def _dev_scores(cfg: RunConfig, n: _Nodes, dev: ParquetRef, students: dict[str, StudentRef]) -> tuple[dict, ...]:

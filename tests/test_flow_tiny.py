@@ -34,6 +34,8 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     # Counted with the T5 student's tokenizer before any model loaded; the transformers teacher's context is not known.
     assert report["overlong"] == {"student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}}}
     assert [s["stage"] for s in report["stages"]] == [1, 2]
+    # Y_0 is the teacher's labels by default (stages.first_labels: teacher), scored once.
+    assert report["first_labels"] == {"source": "teacher", "pseudolabel_f1": report["teacher"]["pseudolabel_f1"], "changed_fraction": 0.0}
     for stage in report["stages"]:
         assert [s["partition"] for s in stage["students"]] == [0, 1]
         assert 0.0 <= stage["changed_fraction"] <= 1.0

@@ -26,17 +26,23 @@ from label_quality import one  # noqa: E402
 
 from mckd_core.config import RunConfig  # noqa: E402
 from mckd_core.data import ParquetRef, write_parquet  # noqa: E402
+from mckd_core.jobs import StudentJob  # noqa: E402
 from mckd_core.partition import cross_assignment  # noqa: E402
-from mckd_core.steps import train_student_on, training_rows  # noqa: E402
+from mckd_core.steps import train_student, training_rows  # noqa: E402
 
 
 def gold_rows(run_dir: Path, stage: int, student: int, partitions: int) -> pd.DataFrame:
     """The rows the stage student trained on (valid labels of its training parts), with label := gold target."""
     labels = one("teacher/labels-*.parquet" if stage == 1 else f"stage-{stage - 1}/labels-*.parquet", run_dir)
     train_parts, _ = cross_assignment(partitions)[student]
-    rows = training_rows(ParquetRef.of(labels), ParquetRef.of(one("data/partition-*.parquet", run_dir)), train_parts, 1, "gold partition")
+    rows = training_rows(
+        ParquetRef.of(labels), ParquetRef.of(one("data/partition-*.parquet", run_dir)), train_parts, 1, "gold partition"
+    )
     if rows["target"].isna().any():
-        raise SystemExit(f"{run_dir}: the rows of U have no gold `target`; this check needs a run on gold-labeled U (e.g. quality.py's)")
+        raise SystemExit(
+            f"{run_dir}: the rows of U have no gold `target`; this check needs a run on gold-labeled U (e.g. "
+            "quality.py's)"
+        )
     return rows.assign(label=rows["target"], raw=rows["target"], source="gold")
 
 
@@ -52,13 +58,35 @@ def main() -> None:
         raise SystemExit("runs with stages.redraw_partitions have one partition file per stage; not supported here")
     out = args.run_dir / "gold-partition" / f"stage-{args.stage}-student-{args.student}"
     rows = gold_rows(args.run_dir, args.stage, args.student, cfg.stages.partitions)
-    dev = next(iter(sorted((args.run_dir / "data").glob("dev-*.parquet"))), None) or one("data/labeled-*.parquet", args.run_dir)
-    student = train_student_on(write_parquet(rows, out, "gold-labels"), None, None, ParquetRef.of(dev), cfg.student, cfg.data.task,
-                               cfg.seed + 100 * args.stage + args.student, out / "student", what="gold partition")
+    dev = next(iter(sorted((args.run_dir / "data").glob("dev-*.parquet"))), None) or one(
+        "data/labeled-*.parquet", args.run_dir
+    )
+    student = train_student(
+        StudentJob(
+            name="gold partition",
+            task=cfg.data.task,
+            student=cfg.student,
+            seed=cfg.seed + 100 * args.stage + args.student,
+            labels=write_parquet(rows, out, "gold-labels"),
+            dev=ParquetRef.of(dev),
+            out_dir=str(out / "student"),
+        )
+    )
     trained = report["stages"][args.stage - 1]["students"][args.student]
-    print(json.dumps({"run": str(args.run_dir), "stage": args.stage, "student": args.student, "rows": len(rows),
-                      "dev_f1_on_gold_labels": student.metrics.get("dev_f1"), "epochs": student.metrics.get("epochs"),
-                      "dev_f1_on_run_labels": trained["dev_f1"], "run_train_rows": trained["train_rows"]}))
+    print(
+        json.dumps(
+            {
+                "run": str(args.run_dir),
+                "stage": args.stage,
+                "student": args.student,
+                "rows": len(rows),
+                "dev_f1_on_gold_labels": student.metrics.get("dev_f1"),
+                "epochs": student.metrics.get("epochs"),
+                "dev_f1_on_run_labels": trained["dev_f1"],
+                "run_train_rows": trained["train_rows"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

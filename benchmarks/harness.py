@@ -27,31 +27,73 @@ TARGETS = {"prefect_overhead_max": 0.05, "rerun_fraction_max": 0.05, "trainer_sp
 # Sizes per mode. quick: tiny random-init models on a toy word-mapping task; full: SmolLM2-135M on ATIS.
 MODES = {
     "quick": {
-        "models": "tiny", "labeled": 8, "unlabeled": 32, "test": 8, "stages": 2, "partitions": 2, "reps": 3,
+        "models": "tiny",
+        "labeled": 8,
+        "unlabeled": 32,
+        "test": 8,
+        "stages": 2,
+        "partitions": 2,
+        "reps": 3,
         "torch_threads": 1,
-        "student": {"epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "max_target_tokens": 24, "max_dev": 4,
-                    "eval_batch_size": 32},
+        "student": {
+            "epochs": 4,
+            "batch_size": 8,
+            "learning_rate": 3e-3,
+            "max_target_tokens": 24,
+            "max_dev": 4,
+            "eval_batch_size": 32,
+        },
         "teacher": {"num_demos": 2, "max_new_tokens": 24, "chat": False, "batch_size": 16},
-        "noop_tasks": 30, "k_values": [2, 3, 4], "s_values": [1, 2, 3, 4], "teacher_rows": [16, 32, 64, 128],
+        "noop_tasks": 30,
+        "k_values": [2, 3, 4],
+        "s_values": [1, 2, 3, 4],
+        "teacher_rows": [16, 32, 64, 128],
         "trainer": {"rows": 128, "epochs": 2, "batch_size": 8, "grad_accum": 2, "reps": 3},
     },
     "full": {
-        "models": "smollm2", "labeled": 16, "unlabeled": 12, "test": 4, "stages": 2, "partitions": 2, "reps": 3,
-        "scaling_reps": 1, "torch_threads": None, "baselines": (),
-        "student": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 40, "max_dev": 4,
-                    "eval_batch_size": 16},
+        "models": "smollm2",
+        "labeled": 16,
+        "unlabeled": 12,
+        "test": 4,
+        "stages": 2,
+        "partitions": 2,
+        "reps": 3,
+        "scaling_reps": 1,
+        "torch_threads": None,
+        "baselines": (),
+        "student": {
+            "epochs": 1,
+            "batch_size": 4,
+            "learning_rate": 1e-4,
+            "max_target_tokens": 40,
+            "max_dev": 4,
+            "eval_batch_size": 16,
+        },
         "teacher": {"num_demos": 3, "max_new_tokens": 40, "batch_size": 8},
-        "noop_tasks": 30, "k_values": [2, 3, 4], "s_values": [1, 2, 3, 4], "teacher_rows": [4, 8, 12, 16],
+        "noop_tasks": 30,
+        "k_values": [2, 3, 4],
+        "s_values": [1, 2, 3, 4],
+        "teacher_rows": [4, 8, 12, 16],
         "trainer": {"rows": 48, "epochs": 1, "batch_size": 4, "grad_accum": 2, "reps": 3},
     },
 }
 # A few-second smoke version of quick (to check the script itself; its numbers mean nothing).
-MODES["smoke"] = {**MODES["quick"], "unlabeled": 16, "test": 4, "reps": 1, "noop_tasks": 5, "k_values": [2, 3],
-                  "s_values": [1, 2], "teacher_rows": [4, 8], "student": {**MODES["quick"]["student"], "epochs": 1},
-                  "trainer": {"rows": 16, "epochs": 1, "batch_size": 8, "grad_accum": 1, "reps": 1}}
+MODES["smoke"] = {
+    **MODES["quick"],
+    "unlabeled": 16,
+    "test": 4,
+    "reps": 1,
+    "noop_tasks": 5,
+    "k_values": [2, 3],
+    "s_values": [1, 2],
+    "teacher_rows": [4, 8],
+    "student": {**MODES["quick"]["student"], "epochs": 1},
+    "trainer": {"rows": 16, "epochs": 1, "batch_size": 8, "grad_accum": 1, "reps": 1},
+}
 
 
 # ---- pure helpers (tested in tests/test_benchmarks.py) ----------------------------------------------------
+
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict:
     """Least-squares y = slope * x + intercept, with R² (1.0 when y is constant and perfectly fit)."""
@@ -111,6 +153,7 @@ class Section:
 
 # ---- environment, models, data -------------------------------------------------------------------------
 
+
 def isolate_environment(home: Path, torch_threads: int | None = None) -> None:
     """A temp Prefect home (its own ephemeral API database), no telemetry, no hub access.
 
@@ -151,8 +194,19 @@ def build_models(mode: dict, root: Path) -> dict:
         return models
     make_tiny_t5(root / "t5")
     make_tiny_llama(root / "llama")
-    train(TrainSpec(model=models["causal"], out_dir=models["teacher"], task="text", train_inputs=list(PAIRS),
-                    train_targets=list(PAIRS.values()), epochs=30, batch_size=4, learning_rate=3e-3, select_on_dev=False))
+    train(
+        TrainSpec.flat(
+            model=models["causal"],
+            out_dir=models["teacher"],
+            task="text",
+            train_inputs=list(PAIRS),
+            train_targets=list(PAIRS.values()),
+            epochs=30,
+            batch_size=4,
+            learning_rate=3e-3,
+            select_on_dev=False,
+        )
+    )
     return models
 
 
@@ -178,13 +232,17 @@ def build_data(mode: dict, root: Path, pool_rows: int) -> dict:
         from mckd_core.atis import load_atis
         from mckd_core.data import sample_sets
 
-        sets = sample_sets(load_atis("train"), load_atis("test"), mode["labeled"], pool_rows, mode["test"], 0, max_words=15)
+        sets = sample_sets(
+            load_atis("train"), load_atis("test"), mode["labeled"], pool_rows, mode["test"], 0, max_words=15
+        )
         labeled, test, pool, task = sets["labeled"], sets["test"], sets["unlabeled"].reset_index(drop=True), "slots"
     else:
         from toy_data import PAIRS
 
         words = list(PAIRS)
-        labeled = pd.DataFrame({"id": [f"l{i}" for i in range(len(words))], "input": words, "target": [PAIRS[w] for w in words]})
+        labeled = pd.DataFrame(
+            {"id": [f"l{i}" for i in range(len(words))], "input": words, "target": [PAIRS[w] for w in words]}
+        )
         if pool_rows + mode["test"] > 512:
             raise ValueError("the toy task has 512 distinct inputs")
         pool = toy_pool(pool_rows)
@@ -198,23 +256,46 @@ def build_data(mode: dict, root: Path, pool_rows: int) -> dict:
 
 def write_unlabeled(data: dict, n: int, path: Path, start: int = 0) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    df = data["pool"].iloc[start:start + n][["id", "input", "target"]]
+    df = data["pool"].iloc[start : start + n][["id", "input", "target"]]
     df.to_parquet(path, index=False)
     return str(path)
 
 
-def make_config(mode: dict, models: dict, data: dict, runs_root: Path, unlabeled: str, run_name: str = "bench",
-                baselines: tuple[str, ...] = ("sft",), **stages):
+def make_config(
+    mode: dict,
+    models: dict,
+    data: dict,
+    runs_root: Path,
+    unlabeled: str,
+    run_name: str = "bench",
+    baselines: tuple[str, ...] = ("sft",),
+    **stages,
+):
     from mckd_core.config import parse_config
 
-    return parse_config({
-        "run_name": run_name, "runs_root": str(runs_root), "seed": 0,
-        "data": {"task": data["task"], "labeled": data["paths"]["labeled"], "unlabeled": unlabeled, "test": data["paths"]["test"]},
-        "teacher": {"model": models["teacher"], **mode["teacher"]},
-        "student": {"model": models["student"], **mode["student"]},
-        "stages": {"num_stages": mode["stages"], "partitions": mode["partitions"], "evaluate_students": True, **stages},
-        "baselines": list(mode.get("baselines", baselines)),
-    }, source="benchmark config")
+    return parse_config(
+        {
+            "run_name": run_name,
+            "runs_root": str(runs_root),
+            "seed": 0,
+            "data": {
+                "task": data["task"],
+                "labeled": data["paths"]["labeled"],
+                "unlabeled": unlabeled,
+                "test": data["paths"]["test"],
+            },
+            "teacher": {"model": models["teacher"], **mode["teacher"]},
+            "student": {"model": models["student"], **mode["student"]},
+            "stages": {
+                "num_stages": mode["stages"],
+                "partitions": mode["partitions"],
+                "evaluate_students": True,
+                **stages,
+            },
+            "baselines": list(mode.get("baselines", baselines)),
+        },
+        source="benchmark config",
+    )
 
 
 def forget_teacher() -> None:
@@ -225,6 +306,7 @@ def forget_teacher() -> None:
 
 
 # ---- Prefect ---------------------------------------------------------------------------------------------
+
 
 def _api(read):
     """`await read(client)` with a Prefect API client, from synchronous code."""
@@ -246,8 +328,9 @@ def flow_tree_ids(flow_run_id) -> list:
     async def collect(client):
         ids, frontier = [flow_run_id], [flow_run_id]
         while frontier:
-            children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier))
+            )
             frontier = [c.id for c in children]
             ids += frontier
         return ids
@@ -306,10 +389,16 @@ def timed_flow(cfg) -> tuple[float, object]:
 
 # ---- processes and records -------------------------------------------------------------------------------
 
+
 def run_child(*args: str) -> dict:
     """`benchmarks/run.py *args` in a fresh process with this environment: the JSON object it prints last."""
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), *args], cwd=str(REPO),
-                         capture_output=True, text=True, env=os.environ.copy())
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), *args],
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     if out.returncode != 0:
         raise RuntimeError(f"child {' '.join(args)} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -342,9 +431,20 @@ def machine() -> dict:
 
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "prefect": prefect.__version__, "torch_threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "prefect": prefect.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }

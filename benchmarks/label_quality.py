@@ -4,7 +4,8 @@ report.json keeps only the F1 of each stage's labels; whether the teacher and th
 over-tag needs precision and recall (BENCHMARKS.md: "why distilled students under-tag"), and whether a stage's
 labels beat the teacher's (the paper's premise) needs a CI: each stage's F1 has its bootstrap 95% CI over U's rows,
 and `gain` holds each stage minus the teacher and minus the stage before, paired on the same rows of U. Reads a run
-dir's teacher/labels-*.parquet, sft-labels/labels-*.parquet (stages.first_labels: sft) and stage-N/labels-*.parquet (U's rows with their gold `target`); invalid labels
+dir's teacher/labels-*.parquet, sft-labels/labels-*.parquet (stages.first_labels: sft) and stage-N/labels-*.parquet
+(U's rows with their gold `target`); invalid labels
 count as empty predictions, as in every score of the report.
 
 Usage:
@@ -36,7 +37,9 @@ def one(pattern: str, run_dir: Path) -> Path:
     found = sorted(run_dir.glob(pattern))
     if len(found) != 1:
         where = run_dir / Path(pattern).parent
-        raise SystemExit(f"{where}: expected one {Path(pattern).name}, found {len(found)}; pass the dir of one finished run")
+        raise SystemExit(
+            f"{where}: expected one {Path(pattern).name}, found {len(found)}; pass the dir of one finished run"
+        )
     return found[0]
 
 
@@ -45,25 +48,40 @@ def label_files(run_dir: Path) -> dict[str, Path]:
     intermediate stage, in stage order."""
     stages = sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1]))
     first = {"sft": one("sft-labels/labels-*.parquet", run_dir)} if (run_dir / "sft-labels").is_dir() else {}
-    return {"teacher": one("teacher/labels-*.parquet", run_dir), **first,
-            **{d.name: one(f"{d.name}/labels-*.parquet", run_dir) for d in stages}}
+    return {
+        "teacher": one("teacher/labels-*.parquet", run_dir),
+        **first,
+        **{d.name: one(f"{d.name}/labels-*.parquet", run_dir) for d in stages},
+    }
 
 
 def label_quality(run_dir: Path) -> dict:
     task = json.loads((run_dir / "report.json").read_text())["config"]["data"]["task"]
     scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir).items()}
     if any(score is None for score in scores.values()):
-        raise SystemExit(f"{run_dir}: the rows of U have no gold `target`; label quality needs a run on gold-labeled U (e.g. quality.py's)")
-    return {"run": str(run_dir), "labels": {name: {k: rounded(s[k]) for k in KEYS if k in s} for name, s in scores.items()},
-            "gain": gains(scores, get_format(task).aggregate)}
+        raise SystemExit(
+            f"{run_dir}: the rows of U have no gold `target`; label quality needs a run on gold-labeled U (e.g. "
+            "quality.py's)"
+        )
+    return {
+        "run": str(run_dir),
+        "labels": {name: {k: rounded(s[k]) for k in KEYS if k in s} for name, s in scores.items()},
+        "gain": gains(scores, get_format(task).aggregate),
+    }
 
 
 def gains(scores: dict[str, dict], aggregate) -> dict[str, dict]:
-    """Each stage's label F1 minus the teacher's and (from stage 2 on) minus the previous stage's, paired on U's rows."""
+    """Each stage's label F1 minus the teacher's and (from stage 2 on) minus the previous stage's, paired on U's
+    rows."""
     names = list(scores)
-    paired = lambda a, b: {k: rounded(v) for k, v in paired_bootstrap(*aligned(scores[a]["rows"], scores[b]["rows"]), aggregate).items()}  # noqa: E731
-    return {name: {"vs teacher": paired(name, "teacher"), **({"vs previous": paired(name, names[i - 1])} if i > 1 else {})}
-            for i, name in enumerate(names) if i > 0}
+    paired = lambda a, b: {
+        k: rounded(v) for k, v in paired_bootstrap(*aligned(scores[a]["rows"], scores[b]["rows"]), aggregate).items()
+    }  # noqa: E731
+    return {
+        name: {"vs teacher": paired(name, "teacher"), **({"vs previous": paired(name, names[i - 1])} if i > 1 else {})}
+        for i, name in enumerate(names)
+        if i > 0
+    }
 
 
 def rounded(value):

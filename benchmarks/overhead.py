@@ -28,7 +28,7 @@ from harness import TARGETS, log, make_config, median, state_counts, task_runs_o
 NODE_BODIES = {
     "tasks.annotate": ("annotate_rows",),
     "tasks.partition": ("make_partition",),
-    "tasks.train_student": ("train_student_on",),
+    "tasks.train_student": ("run_in_slot",),
     # relabel and evaluate-student hand their step to run_in_slot, which may run it in a CPU slot's worker process
     # that no patch reaches: the call spans the step as seen from this process.
     "tasks.relabel": ("run_in_slot", "merge_labels"),
@@ -40,6 +40,7 @@ NODE_BODIES = {
 
 
 # ---- pure helper (tested in tests/test_benchmarks.py) ------------------------------------------------------
+
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
     """Length of the union of [start, end] intervals: the seconds in which at least one of them was open."""
@@ -53,6 +54,7 @@ def union_seconds(intervals: list[tuple[float, float]]) -> float:
 
 # ---- node clock ------------------------------------------------------------------------------------------
 
+
 def _timed(fn, name: str, intervals: list):
     @functools.wraps(fn)
     def call(*args, **kwargs):
@@ -61,6 +63,7 @@ def _timed(fn, name: str, intervals: list):
             return fn(*args, **kwargs)
         finally:
             intervals.append((name, start, time.perf_counter()))  # list.append is atomic: tasks run in threads
+
     return call
 
 
@@ -93,6 +96,7 @@ def busy_by_node(intervals: list[tuple[str, float, float]]) -> dict[str, float]:
 
 # ---- measurements ----------------------------------------------------------------------------------------
 
+
 def bench_noop_tasks(n: int, reps: int, work: Path) -> dict:
     """Per-task overhead of Prefect itself: the wall time of each call of a trivial task inside a flow (mckd's cache
     policy and persisted results; unique inputs, so nothing is a cache hit), minus the same plain call's time."""
@@ -123,9 +127,14 @@ def bench_noop_tasks(n: int, reps: int, work: Path) -> dict:
         task_ms += [1000 * t for t in noop_flow(f"{time.time_ns()}-{rep}")]
         flow_s.append(time.perf_counter() - started)
         plain_ms += [1000 * t for t in timed_calls(tiny, f"plain-{rep}")]
-    return {"tasks_per_flow": n, "flows": reps, "per_task_ms_median": median(task_ms) - median(plain_ms),
-            "per_task_ms_p90": sorted(task_ms)[int(0.9 * len(task_ms))], "plain_call_ms_median": median(plain_ms),
-            "flow_seconds": flow_s}
+    return {
+        "tasks_per_flow": n,
+        "flows": reps,
+        "per_task_ms_median": median(task_ms) - median(plain_ms),
+        "per_task_ms_p90": sorted(task_ms)[int(0.9 * len(task_ms))],
+        "plain_call_ms_median": median(plain_ms),
+        "flow_seconds": flow_s,
+    }
 
 
 def bench_overhead(mode: dict, models: dict, data: dict, work: Path) -> dict:
@@ -151,16 +160,24 @@ def bench_overhead(mode: dict, models: dict, data: dict, work: Path) -> dict:
     per_task = [1000 * g / n for g, n in zip(gaps, task_runs)]
     overhead = median(fractions)
     return {
-        "prefect_seconds": walls, "prefect_median_s": median(walls),
-        "node_busy_seconds": busy, "node_busy_median_s": median(busy),
-        "gap_seconds": gaps, "gap_median_s": median(gaps),
-        "overhead_fraction_per_rep": fractions, "overhead_fraction_median": overhead,
-        "task_runs_per_flow": task_runs, "task_run_states": states[0],
-        "per_task_overhead_ms_per_rep": per_task, "per_task_overhead_ms_median": median(per_task),
-        "node_seconds": nodes, "final_student_f1": f1s,
+        "prefect_seconds": walls,
+        "prefect_median_s": median(walls),
+        "node_busy_seconds": busy,
+        "node_busy_median_s": median(busy),
+        "gap_seconds": gaps,
+        "gap_median_s": median(gaps),
+        "overhead_fraction_per_rep": fractions,
+        "overhead_fraction_median": overhead,
+        "task_runs_per_flow": task_runs,
+        "task_run_states": states[0],
+        "per_task_overhead_ms_per_rep": per_task,
+        "per_task_overhead_ms_median": median(per_task),
+        "node_seconds": nodes,
+        "final_student_f1": f1s,
         "method": "gap = flow wall - union of node-body intervals (an upper bound on Prefect's share); "
-                  "fraction = gap / (wall - gap)",
+        "fraction = gap / (wall - gap)",
         "target": f"<= {TARGETS['prefect_overhead_max']:.0%}",
         "verdict": verdict(overhead, TARGETS["prefect_overhead_max"], "max"),
-        "_first_cfg": first_cfg, "_first_seconds": median(walls),
+        "_first_cfg": first_cfg,
+        "_first_seconds": median(walls),
     }

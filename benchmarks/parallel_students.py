@@ -33,7 +33,7 @@ from mckd_core.atis import load_atis  # noqa: E402
 from mckd_core.config import parse_config  # noqa: E402
 from mckd_core.data import write_parquet  # noqa: E402
 from mckd_core.gpus import available_cores  # noqa: E402
-from mckd_core.steps import gold_labels, make_partition  # noqa: E402
+from mckd_core.steps import Inputs, gold_labels, make_partition  # noqa: E402
 
 MODES = {"one-at-a-time": 1, "parallel": None}  # stages.cpu_students: 1, or the default (one per core, K=2)
 
@@ -41,8 +41,10 @@ MODES = {"one-at-a-time": 1, "parallel": None}  # stages.cpu_students: 1, or the
 def stage_inputs(args, out: Path):
     """Gold-labelled U (the stage's labels), its 2-part partition, and the dev rows students select on."""
     pool = load_atis("train").drop_duplicates("input").sample(frac=1.0, random_state=args.seed)
-    unlabeled = write_parquet(pool.iloc[:args.unlabeled].reset_index(drop=True), out / "data", "unlabeled")
-    dev = write_parquet(pool.iloc[args.unlabeled:args.unlabeled + args.dev].reset_index(drop=True), out / "data", "dev")
+    unlabeled = write_parquet(pool.iloc[: args.unlabeled].reset_index(drop=True), out / "data", "unlabeled")
+    dev = write_parquet(
+        pool.iloc[args.unlabeled : args.unlabeled + args.dev].reset_index(drop=True), out / "data", "dev"
+    )
     return gold_labels(unlabeled, out / "data"), make_partition(unlabeled, 2, args.seed, out / "data"), dev, unlabeled
 
 
@@ -51,18 +53,45 @@ def stage_seconds(mode: str, rep: int, args, out: Path, inputs) -> dict:
     from flows.mckd import stage_flow
 
     labels, assignment, dev, unlabeled = inputs
-    cfg = parse_config({"run_name": f"{mode}-{rep}", "runs_root": str(out / "runs"), "seed": args.seed,
-                        "data": {"task": "slots", "labeled": unlabeled.path, "unlabeled": unlabeled.path},
-                        "student": {"epochs": args.epochs, "batch_size": 4, "max_dev": args.dev,
-                                    "max_target_tokens": 64, "learning_rate": 1e-4},
-                        "stages": {"num_stages": 2, "partitions": 2, "cpu_students": MODES[mode]}})
+    cfg = parse_config(
+        {
+            "run_name": f"{mode}-{rep}",
+            "runs_root": str(out / "runs"),
+            "seed": args.seed,
+            "data": {"task": "slots", "labeled": unlabeled.path, "unlabeled": unlabeled.path},
+            "student": {
+                "epochs": args.epochs,
+                "batch_size": 4,
+                "max_dev": args.dev,
+                "max_target_tokens": 64,
+                "learning_rate": 1e-4,
+                "train_on_labeled": False,
+            },
+            "stages": {"num_stages": 2, "partitions": 2, "cpu_students": MODES[mode]},
+        }
+    )
     started = time.perf_counter()
-    _, students = stage_flow(cfg, 1, labels, assignment, dev, None)
+    data = Inputs(
+        labeled=unlabeled, unlabeled=unlabeled, dev=dev, labeled_train=unlabeled, dev_source="dev rows of the pool"
+    )
+    _, stage = stage_flow(cfg, 1, labels, assignment, data, None)
     wall = time.perf_counter() - started
     metrics = [json.loads((cfg.run_dir / "stage-1" / f"student-{k}" / "metrics.json").read_text()) for k in (0, 1)]
-    return {"mode": mode, "rep": rep, "wall_s": round(wall, 1),
-            "students": [{"rows": m["train_rows"], "seconds": round(m["seconds"], 1), "threads": m["threads"],
-                          "started_at": m["started_at"], "dev_f1": m["dev_f1"]} for m in metrics]}
+    return {
+        "mode": mode,
+        "rep": rep,
+        "wall_s": round(wall, 1),
+        "students": [
+            {
+                "rows": m["train_rows"],
+                "seconds": round(m["seconds"], 1),
+                "threads": m["threads"],
+                "started_at": m["started_at"],
+                "dev_f1": m["dev_f1"],
+            }
+            for m in metrics
+        ],
+    }
 
 
 def warm_up() -> None:
@@ -76,8 +105,11 @@ def warm_up() -> None:
 
 def summary(runs: list[dict]) -> dict:
     med = {mode: statistics.median(r["wall_s"] for r in runs if r["mode"] == mode) for mode in MODES}
-    return {"median_wall_s": med, "ratio_parallel_over_one_at_a_time": round(med["parallel"] / med["one-at-a-time"], 3),
-            "target": "<= 0.6"}
+    return {
+        "median_wall_s": med,
+        "ratio_parallel_over_one_at_a_time": round(med["parallel"] / med["one-at-a-time"], 3),
+        "target": "<= 0.6",
+    }
 
 
 def main() -> None:
@@ -87,21 +119,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / f"parallel-students-{datetime.date.today()}.json"))
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / f"parallel-students-{datetime.date.today()}.json")
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mckd-parallel-"))
     inputs = stage_inputs(args, work)
     warm_up()
     runs = []
     for rep in range(args.reps):
-        for mode in (list(MODES) if rep % 2 == 0 else list(reversed(MODES))):
+        for mode in list(MODES) if rep % 2 == 0 else list(reversed(MODES)):
             runs.append(stage_seconds(mode, rep, args, work, inputs))
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    result = {"command": "benchmarks/parallel_students.py " + " ".join(sys.argv[1:]), "date": str(datetime.date.today()),
-              "machine": {"cores": len(available_cores()), "platform": platform.platform(), "load_after": os.getloadavg()},
-              "sizes": {"unlabeled": args.unlabeled, "rows_per_student": args.unlabeled // 2, "dev": args.dev,
-                        "epochs": args.epochs},
-              "runs": runs, **summary(runs)}
+    result = {
+        "command": "benchmarks/parallel_students.py " + " ".join(sys.argv[1:]),
+        "date": str(datetime.date.today()),
+        "machine": {"cores": len(available_cores()), "platform": platform.platform(), "load_after": os.getloadavg()},
+        "sizes": {
+            "unlabeled": args.unlabeled,
+            "rows_per_student": args.unlabeled // 2,
+            "dev": args.dev,
+            "epochs": args.epochs,
+        },
+        "runs": runs,
+        **summary(runs),
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

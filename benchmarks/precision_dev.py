@@ -27,38 +27,50 @@ from harness import log, machine, save_result  # noqa: E402
 from student_speed import shuffled_pool, student_spec  # noqa: E402
 
 # The two variants of each comparison: (name, spec fields), the second compared against the first.
-COMPARISONS = {"precision": [("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})],
-               "attention": [("sdpa", {"attention": "sdpa"}), ("eager", {"attention": "eager"})]}
+COMPARISONS = {
+    "precision": [("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})],
+    "attention": [("sdpa", {"attention": "sdpa"}), ("eager", {"attention": "eager"})],
+}
 
 
 def eval_rows(args, seed: int):
     """ATIS pool rows after the student's train and dev rows (the same shuffle `student_spec` draws from)."""
     pool = shuffled_pool(seed)
     start = args.rows + args.dev
-    return pool.iloc[start:start + args.eval]
+    return pool.iloc[start : start + args.eval]
 
 
 def one_student(args, seed: int, variant: str, fields: dict, work: Path) -> dict:
     from mckd_core.formats import get_format
     from mckd_core.student import TrainSpec, predict, train
 
-    spec = {**student_spec(argparse.Namespace(**{**vars(args), "seed": seed, "precision": "auto"}),
-                           str(work / f"seed{seed}-{variant}")), **fields}
-    metrics = train(TrainSpec(**spec))
+    spec = {
+        **student_spec(
+            argparse.Namespace(**{**vars(args), "seed": seed, "precision": "auto"}), str(work / f"seed{seed}-{variant}")
+        ),
+        **fields,
+    }
+    metrics = train(TrainSpec.flat(**spec))
     rows = eval_rows(args, seed)
     preds = predict(spec["out_dir"], list(rows["input"]), 32, spec["max_target_tokens"], spec["precision"])
     fmt = get_format("slots")
     stats = fmt.row_stats(list(rows["input"]), list(rows["target"]), preds)
-    return {"seed": seed, "variant": variant, "seconds": metrics["seconds"], "dev_f1": metrics["dev_f1"],
-            "epochs": metrics["epochs"], "eval_f1": fmt.metrics(list(rows["input"]), list(rows["target"]), preds)["f1"],
-            "eval_stats": stats.tolist()}
+    return {
+        "seed": seed,
+        "variant": variant,
+        "seconds": metrics["seconds"],
+        "dev_f1": metrics["dev_f1"],
+        "epochs": metrics["epochs"],
+        "eval_f1": fmt.metrics(list(rows["input"]), list(rows["target"]), preds)["f1"],
+        "eval_stats": stats.tolist(),
+    }
 
 
 def main() -> None:
     import torch
 
-    from mckd_core.stats import pooled_paired_bootstrap
     from mckd_core.formats import get_format
+    from mckd_core.stats import pooled_paired_bootstrap
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="precision")
@@ -76,15 +88,21 @@ def main() -> None:
         for seed in args.seeds:
             for variant, fields in COMPARISONS[args.compare]:
                 runs.append(one_student(args, seed, variant, fields, Path(tmp)))
-                log(f"seed {seed} {variant}: eval F1 {runs[-1]['eval_f1']:.1f}, dev F1 {runs[-1]['dev_f1']:.1f}, "
-                    f"{runs[-1]['seconds']:.0f} s")
+                log(
+                    f"seed {seed} {variant}: eval F1 {runs[-1]['eval_f1']:.1f}, dev F1 {runs[-1]['dev_f1']:.1f}, "
+                    f"{runs[-1]['seconds']:.0f} s"
+                )
     (first, _), (second, _) = COMPARISONS[args.compare]
     by = {(r["seed"], r["variant"]): r for r in runs}
     pairs = [(by[(s, second)]["eval_stats"], by[(s, first)]["eval_stats"]) for s in args.seeds]
-    result = {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "machine": machine(),
-              "sizes": {k: getattr(args, k) for k in ("compare", "seeds", "rows", "dev", "eval", "epochs", "threads")},
-              f"{second}_minus_{first}_eval_f1": pooled_paired_bootstrap(pairs, get_format("slots").aggregate),
-              "runs": [{k: v for k, v in r.items() if k != "eval_stats"} for r in runs]}
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "machine": machine(),
+        "sizes": {k: getattr(args, k) for k in ("compare", "seeds", "rows", "dev", "eval", "epochs", "threads")},
+        f"{second}_minus_{first}_eval_f1": pooled_paired_bootstrap(pairs, get_format("slots").aggregate),
+        "runs": [{k: v for k, v in r.items() if k != "eval_stats"} for r in runs],
+    }
     save_result(result, "precision-dev", args.out)
 
 

@@ -26,8 +26,13 @@ def main() -> None:
     bench.isolate_environment(work / "home", 1)
     mode = bench.MODES["quick"]
     data = bench.build_data(mode, work / "data", 40)
-    cfg = bench.make_config(mode, bench.build_models(mode, work / "models"), data, work / "runs",
-                            bench.write_unlabeled(data, 32, work / "u.parquet"))
+    cfg = bench.make_config(
+        mode,
+        bench.build_models(mode, work / "models"),
+        data,
+        work / "runs",
+        bench.write_unlabeled(data, 32, work / "u.parquet"),
+    )
     from flows.mckd import mckd_flow
 
     profiler = cProfile.Profile()

@@ -52,8 +52,10 @@ FINAL = "mckd-3"
 SYSTEM = {row: "final" if row == FINAL else row for row in ROWS}
 #: What a run's `f1` is. Runs recorded without `metric` hold the LEGACY one: CRAFT's `f1` was Kim et al.'s until
 #: 2026-12-02 (BENCHMARKS.md), so such runs are not today's table and run again.
-METRIC = {"atis": "conlleval chunk F1 (micro)",
-          "craft": "MCKD authors' sentence-mean span F1 (whole sentence included, every sentence counted)"}
+METRIC = {
+    "atis": "conlleval chunk F1 (micro)",
+    "craft": "MCKD authors' sentence-mean span F1 (whole sentence included, every sentence counted)",
+}
 LEGACY_METRIC = {"atis": METRIC["atis"], "craft": "Kim et al. (2019) sentence-mean span F1"}
 # Most tokens of one output (teacher generation and student targets): bracketed trees need more than slot spans.
 OUTPUT_TOKENS = {"atis": 64, "craft": 80}
@@ -86,17 +88,34 @@ def run_name(task: str, seed: int, args) -> str:
 
 
 def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
-    return parse_config({
-        "run_name": run_name(task, seed, args), "runs_root": str(args.runs_root), "seed": seed,
-        "data": {"task": FORMAT[task], **paths},
-        "teacher": {"num_demos": args.teacher_demos, "demo_selection": args.demo_selection,
-                    "max_new_tokens": OUTPUT_TOKENS[task], "batch_size": 32, **teacher_backend(args)},
-        "student": {"epochs": args.epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": OUTPUT_TOKENS[task],
-                    "max_dev": args.dev, "eval_batch_size": 32, "train_on_labeled": args.train_on_labeled,
-                    "init": args.init},
-        "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
-        "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
-    }, source=f"quality config {task} seed {seed}")
+    return parse_config(
+        {
+            "run_name": run_name(task, seed, args),
+            "runs_root": str(args.runs_root),
+            "seed": seed,
+            "data": {"task": FORMAT[task], **paths},
+            "teacher": {
+                "num_demos": args.teacher_demos,
+                "demo_selection": args.demo_selection,
+                "max_new_tokens": OUTPUT_TOKENS[task],
+                "batch_size": 32,
+                **teacher_backend(args),
+            },
+            "student": {
+                "epochs": args.epochs,
+                "batch_size": 4,
+                "learning_rate": 1e-4,
+                "max_target_tokens": OUTPUT_TOKENS[task],
+                "max_dev": args.dev,
+                "eval_batch_size": 32,
+                "train_on_labeled": args.train_on_labeled,
+                "init": args.init,
+            },
+            "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
+            "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
+        },
+        source=f"quality config {task} seed {seed}",
+    )
 
 
 def teacher_backend(args) -> dict:
@@ -109,9 +128,15 @@ def teacher_backend(args) -> dict:
 
 def scores(report: dict) -> dict[str, dict]:
     """Test F1 (with its 95% CI; CRAFT also Kim et al.'s) / exact match / invalid % of every row of the table."""
-    tests = {"teacher": report["teacher"]["test"], "mckd-3": report["final_student"]["test"],
-             **{name: base["test"] for name, base in report["baselines"].items()}}
-    return {row: {k: tests[row].get(k) for k in ("f1", "ci95", "f1_kim", "f1_micro", "exact_match", "invalid")} for row in ROWS}
+    tests = {
+        "teacher": report["teacher"]["test"],
+        "mckd-3": report["final_student"]["test"],
+        **{name: base["test"] for name, base in report["baselines"].items()},
+    }
+    return {
+        row: {k: tests[row].get(k) for k in ("f1", "ci95", "f1_kim", "f1_micro", "exact_match", "invalid")}
+        for row in ROWS
+    }
 
 
 def deliverable(report: dict) -> dict:
@@ -119,14 +144,26 @@ def deliverable(report: dict) -> dict:
     `with_l_only`: the guard's rule (`choose_deliverable`) over the candidates a user with only L has, i.e. without
     SFT-N, which trains on gold rows beyond L and is in the table as the upper bound."""
     chosen = report["deliverable"]
-    tests = {"final": report["final_student"]["test"], **{name: base["test"] for name, base in report["baselines"].items()}}
+    tests = {
+        "final": report["final_student"]["test"],
+        **{name: base["test"] for name, base in report["baselines"].items()},
+    }
     dev = {name: f1 for name, f1 in chosen["dev"].items() if name != "sft-n"}
     margins = {name: cmp for name, cmp in chosen.get("vs_final", {}).items() if name != "sft-n"}
-    l_only = choose_deliverable(dev, {name: name for name in tests}, chosen.get("dev_source", "dev"), vs_final=margins,
-                                dev_rows=chosen.get("dev_rows"))["name"]
-    return {"name": chosen["name"], "dev": chosen["dev"], "test_f1": tests[chosen["name"]]["f1"],
-            "test_ci95": tests[chosen["name"]].get("ci95"),
-            "with_l_only": {"name": l_only, "test_f1": tests[l_only]["f1"], "test_ci95": tests[l_only].get("ci95")}}
+    l_only = choose_deliverable(
+        dev,
+        {name: name for name in tests},
+        chosen.get("dev_source", "dev"),
+        vs_final=margins,
+        dev_rows=chosen.get("dev_rows"),
+    )["name"]
+    return {
+        "name": chosen["name"],
+        "dev": chosen["dev"],
+        "test_f1": tests[chosen["name"]]["f1"],
+        "test_ci95": tests[chosen["name"]].get("ci95"),
+        "with_l_only": {"name": l_only, "test_f1": tests[l_only]["f1"], "test_ci95": tests[l_only].get("ci95")},
+    }
 
 
 def run_one(task: str, seed: int, args) -> dict:
@@ -137,25 +174,36 @@ def run_one(task: str, seed: int, args) -> dict:
     cfg = run_config(task, paths, args, seed)
     started = time.perf_counter()
     report = mckd_flow(cfg)
-    return {"task": task, "seed": seed, "wall_s": round(time.perf_counter() - started, 1), "load_end": os.getloadavg(),
-            "sizes": sizes_of(args),
-            "metric": METRIC[task],
-            "trainer": TRAINER_SOURCE[:12],
-            "scores": scores(report),
-            "comparisons": report["comparisons"],
-            "deliverable": deliverable(report),
-            # Per-row statistics of every row, for the CI pooled over seeds: kept here, since run dirs are not committed.
-            "test_rows": json.loads((cfg.run_dir / TEST_ROWS_FILE).read_text())["systems"],
-            "teacher_invalid": report["counts"]["teacher_invalid"], "unlabeled": report["counts"]["unlabeled"],
-            "pseudolabel_f1": {"teacher": report["teacher"]["pseudolabel_f1"],
-                               **({"sft": report["first_labels"]["pseudolabel_f1"]} if args.first_labels == "sft" else {}),
-                               **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]}},
-            "timings_s": {k: round(v, 1) for k, v in report["timings"].items()}}
+    return {
+        "task": task,
+        "seed": seed,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "load_end": os.getloadavg(),
+        "sizes": sizes_of(args),
+        "metric": METRIC[task],
+        "trainer": TRAINER_SOURCE[:12],
+        "scores": scores(report),
+        "comparisons": report["comparisons"],
+        "deliverable": deliverable(report),
+        # Per-row statistics of every row, for the CI pooled over seeds: kept here, since run dirs are not committed.
+        "test_rows": json.loads((cfg.run_dir / TEST_ROWS_FILE).read_text())["systems"],
+        "teacher_invalid": report["counts"]["teacher_invalid"],
+        "unlabeled": report["counts"]["unlabeled"],
+        "pseudolabel_f1": {
+            "teacher": report["teacher"]["pseudolabel_f1"],
+            **({"sft": report["first_labels"]["pseudolabel_f1"]} if args.first_labels == "sft" else {}),
+            **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]},
+        },
+        "timings_s": {k: round(v, 1) for k, v in report["timings"].items()},
+    }
 
 
 def mean_sd(values: list[float]) -> dict:
-    return {"mean": round(statistics.mean(values), 2), "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None,
-            "n": len(values)}
+    return {
+        "mean": round(statistics.mean(values), 2),
+        "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+        "n": len(values),
+    }
 
 
 def pooled_comparisons(runs_rows: list[dict], task: str) -> dict:
@@ -163,9 +211,13 @@ def pooled_comparisons(runs_rows: list[dict], task: str) -> dict:
     resampled within that run, the runs' differences averaged per resample. `runs_rows`: per run, the `systems`
     of its test-rows.json (name -> {"id", "stats"})."""
     aggregate = get_format(FORMAT[task]).aggregate
-    return {f"{FINAL} - {row}": pooled_paired_bootstrap([aligned(rows[SYSTEM[FINAL]], rows[SYSTEM[row]]) for rows in runs_rows],
-                                                        aggregate)
-            for row in ROWS if row != FINAL}
+    return {
+        f"{FINAL} - {row}": pooled_paired_bootstrap(
+            [aligned(rows[SYSTEM[FINAL]], rows[SYSTEM[row]]) for rows in runs_rows], aggregate
+        )
+        for row in ROWS
+        if row != FINAL
+    }
 
 
 def per_row_stats(runs: list[dict]) -> list[dict] | None:
@@ -189,11 +241,14 @@ def summarize(results: list[dict]) -> dict:
             "comparisons": pooled_comparisons(runs_rows, task) if runs_rows else None,
             "exact_match": {row: mean_sd([r["scores"][row]["exact_match"] for r in runs]) for row in ROWS},
             # What the runs shipped: the guard's pick, and its pick among what a user with only L trains.
-            "deliverable": {"shipped": [r["deliverable"]["name"] for r in runs],
-                            "f1": mean_sd([r["deliverable"]["test_f1"] for r in runs]),
-                            "with_l_only": [r["deliverable"]["with_l_only"]["name"] for r in runs],
-                            "with_l_only_f1": mean_sd([r["deliverable"]["with_l_only"]["test_f1"] for r in runs])}
-            if all("with_l_only" in r.get("deliverable", {}) for r in runs) else None,
+            "deliverable": {
+                "shipped": [r["deliverable"]["name"] for r in runs],
+                "f1": mean_sd([r["deliverable"]["test_f1"] for r in runs]),
+                "with_l_only": [r["deliverable"]["with_l_only"]["name"] for r in runs],
+                "with_l_only_f1": mean_sd([r["deliverable"]["with_l_only"]["test_f1"] for r in runs]),
+            }
+            if all("with_l_only" in r.get("deliverable", {}) for r in runs)
+            else None,
             "wall_s": mean_sd([r["wall_s"] for r in runs]),
             "paper_checks": {
                 "mckd3_minus_teacher (paper: >= +7.5)": round(f1["mckd-3"]["mean"] - f1["teacher"]["mean"], 2),
@@ -208,21 +263,44 @@ def markdown(summary: dict) -> str:
     lines = ["| task | " + " | ".join(ROWS) + " | wall per seed |", "|---|" + "---:|" * (len(ROWS) + 1)]
     for task, s in summary.items():
         cells = [f"{s['f1'][row]['mean']:.1f} ± {s['f1'][row]['sd'] or 0:.1f}" for row in ROWS]
-        lines.append(f"| {task} (n={len(s['seeds'])}) | " + " | ".join(cells) + f" | {s['wall_s']['mean'] / 60:.0f} min |")
+        lines.append(
+            f"| {task} (n={len(s['seeds'])}) | " + " | ".join(cells) + f" | {s['wall_s']['mean'] / 60:.0f} min |"
+        )
     for task, s in summary.items():
-        pooled = "; ".join(f"{name} {c['diff']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"
-                           for name, c in (s["comparisons"] or {}).items()) or "no per-row statistics for a CI"
+        pooled = (
+            "; ".join(
+                f"{name} {c['diff']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"
+                for name, c in (s["comparisons"] or {}).items()
+            )
+            or "no per-row statistics for a CI"
+        )
         lines.append(f"\n{task}: test F1 is {s['metric']}. Pooled over seeds, 95% CI: {pooled}")
     return "\n".join(lines)
 
 
 def sizes_of(args) -> dict:
     """The settings a run's numbers depend on besides task and seed; runs with other sizes are other tables."""
-    sizes = {k: getattr(args, k) for k in ("labeled", "unlabeled", "test", "sft_n", "dev", "epochs", "max_words",
-                                           "teacher_demos", "demo_selection")}
+    sizes = {
+        k: getattr(args, k)
+        for k in (
+            "labeled",
+            "unlabeled",
+            "test",
+            "sft_n",
+            "dev",
+            "epochs",
+            "max_words",
+            "teacher_demos",
+            "demo_selection",
+        )
+    }
     # Options are keyed only when not their default, so runs recorded before they existed keep their key.
-    options = {"teacher_backend": args.teacher_backend, "train_on_labeled": args.train_on_labeled, "init": args.init,
-               "first_labels": args.first_labels}
+    options = {
+        "teacher_backend": args.teacher_backend,
+        "train_on_labeled": args.train_on_labeled,
+        "init": args.init,
+        "first_labels": args.first_labels,
+    }
     return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained", "teacher")}}
 
 
@@ -260,9 +338,16 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=50)
     parser.add_argument("--unlabeled", type=int, default=40)
     parser.add_argument("--test", type=int, default=20)
-    parser.add_argument("--sft-n", type=int, default=100, help="Gold examples of the supervised upper bound (paper: 500).")
-    parser.add_argument("--dev", type=int, default=20, help="Dev sentences for epoch selection and the deliverable guard "
-                                                             "(CRAFT: its dev split; ATIS: pool rows outside L/U/T).")
+    parser.add_argument(
+        "--sft-n", type=int, default=100, help="Gold examples of the supervised upper bound (paper: 500)."
+    )
+    parser.add_argument(
+        "--dev",
+        type=int,
+        default=20,
+        help="Dev sentences for epoch selection and the deliverable guard "
+        "(CRAFT: its dev split; ATIS: pool rows outside L/U/T).",
+    )
     # At most 6 epochs, the best kept by dev F1: with 2, the ~20-row stage students of ATIS seed 1 reached dev F1
     # 0.0 / 39.4 (stage 1) and 0.0 / 0.0 (stage 2) and MCKD collapsed; with 6, 59.3 / 69.0 and 67.4 / 51.9.
     parser.add_argument("--epochs", type=int, default=6, help="Most epochs per student (the best is kept on dev).")
@@ -271,14 +356,28 @@ def main() -> None:
     # SmolLM2 teacher dev F1 64.2 (recall 50.0), the former k=4 random-fixed 42.1 (recall 27.9).
     parser.add_argument("--teacher-demos", type=int, default=8, help="Teacher demonstrations per prompt.")
     parser.add_argument("--demo-selection", choices=["bm25", "random-fixed"], default="bm25")
-    parser.add_argument("--teacher-backend", choices=["transformers", "vllm-server"], default="transformers",
-                        help="vllm-server: a vLLM CPU server per run ($MCKD_VLLM_PYTHON, default .vllm-venv; "
-                             "scripts/setup_vllm_cpu.sh builds it).")
-    parser.add_argument("--train-on-labeled", action="store_true", help="Gold-aware students (student.train_on_labeled).")
-    parser.add_argument("--init", choices=["pretrained", "sft"], default="pretrained",
-                        help="sft: distilled students start from the SFT-on-L student (student.init).")
-    parser.add_argument("--first-labels", choices=["teacher", "sft"], default="teacher",
-                        help="sft: stage 1 learns from the SFT-on-L student's labels of U (stages.first_labels).")
+    parser.add_argument(
+        "--teacher-backend",
+        choices=["transformers", "vllm-server"],
+        default="transformers",
+        help="vllm-server: a vLLM CPU server per run ($MCKD_VLLM_PYTHON, default .vllm-venv; "
+        "scripts/setup_vllm_cpu.sh builds it).",
+    )
+    parser.add_argument(
+        "--train-on-labeled", action="store_true", help="Gold-aware students (student.train_on_labeled)."
+    )
+    parser.add_argument(
+        "--init",
+        choices=["pretrained", "sft"],
+        default="pretrained",
+        help="sft: distilled students start from the SFT-on-L student (student.init).",
+    )
+    parser.add_argument(
+        "--first-labels",
+        choices=["teacher", "sft"],
+        default="teacher",
+        help="sft: stage 1 learns from the SFT-on-L student's labels of U (stages.first_labels).",
+    )
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
@@ -288,10 +387,20 @@ def main() -> None:
         for seed in args.seeds:
             if not any(r["task"] == task and r["seed"] == seed for r in finished_runs(args.out, sizes_of(args))):
                 save_run(args.out, run_one(task, seed, args))
-    results = [r for r in finished_runs(args.out, sizes_of(args)) if r["task"] in args.tasks and r["seed"] in args.seeds]
+    results = [
+        r for r in finished_runs(args.out, sizes_of(args)) if r["task"] in args.tasks and r["seed"] in args.seeds
+    ]
     summary = summarize(results)
-    print(json.dumps({"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-                      "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
     print(markdown(summary))
 
 

@@ -47,18 +47,30 @@ def table(runs: list[dict]) -> str:
     for run in runs:
         if quality.current(run) and run["sizes"]["test"] >= MIN_TEST:
             groups.setdefault((run["task"], recipe(run["sizes"])), []).append(run)
-    lines = ["| task | recipe | seeds | teacher | SFT-50 | vanilla KD | **MCKD-3** | deliverable: guard / L only | SFT-N | "
-             + " | ".join(f"MCKD-3 − {quality_name(row)} [95% CI]" for row in GAPS) + " | MCKD-3 − every SFT-50 of its seeds (trainings) |",
-             "|---|---|---|" + "---:|" * (7 + len(GAPS))]
+    lines = [
+        "| task | recipe | seeds | teacher | SFT-50 | vanilla KD | **MCKD-3** | deliverable: guard / L only | SFT-N | "
+        + " | ".join(f"MCKD-3 − {quality_name(row)} [95% CI]" for row in GAPS)
+        + " | MCKD-3 − every SFT-50 of its seeds (trainings) |",
+        "|---|---|---|" + "---:|" * (7 + len(GAPS)),
+    ]
     counted = [run for group in groups.values() for run in group]
     for (task, name), group in sorted(groups.items()):
         s = quality.summarize(sorted(group, key=lambda r: r["seed"]))[task]
         means = [f"{s['f1'][row]['mean']:.1f}" for row in ("teacher", "sft", "vanilla-kd", "mckd-3")]
-        shipped = s["deliverable"] and f"{s['deliverable']['f1']['mean']:.1f} / {s['deliverable']['with_l_only_f1']['mean']:.1f}"
+        shipped = (
+            s["deliverable"]
+            and f"{s['deliverable']['f1']['mean']:.1f} / {s['deliverable']['with_l_only_f1']['mean']:.1f}"
+        )
         gaps = [_gap(s["comparisons"], row) for row in GAPS]
-        lines.append(f"| {task} | {name} | {','.join(map(str, s['seeds']))} | " + " | ".join(means[:3]) + f" | **{means[3]}** | "
-                     + (shipped or "–") + f" | {s['f1']['sft-n']['mean']:.1f} | " + " | ".join(gaps)
-                     + f" | {against_every_sft(group, counted)} |")
+        lines.append(
+            f"| {task} | {name} | {','.join(map(str, s['seeds']))} | "
+            + " | ".join(means[:3])
+            + f" | **{means[3]}** | "
+            + (shipped or "–")
+            + f" | {s['f1']['sft-n']['mean']:.1f} | "
+            + " | ".join(gaps)
+            + f" | {against_every_sft(group, counted)} |"
+        )
     return "\n".join(lines)
 
 
@@ -69,13 +81,17 @@ def against_every_sft(group: list[dict], runs: list[dict]) -> str:
     pairs, trainings = [], 0
     for run in group:
         final = run["test_rows"][quality.SYSTEM[quality.FINAL]]
-        distinct = {json.dumps(other["test_rows"]["sft"], sort_keys=True): other["test_rows"]["sft"] for other in runs
-                    if (other["task"], other["seed"]) == (run["task"], run["seed"])
-                    and set(other["test_rows"]["sft"]["id"]) == set(final["id"])}
+        distinct = {
+            json.dumps(other["test_rows"]["sft"], sort_keys=True): other["test_rows"]["sft"]
+            for other in runs
+            if (other["task"], other["seed"]) == (run["task"], run["seed"])
+            and set(other["test_rows"]["sft"]["id"]) == set(final["id"])
+        }
         stats = [aligned(final, sft)[1] for sft in distinct.values()]
         pairs.append((np.asarray(final["stats"], dtype=float), np.mean(stats, axis=0)))
         trainings += len(stats)
-    return f"{_interval(pooled_paired_bootstrap(pairs, get_format(quality.FORMAT[group[0]['task']]).aggregate))} ({trainings})"
+    aggregate = get_format(quality.FORMAT[group[0]["task"]]).aggregate
+    return f"{_interval(pooled_paired_bootstrap(pairs, aggregate))} ({trainings})"
 
 
 def quality_name(row: str) -> str:

@@ -52,11 +52,19 @@ def bench_redistill(mode: dict, models: dict, data: dict, work: Path) -> dict:
     scratch_s, _ = timed_flow(scratch_cfg)
     again = redistill_flow(cfg, str(watch))  # nothing new: returns at once
     return {
-        "base_rows": n, "new_rows": m, "first_status": first["status"], "second_status": second["status"],
+        "base_rows": n,
+        "new_rows": m,
+        "first_status": first["status"],
+        "second_status": second["status"],
         "second_new_rows_reported": second["new_rows"],
-        "teacher_cache_rows_before": rows_before, "teacher_cache_rows_after": rows_after,
-        "teacher_requests": rows_after - rows_before, "teacher_requests_equal_new_rows": rows_after - rows_before == m,
+        "teacher_cache_rows_before": rows_before,
+        "teacher_cache_rows_after": rows_after,
+        "teacher_requests": rows_after - rows_before,
+        "teacher_requests_equal_new_rows": rows_after - rows_before == m,
         "annotate_log": sent,
-        "first_run_s": first_s, "incremental_run_s": second_s, "from_scratch_s": scratch_s,
-        "incremental_over_scratch": second_s / scratch_s, "no_new_data_status": again["status"],
+        "first_run_s": first_s,
+        "incremental_run_s": second_s,
+        "from_scratch_s": scratch_s,
+        "incremental_over_scratch": second_s / scratch_s,
+        "no_new_data_status": again["status"],
     }

@@ -37,10 +37,13 @@ def bench_rerun(cfg, first_seconds: float, reps: int) -> dict:
     frac_child = median(child["rerun_seconds"]) / first_seconds
     frac_child_wall = child["process_wall_s"] / first_seconds
     return {
-        "first_run_median_s": first_seconds, "rerun_in_process_s": inproc, "rerun_in_process_fraction": frac_in,
+        "first_run_median_s": first_seconds,
+        "rerun_in_process_s": inproc,
+        "rerun_in_process_fraction": frac_in,
         "rerun_node_seconds": node_times,
         "states": states,
-        "fresh_process": child, "rerun_fresh_process_fraction": frac_child,
+        "fresh_process": child,
+        "rerun_fresh_process_fraction": frac_child,
         "rerun_fresh_process_fraction_incl_startup": frac_child_wall,
         "target": f"<= {TARGETS['rerun_fraction_max']:.0%} of the first run",
         "verdict_in_process": verdict(frac_in, TARGETS["rerun_fraction_max"], "max"),
@@ -73,5 +76,10 @@ def rerun_child(cfg_file: str, reps: int) -> dict:
         seconds, state = timed_flow(cfg)
         times.append(seconds)
         cached = heavy_cached(task_runs_of(state.state_details.flow_run_id))
-    return {"import_s": imports, "prefect_start_s": server, "rerun_seconds": times, "states": cached,
-            "child_total_s": time.perf_counter() - started}
+    return {
+        "import_s": imports,
+        "prefect_start_s": server,
+        "rerun_seconds": times,
+        "states": cached,
+        "child_total_s": time.perf_counter() - started,
+    }

@@ -24,8 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import (MODES, TARGETS, Section, build_data, build_models, isolate_environment, loadavg, log, machine, median,
-                     warm_prefect)
+from harness import (
+    MODES,
+    TARGETS,
+    Section,
+    build_data,
+    build_models,
+    isolate_environment,
+    loadavg,
+    log,
+    machine,
+    median,
+    warm_prefect,
+)
 from overhead import bench_noop_tasks, bench_overhead
 from redistill import bench_redistill
 from rerun import bench_rerun, rerun_child
@@ -38,7 +49,10 @@ def gpu_section() -> dict:
 
     if not torch.cuda.is_available():
         return {"status": "not measured: no GPU lent"}
-    return {"status": "not measured: GPU present but no GPU benchmark is implemented", "device": torch.cuda.get_device_name(0)}
+    return {
+        "status": "not measured: GPU present but no GPU benchmark is implemented",
+        "device": torch.cuda.get_device_name(0),
+    }
 
 
 def clean(obj):
@@ -52,22 +66,41 @@ def clean(obj):
     return obj
 
 
-def run_all(mode_name: str, only: list[str] | None, reps: int | None = None, threads: int | None = None,
-            trainer_rows: int | None = None) -> dict:
-    mode = MODES[mode_name] | ({"reps": reps, "scaling_reps": reps} if reps else {}) | ({"torch_threads": threads} if threads else {})
+def run_all(
+    mode_name: str,
+    only: list[str] | None,
+    reps: int | None = None,
+    threads: int | None = None,
+    trainer_rows: int | None = None,
+) -> dict:
+    mode = (
+        MODES[mode_name]
+        | ({"reps": reps, "scaling_reps": reps} if reps else {})
+        | ({"torch_threads": threads} if threads else {})
+    )
     if trainer_rows:
         mode["trainer"] = mode["trainer"] | {"rows": trainer_rows}
     work = Path(tempfile.mkdtemp(prefix=f"mckd-bench-{mode_name}-"))
     isolate_environment(work / "prefect-home", mode.get("torch_threads"))
     wall = time.perf_counter()
-    result: dict = {"mode": mode_name, "command": " ".join([Path(sys.executable).name] + sys.argv),
-                    "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_start": loadavg(),
-                    "machine": machine(), "sizes": {k: v for k, v in mode.items()}, "targets": TARGETS}
+    result: dict = {
+        "mode": mode_name,
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_start": loadavg(),
+        "machine": machine(),
+        "sizes": {k: v for k, v in mode.items()},
+        "targets": TARGETS,
+    }
     want = lambda name: only is None or name in only  # noqa: E731
     with Section("setup") as sec:
         models = build_models(mode, work / "models")
         log(f"   models ready ({time.perf_counter() - sec.start:.1f}s)")
-        pool = max(mode["unlabeled"] + max(1, round(0.1 * mode["unlabeled"])), max(mode["teacher_rows"]), mode["trainer"]["rows"])
+        pool = max(
+            mode["unlabeled"] + max(1, round(0.1 * mode["unlabeled"])),
+            max(mode["teacher_rows"]),
+            mode["trainer"]["rows"],
+        )
         data = build_data(mode, work / "data", pool)
         result["prefect_api_start_s"] = warm_prefect()
         log(f"   Prefect API up in {result['prefect_api_start_s']:.1f}s")
@@ -123,7 +156,11 @@ def summarize(r: dict) -> dict:
         s["rerun_fraction_in_process"] = u["rerun_in_process_fraction"]
         s["rerun_fraction_fresh_process_flow"] = u["rerun_fresh_process_fraction"]
         s["rerun_fraction_fresh_process_incl_startup"] = u["rerun_fresh_process_fraction_incl_startup"]
-        s["rerun_verdicts"] = [u["verdict_in_process"], u["verdict_fresh_process"], u["verdict_fresh_process_incl_startup"]]
+        s["rerun_verdicts"] = [
+            u["verdict_in_process"],
+            u["verdict_fresh_process"],
+            u["verdict_fresh_process_incl_startup"],
+        ]
     if "incremental_redistill" in r:
         i = r["incremental_redistill"]
         s["redistill_teacher_requests"] = i["teacher_requests"]
@@ -155,7 +192,9 @@ def main() -> None:
     size.add_argument("--mode", choices=sorted(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=["noop", "overhead", "rerun", "redistill", "trainer", "scaling"])
     parser.add_argument("--reps", type=int, help="override the mode's repetitions (medians need >= 3)")
-    parser.add_argument("--threads", type=int, help="override the mode's OMP_NUM_THREADS (quick: 1; full: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, help="override the mode's OMP_NUM_THREADS (quick: 1; full: torch's default)"
+    )
     parser.add_argument("--trainer-rows", type=int, help="override the trainer comparison's row count")
     parser.add_argument("--out", help="also write the JSON to this file")
     parser.add_argument("--rerun-child", help=argparse.SUPPRESS)
@@ -174,7 +213,9 @@ def main() -> None:
     elif args.train_child:
         result = train_child(args.train_child, args.variant, args.out_dir)
     else:
-        result = run_all(args.mode or ("full" if args.full else "quick"), args.only, args.reps, args.threads, args.trainer_rows)
+        result = run_all(
+            args.mode or ("full" if args.full else "quick"), args.only, args.reps, args.threads, args.trainer_rows
+        )
     text = json.dumps(result, indent=None if (args.rerun_child or args.train_child) else 2)
     if args.out:
         Path(args.out).write_text(text + "\n")

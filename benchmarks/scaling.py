@@ -20,23 +20,26 @@ def bench_scaling(mode: dict, models: dict, data: dict, work: Path) -> dict:
     from flows import stage_flow
     from mckd_core import steps
     from mckd_core.data import read_table, write_parquet
+    from mckd_core.plan import RunPlan
 
     unlabeled = write_unlabeled(data, mode["unlabeled"], work / "scaling-data" / "unlabeled.parquet")
     base = make_config(mode, models, data, work / "scaling-base", unlabeled)
     inputs = steps.prepare_inputs(base)
     warm_cache = base.run_dir.parent / ".teacher-cache.sqlite"
-    labels, _ = steps.annotate_rows(inputs.unlabeled, inputs.labeled, base.teacher, base.data.task, base.seed,
-                                    base.run_dir / "teacher", warm_cache)
+    plan = RunPlan(base, inputs)
+    labels, _ = steps.annotate_rows(plan.annotate(inputs.unlabeled, "unlabeled"))
     if inputs.test:
-        steps.annotate_rows(inputs.test, inputs.labeled, base.teacher, base.data.task, base.seed, base.run_dir / "teacher" / "test", warm_cache)
+        steps.annotate_rows(plan.annotate(inputs.test, "test"))
 
     k_times: dict[int, list[float]] = {k: [] for k in mode["k_values"]}
     reps = mode.get("scaling_reps", mode["reps"])
     for rep, k in interleave(mode["k_values"], reps):
-        cfg = make_config(mode, models, data, work / f"scaling-k{k}-{rep}", unlabeled, partitions=k, evaluate_students=False)
+        cfg = make_config(
+            mode, models, data, work / f"scaling-k{k}-{rep}", unlabeled, partitions=k, evaluate_students=False
+        )
         assignment = steps.make_partition(inputs.unlabeled, k, cfg.seed, cfg.run_dir / "data")
         started = time.perf_counter()
-        stage_flow(cfg, 1, labels, assignment, inputs.dev, None)
+        stage_flow(cfg, 1, labels, assignment, inputs, None)
         k_times[k].append(time.perf_counter() - started)
         log(f"   stage K={k} rep {rep}: {k_times[k][-1]:.1f}s")
 
@@ -57,8 +60,13 @@ def bench_scaling(mode: dict, models: dict, data: dict, work: Path) -> dict:
         path = write_unlabeled(data, n, work / f"teacher-rows-{n}" / "unlabeled.parquet")
         ref = write_parquet(read_table(path, "unlabeled"), work / f"teacher-rows-{n}" / f"ref-{rep}", "unlabeled")
         started = time.perf_counter()
-        _, stats = steps.annotate_rows(ref, inputs.labeled, base.teacher, base.data.task, base.seed,
-                                       work / f"teacher-rows-{n}" / f"out-{rep}", work / f"teacher-rows-{n}" / f"cache-{rep}.sqlite")
+        job = plan.annotate(ref, "unlabeled").model_copy(
+            update={
+                "out_dir": str(work / f"teacher-rows-{n}" / f"out-{rep}"),
+                "cache_path": str(work / f"teacher-rows-{n}" / f"cache-{rep}.sqlite"),
+            }
+        )
+        _, stats = steps.annotate_rows(job)
         row_times[n].append(time.perf_counter() - started)
         assert stats["requested"] == n, stats
     xs = [n for n, ts in row_times.items() for _ in ts]
@@ -67,10 +75,15 @@ def bench_scaling(mode: dict, models: dict, data: dict, work: Path) -> dict:
     k_med = {k: median(v) for k, v in k_times.items()}
     s_med = {s: median(v) for s, v in s_times.items()}
     return {
-        "stage_seconds_by_K": k_times, "stage_median_s_by_K": k_med,
+        "stage_seconds_by_K": k_times,
+        "stage_median_s_by_K": k_med,
         "stage_K_fit": linear_fit(list(k_med), list(k_med.values())),
-        "flow_seconds_by_S": s_times, "flow_median_s_by_S": s_med,
+        "flow_seconds_by_S": s_times,
+        "flow_median_s_by_S": s_med,
         "flow_S_fit": linear_fit(list(s_med), list(s_med.values())),
-        "teacher_seconds_by_rows": row_times, "teacher_fit_s_per_row": fit["slope"], "teacher_fit_intercept_s": fit["intercept"],
-        "teacher_fit_r2": fit["r2"], "unlabeled_rows": mode["unlabeled"],
+        "teacher_seconds_by_rows": row_times,
+        "teacher_fit_s_per_row": fit["slope"],
+        "teacher_fit_intercept_s": fit["intercept"],
+        "teacher_fit_r2": fit["r2"],
+        "unlabeled_rows": mode["unlabeled"],
     }

@@ -40,13 +40,28 @@ from mckd_core.teacher import GenParams, ResponseCache, annotate  # noqa: E402
 
 # name → teacher settings; quality.py's default is the first.
 CANDIDATES = {
-    "smollm2-chat-k4-random": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 4, "demo_selection": "random-fixed"},
+    "smollm2-chat-k4-random": {
+        "model": "smollm2-135m-instruct",
+        "chat": True,
+        "num_demos": 4,
+        "demo_selection": "random-fixed",
+    },
     "smollm2-chat-k8-bm25": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 8, "demo_selection": "bm25"},
     # The same prompt with fp32 and with bf16 weights (what `precision: auto` picks on a CPU with AVX512-BF16).
-    "smollm2-chat-k8-bm25-fp32": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 8, "demo_selection": "bm25",
-                                  "precision": "fp32"},
-    "smollm2-chat-k8-bm25-bf16": {"model": "smollm2-135m-instruct", "chat": True, "num_demos": 8, "demo_selection": "bm25",
-                                  "precision": "bf16"},
+    "smollm2-chat-k8-bm25-fp32": {
+        "model": "smollm2-135m-instruct",
+        "chat": True,
+        "num_demos": 8,
+        "demo_selection": "bm25",
+        "precision": "fp32",
+    },
+    "smollm2-chat-k8-bm25-bf16": {
+        "model": "smollm2-135m-instruct",
+        "chat": True,
+        "num_demos": 8,
+        "demo_selection": "bm25",
+        "precision": "bf16",
+    },
     "gemma3-270m-k4-random": {"model": "gemma3-270m", "chat": False, "num_demos": 4, "demo_selection": "random-fixed"},
     "gemma3-270m-k8-bm25": {"model": "gemma3-270m", "chat": False, "num_demos": 8, "demo_selection": "bm25"},
 }
@@ -60,7 +75,9 @@ def dev_sample(args) -> tuple:
     source = load_atis("train") if args.task == "atis" else load_craft(CRAFT_DIR, "dev", max_words=args.max_words)
     pool = within_words(source, args.max_words).drop_duplicates("input")
     dev = pool[~pool["input"].isin(used)].sample(n=args.dev, random_state=args.seed).reset_index(drop=True)
-    demos = [Demo(i, x, y) for i, x, y in zip(sets["labeled"]["id"], sets["labeled"]["input"], sets["labeled"]["target"])]
+    demos = [
+        Demo(i, x, y) for i, x, y in zip(sets["labeled"]["id"], sets["labeled"]["input"], sets["labeled"]["target"])
+    ]
     return demos, dev
 
 
@@ -73,14 +90,26 @@ def score(name: str, settings: dict, demos: list, dev, args, cache_dir: Path) ->
         return {"error": str(exc)}
     cache = ResponseCache(cache_dir / f"{name}.sqlite")
     started = time.perf_counter()
-    labels, _ = annotate(dev, demos, fmt, backend, cache, k=cfg.num_demos, selection=cfg.demo_selection, seed=args.seed,
-                         params=GenParams(cfg.max_new_tokens, cfg.temperature), chat=cfg.chat)
+    labels, _ = annotate(
+        dev,
+        demos,
+        fmt,
+        backend,
+        cache,
+        k=cfg.num_demos,
+        selection=cfg.demo_selection,
+        seed=args.seed,
+        params=GenParams(cfg.max_new_tokens, cfg.temperature),
+        chat=cfg.chat,
+    )
     seconds = time.perf_counter() - started
     cache.close()
     preds = [None if not valid else label for valid, label in zip(labels["valid"], labels["label"])]
     metrics = fmt.metrics(list(dev["input"]), list(dev["target"]), preds)
     return {k: round(metrics[k], 1) for k in ("f1", "precision", "recall", "invalid") if k in metrics} | {
-        "s_per_row": round(seconds / len(dev), 2), "settings": settings}
+        "s_per_row": round(seconds / len(dev), 2),
+        "settings": settings,
+    }
 
 
 def main() -> None:
@@ -94,8 +123,13 @@ def main() -> None:
     parser.add_argument("--unlabeled", type=int, default=40)
     parser.add_argument("--test", type=int, default=20)
     parser.add_argument("--sft-n", type=int, default=100)
-    parser.add_argument("--students-dev", dest="dev_students", type=int, default=20,
-                        help="quality.py --dev: CRAFT dev sentences its students select on (kept out of this sample).")
+    parser.add_argument(
+        "--students-dev",
+        dest="dev_students",
+        type=int,
+        default=20,
+        help="quality.py --dev: CRAFT dev sentences its students select on (kept out of this sample).",
+    )
     parser.add_argument("--max-words", type=int, default=12)
     args = parser.parse_args()
     demos, dev = dev_sample(args)

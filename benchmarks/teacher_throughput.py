@@ -35,7 +35,7 @@ def prompts_for(rows: int, k: int, selection: str):
     pool = load_atis("train").sample(frac=1.0, random_state=0)
     demos = [Demo(r.id, r.input, r.target) for r in pool.iloc[:50].itertuples()]
     selector = DemoSelector(demos, k, selection, seed=0)
-    return [build_prompt(fmt.instruction, selector.select(x), x) for x in pool["input"].iloc[50:50 + rows]]
+    return [build_prompt(fmt.instruction, selector.select(x), x) for x in pool["input"].iloc[50 : 50 + rows]]
 
 
 def count_tokens(tokenizer, outputs) -> int:
@@ -59,9 +59,13 @@ def one_at_a_time(teacher: TransformersTeacher, prompts, params: GenParams) -> l
     for prompt in prompts:
         enc = teacher.tokenizer(teacher.render(prompt), return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            out = teacher.model.generate(**enc, max_new_tokens=params.max_new_tokens, do_sample=False,
-                                         pad_token_id=teacher.tokenizer.pad_token_id)
-        outputs.append(teacher.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+            out = teacher.model.generate(
+                **enc,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=False,
+                pad_token_id=teacher.tokenizer.pad_token_id,
+            )
+        outputs.append(teacher.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
     return outputs
 
 
@@ -85,28 +89,40 @@ def main() -> None:
     prompts = prompts_for(args.rows, args.demos, "random-fixed")
     teacher = TransformersTeacher("smollm2-135m-instruct", batch_size=args.rows)
     tok = teacher.tokenizer
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-              "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-              # Other work on the same CPUs slows every engine: the load average says how much there was.
-              "load_average_at_start": os.getloadavg(),
-              "rows": args.rows, "reps": args.reps, "demos": args.demos, "max_new_tokens": args.max_new_tokens}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}",
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        # Other work on the same CPUs slows every engine: the load average says how much there was.
+        "load_average_at_start": os.getloadavg(),
+        "rows": args.rows,
+        "reps": args.reps,
+        "demos": args.demos,
+        "max_new_tokens": args.max_new_tokens,
+    }
     result["hf_one_at_a_time"] = timed(lambda: one_at_a_time(teacher, prompts, params), args.reps, tok)
     result["mckd_transformers_batched"] = timed(lambda: teacher.generate(prompts, params), args.reps, tok)
     python = os.environ.get("MCKD_VLLM_PYTHON")
     if python:
-        with VLLMServer(resolve_model("smollm2-135m-instruct"), python=python, served_model_name="smollm2", **cpu_defaults()) as server:
+        with VLLMServer(
+            resolve_model("smollm2-135m-instruct"), python=python, served_model_name="smollm2", **cpu_defaults()
+        ) as server:
             client = OpenAITeacher(server.base_url, "smollm2", concurrency=args.rows, timeout_s=900)
             client.generate(prompts[:1], params)  # warm-up: first request compiles/allocates
             result["vllm_server_concurrent"] = timed(lambda: client.generate(prompts, params), args.reps, tok)
             result["vllm_server_start_s"] = server.startup_s
             # Fresh prompts for each hit-rate measurement, so earlier runs do not pre-fill the cache.
             result["prefix_cache_hit_rate"] = {
-                "random-fixed": hit_rate(server, client, prompts_for(2 * args.rows, args.demos, "random-fixed")[args.rows:], params),
-                "bm25": hit_rate(server, client, prompts_for(2 * args.rows, args.demos, "bm25")[args.rows:], params),
+                "random-fixed": hit_rate(
+                    server, client, prompts_for(2 * args.rows, args.demos, "random-fixed")[args.rows :], params
+                ),
+                "bm25": hit_rate(server, client, prompts_for(2 * args.rows, args.demos, "bm25")[args.rows :], params),
             }
         base = result["hf_one_at_a_time"]["tokens_per_s_median"]
         result["ratio_vllm_vs_one_at_a_time"] = result["vllm_server_concurrent"]["tokens_per_s_median"] / base
-    result["ratio_batched_vs_one_at_a_time"] = result["mckd_transformers_batched"]["tokens_per_s_median"] / result["hf_one_at_a_time"]["tokens_per_s_median"]
+    result["ratio_batched_vs_one_at_a_time"] = (
+        result["mckd_transformers_batched"]["tokens_per_s_median"] / result["hf_one_at_a_time"]["tokens_per_s_median"]
+    )
     result["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=2))
 

@@ -22,41 +22,66 @@ def bench_trainer(mode: dict, models: dict, data: dict, work: Path) -> dict:
     effective batch, epochs, lr, seed; each measurement in its own child process (peak RSS = the child's)."""
     t = mode["trainer"]
     rows = data["pool"].iloc[: t["rows"]]
-    spec = {"model": models["causal"], "task": data["task"], "inputs": list(rows["input"]), "targets": list(rows["target"]),
-            "epochs": t["epochs"], "batch_size": t["batch_size"], "grad_accum": t["grad_accum"],
-            "learning_rate": mode["student"]["learning_rate"], "max_target_tokens": mode["student"]["max_target_tokens"]}
+    spec = {
+        "model": models["causal"],
+        "task": data["task"],
+        "inputs": list(rows["input"]),
+        "targets": list(rows["target"]),
+        "epochs": t["epochs"],
+        "batch_size": t["batch_size"],
+        "grad_accum": t["grad_accum"],
+        "learning_rate": mode["student"]["learning_rate"],
+        "max_target_tokens": mode["student"]["max_target_tokens"],
+    }
     spec_file = work / "trainer-spec.json"
     spec_file.write_text(json.dumps(spec))
     variants = ["mckd", *TRAINER_BASELINES]
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for rep, variant in interleave(variants, t["reps"]):
-        res = run_child("--train-child", str(spec_file), "--variant", variant,
-                        "--out-dir", str(work / f"trainer-{variant}-{rep}"))
+        res = run_child(
+            "--train-child", str(spec_file), "--variant", variant, "--out-dir", str(work / f"trainer-{variant}-{rep}")
+        )
         results[variant].append(res)
-        log(f"   trainer rep {rep} {variant}: {res['seconds']:.1f}s {res['tokens_per_s']:.0f} tok/s rss {res['peak_rss_mib']:.0f} MiB")
+        log(
+            f"   trainer rep {rep} {variant}: {res['seconds']:.1f}s {res['tokens_per_s']:.0f} tok/s rss "
+            f"{res['peak_rss_mib']:.0f} MiB"
+        )
 
     def summary(runs: list[dict]) -> dict:
-        return {"seconds": [r["seconds"] for r in runs], "tokens_per_s_median": median([r["tokens_per_s"] for r in runs]),
-                "examples_per_s_median": median([r["examples_per_s"] for r in runs]),
-                "train_loop_tokens_per_s_median": median([r["loop_tokens_per_s"] for r in runs]),
-                "peak_rss_mib_median": median([r["peak_rss_mib"] for r in runs]), "final_loss": [r.get("loss") for r in runs],
-                "tokens": runs[0]["tokens"], "examples": runs[0]["examples"]}
+        return {
+            "seconds": [r["seconds"] for r in runs],
+            "tokens_per_s_median": median([r["tokens_per_s"] for r in runs]),
+            "examples_per_s_median": median([r["examples_per_s"] for r in runs]),
+            "train_loop_tokens_per_s_median": median([r["loop_tokens_per_s"] for r in runs]),
+            "peak_rss_mib_median": median([r["peak_rss_mib"] for r in runs]),
+            "final_loss": [r.get("loss") for r in runs],
+            "tokens": runs[0]["tokens"],
+            "examples": runs[0]["examples"],
+        }
 
     summaries = {v: summary(results[v]) for v in variants}
     mckd = summaries["mckd"]
 
     def versus(base: str) -> dict:
         speedup = mckd["tokens_per_s_median"] / summaries[base]["tokens_per_s_median"]
-        return {"speedup_tokens_per_s": speedup,
-                "speedup_per_pair": [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(results["mckd"], results[base])],
-                "loop_speedup": mckd["train_loop_tokens_per_s_median"] / summaries[base]["train_loop_tokens_per_s_median"],
-                "rss_ratio": mckd["peak_rss_mib_median"] / summaries[base]["peak_rss_mib_median"],
-                "verdict": verdict(speedup, TARGETS["trainer_speedup_min"], "min")}
+        return {
+            "speedup_tokens_per_s": speedup,
+            "speedup_per_pair": [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(results["mckd"], results[base])],
+            "loop_speedup": mckd["train_loop_tokens_per_s_median"] / summaries[base]["train_loop_tokens_per_s_median"],
+            "rss_ratio": mckd["peak_rss_mib_median"] / summaries[base]["peak_rss_mib_median"],
+            "verdict": verdict(speedup, TARGETS["trainer_speedup_min"], "min"),
+        }
 
-    return {"model": Path(models["causal"]).name, "rows": t["rows"], "epochs": t["epochs"],
-            "micro_batch": t["batch_size"], "grad_accum": t["grad_accum"], **summaries,
-            "versus": {base: versus(base) for base in TRAINER_BASELINES},
-            "target": f">= {TARGETS['trainer_speedup_min']}x of transformers.Trainer tokens/s"}
+    return {
+        "model": Path(models["causal"]).name,
+        "rows": t["rows"],
+        "epochs": t["epochs"],
+        "micro_batch": t["batch_size"],
+        "grad_accum": t["grad_accum"],
+        **summaries,
+        "versus": {base: versus(base) for base in TRAINER_BASELINES},
+        "target": f">= {TARGETS['trainer_speedup_min']}x of transformers.Trainer tokens/s",
+    }
 
 
 def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
@@ -73,7 +98,9 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
         getattr(transformers, name)
 
     path = spec["model"]
-    prep_started = time.perf_counter()  # Trainer's clock starts here: its tokenizer load and encoding count, as in train()
+    prep_started = (
+        time.perf_counter()
+    )  # Trainer's clock starts here: its tokenizer load and encoding count, as in train()
     seq2seq = is_seq2seq(path, "auto")
     tok = load_tokenizer(path)
     encoder = _Encoder(tok, seq2seq, 128, spec["max_target_tokens"])
@@ -82,10 +109,23 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
     tokens, examples = tokens_per_epoch * spec["epochs"], len(rows) * spec["epochs"]
     if variant == "mckd":
         started = time.perf_counter()
-        metrics = train(TrainSpec(model=path, out_dir=out_dir, task=spec["task"], train_inputs=spec["inputs"],
-                                  train_targets=spec["targets"], epochs=spec["epochs"], batch_size=spec["batch_size"],
-                                  grad_accum=spec["grad_accum"], learning_rate=spec["learning_rate"], precision="fp32",
-                                  max_target_tokens=spec["max_target_tokens"], select_on_dev=False, seed=0))
+        metrics = train(
+            TrainSpec.flat(
+                model=path,
+                out_dir=out_dir,
+                task=spec["task"],
+                train_inputs=spec["inputs"],
+                train_targets=spec["targets"],
+                epochs=spec["epochs"],
+                batch_size=spec["batch_size"],
+                grad_accum=spec["grad_accum"],
+                learning_rate=spec["learning_rate"],
+                precision="fp32",
+                max_target_tokens=spec["max_target_tokens"],
+                select_on_dev=False,
+                seed=0,
+            )
+        )
         seconds = time.perf_counter() - started
         loop = metrics["seconds"] - metrics["phases"]["save"]  # load + train (before save)
         loss = metrics["history"][-1]["loss"]
@@ -94,13 +134,28 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
         torch.manual_seed(0)
         cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
         model = cls.from_pretrained(path, dtype=torch.float32)
-        args = TrainingArguments(output_dir=out_dir + "-trainer", per_device_train_batch_size=spec["batch_size"],
-                                 gradient_accumulation_steps=spec["grad_accum"], num_train_epochs=spec["epochs"],
-                                 learning_rate=spec["learning_rate"], weight_decay=0.0, warmup_steps=0, lr_scheduler_type="linear",
-                                 max_grad_norm=1.0, optim="adamw_torch", logging_strategy="epoch", save_strategy="no",
-                                 eval_strategy="no", report_to="none", use_cpu=True, seed=0, dataloader_num_workers=0,
-                                 train_sampling_strategy=TRAINER_BASELINES[variant], remove_unused_columns=False,
-                                 disable_tqdm=True)
+        args = TrainingArguments(
+            output_dir=out_dir + "-trainer",
+            per_device_train_batch_size=spec["batch_size"],
+            gradient_accumulation_steps=spec["grad_accum"],
+            num_train_epochs=spec["epochs"],
+            learning_rate=spec["learning_rate"],
+            weight_decay=0.0,
+            warmup_steps=0,
+            lr_scheduler_type="linear",
+            max_grad_norm=1.0,
+            optim="adamw_torch",
+            logging_strategy="epoch",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=0,
+            dataloader_num_workers=0,
+            train_sampling_strategy=TRAINER_BASELINES[variant],
+            remove_unused_columns=False,
+            disable_tqdm=True,
+        )
         trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=encoder.collate)
         out = trainer.train()
         loop = time.perf_counter() - started
@@ -108,5 +163,14 @@ def train_child(spec_file: str, variant: str, out_dir: str) -> dict:
         save_model(model, tok, out_dir, {"trainer": "transformers.Trainer"})
         seconds = time.perf_counter() - started
     peak = peak_rss_mib()
-    return {"variant": variant, "seconds": seconds, "tokens": tokens, "examples": examples, "tokens_per_s": tokens / seconds,
-            "examples_per_s": examples / seconds, "loop_tokens_per_s": tokens / loop, "peak_rss_mib": peak, "loss": loss}
+    return {
+        "variant": variant,
+        "seconds": seconds,
+        "tokens": tokens,
+        "examples": examples,
+        "tokens_per_s": tokens / seconds,
+        "examples_per_s": examples / seconds,
+        "loop_tokens_per_s": tokens / loop,
+        "peak_rss_mib": peak,
+        "loss": loss,
+    }

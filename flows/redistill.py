@@ -20,11 +20,10 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.mckd import mckd_flow
 from mckd_core.config import RunConfig
 from mckd_core.data import ParquetRef, content_id, normalize_examples, read_table, write_parquet
 from mckd_core.errors import MckdInputError
-
-from flows.mckd import mckd_flow
 
 WATCHED_SUFFIXES = (".parquet", ".jsonl")
 STATE_FILE = "redistill-state.json"
@@ -38,27 +37,53 @@ def redistill_flow(config: RunConfig, watch_dir: str) -> dict:
     combined, sources = collect_unlabeled(config, watch_dir)
     if combined is None:
         logger.info("no new data: no rows in %s yet", watch_dir)
-        return {"status": "no new data", "new_rows": 0, "unlabeled_rows": 0, "sources": sources, "watch_dir": str(watch_dir)}
+        return {
+            "status": "no new data",
+            "new_rows": 0,
+            "unlabeled_rows": 0,
+            "sources": sources,
+            "watch_dir": str(watch_dir),
+        }
     state_path = run_dir / STATE_FILE
     previous = load_state(state_path)
     seen = previous_ids(previous, logger)
     ids = set(combined.read()["id"])
     new_ids = ids - seen
-    summary = {"unlabeled_rows": combined.rows, "unlabeled": combined.path, "sources": sources, "watch_dir": str(watch_dir),
-               "last_success": previous.get("finished_at") if previous else None}
+    summary = {
+        "unlabeled_rows": combined.rows,
+        "unlabeled": combined.path,
+        "sources": sources,
+        "watch_dir": str(watch_dir),
+        "last_success": previous.get("finished_at") if previous else None,
+    }
     if not new_ids:
-        logger.info("no new data: %d unlabeled rows in %s, all used by the last successful run (%s)",
-                    combined.rows, watch_dir, summary["last_success"] or "none")
+        logger.info(
+            "no new data: %d unlabeled rows in %s, all used by the last successful run (%s)",
+            combined.rows,
+            watch_dir,
+            summary["last_success"] or "none",
+        )
         return {"status": "no new data", "new_rows": 0, **summary}
-    logger.info("%d new unlabeled rows (%d in all, %d seen before): distilling", len(new_ids), combined.rows, len(ids & seen))
+    logger.info(
+        "%d new unlabeled rows (%d in all, %d seen before): distilling", len(new_ids), combined.rows, len(ids & seen)
+    )
     data = config.data.model_copy(update={"unlabeled": combined.path, "max_unlabeled": None})
     if config.data.max_unlabeled is not None:
-        logger.warning("data.max_unlabeled=%d is ignored by re-distillation (new rows must reach the teacher)",
-                       config.data.max_unlabeled)
+        logger.warning(
+            "data.max_unlabeled=%d is ignored by re-distillation (new rows must reach the teacher)",
+            config.data.max_unlabeled,
+        )
     report = mckd_flow(config.model_copy(update={"data": data}))
-    save_state(state_path, {"unlabeled": combined.model_dump(), "rows": combined.rows, "new_rows": len(new_ids),
-                            "flow_run_id": str(flow_run.id) if flow_run.id else None,
-                            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    save_state(
+        state_path,
+        {
+            "unlabeled": combined.model_dump(),
+            "rows": combined.rows,
+            "new_rows": len(new_ids),
+            "flow_run_id": str(flow_run.id) if flow_run.id else None,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
     return {**report, "status": "distilled", "new_rows": len(new_ids), **summary}
 
 
@@ -67,8 +92,11 @@ def watched_files(watch_dir: str | Path) -> list[Path]:
     folder = Path(watch_dir)
     if not folder.is_dir():
         raise MckdInputError(f"watch_dir: {folder} is not a directory; create it and drop .parquet/.jsonl files there")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in WATCHED_SUFFIXES and not p.name.startswith((".", "_", "~")))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in WATCHED_SUFFIXES and not p.name.startswith((".", "_", "~"))
+    )
 
 
 def collect_unlabeled(config: RunConfig, watch_dir: str | Path) -> tuple[ParquetRef | None, list[str]]:

@@ -41,11 +41,26 @@ def load_atis(split: str) -> pd.DataFrame:
         if not line.strip():
             continue
         words, tags, intent = parse_line(line)
-        rows.append({"id": f"atis-{split}-{i}", "input": " ".join(words), "target": bio_to_bracketed(words, tags), "intent": intent})
+        rows.append(
+            {
+                "id": f"atis-{split}-{i}",
+                "input": " ".join(words),
+                "target": bio_to_bracketed(words, tags),
+                "intent": intent,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def write_atis(out_dir: str | Path, n_labeled: int = 50, n_unlabeled: int = 500, n_test: int = 200, seed: int = 0,
-               max_words: int | None = None) -> dict[str, str]:
+def write_atis(
+    out_dir: str | Path,
+    n_labeled: int = 50,
+    n_unlabeled: int = 500,
+    n_test: int = 200,
+    seed: int = 0,
+    max_words: int | None = None,
+) -> dict[str, str]:
     """labeled / unlabeled / test Parquet files for an MCKD run on ATIS."""
-    return write_sets(sample_sets(load_atis("train"), load_atis("test"), n_labeled, n_unlabeled, n_test, seed, max_words), out_dir)
+    return write_sets(
+        sample_sets(load_atis("train"), load_atis("test"), n_labeled, n_unlabeled, n_test, seed, max_words), out_dir
+    )

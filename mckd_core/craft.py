@@ -52,7 +52,7 @@ def iter_trees(text: str) -> Iterator[str]:
         elif char == ")":
             depth -= 1
             if depth == 0:
-                yield text[start:pos + 1]
+                yield text[start : pos + 1]
             elif depth < 0:
                 raise BracketError(f"unbalanced ')' at character {pos}")
     if depth:
@@ -70,15 +70,24 @@ def document_rows(tree_file: Path, drop_punct: bool) -> list[dict]:
             if tree is None:  # e.g. a sentence of punctuation only
                 continue
             words = leaves(tree)
-            rows.append({"id": f"{pmid}-{index}", "input": " ".join(words), "target": render(tree),
-                         "pos": " ".join(tag for _, tag in tagged_words(ptb, drop_punct)),
-                         "doc_id": pmid, "n_words": len(words)})
+            rows.append(
+                {
+                    "id": f"{pmid}-{index}",
+                    "input": " ".join(words),
+                    "target": render(tree),
+                    "pos": " ".join(tag for _, tag in tagged_words(ptb, drop_punct)),
+                    "doc_id": pmid,
+                    "n_words": len(words),
+                }
+            )
     except BracketError as exc:
         raise MckdInputError(f"{tree_file}: malformed PTB tree: {exc}") from None
     return rows
 
 
-def load_craft(source_dir: str | Path, split: str, drop_punct: bool = True, max_words: int | None = None) -> pd.DataFrame:
+def load_craft(
+    source_dir: str | Path, split: str, drop_punct: bool = True, max_words: int | None = None
+) -> pd.DataFrame:
     """Sentences of the documents of one official split: id, input, target, pos, doc_id, n_words."""
     rows = []
     for pmid in split_ids(source_dir, split):
@@ -92,8 +101,9 @@ def load_craft(source_dir: str | Path, split: str, drop_punct: bool = True, max_
     return df
 
 
-def write_craft_splits(source_dir: str | Path, out_dir: str | Path, drop_punct: bool = True,
-                       max_words: int | None = None) -> dict[str, Path]:
+def write_craft_splits(
+    source_dir: str | Path, out_dir: str | Path, drop_punct: bool = True, max_words: int | None = None
+) -> dict[str, Path]:
     """Write train.parquet, dev.parquet and test.parquet into out_dir; returns split -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,9 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
 
             loaded = datasets.load_from_disk(str(p))
             if isinstance(loaded, datasets.DatasetDict):
-                raise MckdInputError(f"{what}: {p} is a DatasetDict with splits {list(loaded)}; point at one split's folder")
+                raise MckdInputError(
+                    f"{what}: {p} is a DatasetDict with splits {list(loaded)}; point at one split's folder"
+                )
             return loaded.to_pandas()
         suffix = p.suffix.lower()
         if suffix == ".parquet":
@@ -106,7 +108,9 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
     except Exception as exc:  # unreadable file: say which and why
         first_line = (str(exc).strip().splitlines() or [""])[0]  # pandas' messages may end in a line break
         raise MckdInputError(f"{what}: cannot read {p}: {type(exc).__name__}: {first_line}") from None
-    raise MckdInputError(f"{what}: unsupported file type {p.suffix!r} for {p}; use .parquet, .jsonl, .json, .csv or a datasets dir")
+    raise MckdInputError(
+        f"{what}: unsupported file type {p.suffix!r} for {p}; use .parquet, .jsonl, .json, .csv or a datasets dir"
+    )
 
 
 def _read_jsonl(p: Path, what: str) -> pd.DataFrame:
@@ -119,11 +123,15 @@ def _read_jsonl(p: Path, what: str) -> pd.DataFrame:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise MckdInputError(f"{what}: {p} line {number}: invalid JSON ({exc.msg} at column {exc.colno}); "
-                                     "fix or remove that line") from None
+                raise MckdInputError(
+                    f"{what}: {p} line {number}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                    "fix or remove that line"
+                ) from None
             if not isinstance(row, dict):
-                raise MckdInputError(f"{what}: {p} line {number}: a JSON {type(row).__name__}, not an object; "
-                                     'each line must be one row like {"input": "..."}')
+                raise MckdInputError(
+                    f"{what}: {p} line {number}: a JSON {type(row).__name__}, not an object; "
+                    'each line must be one row like {"input": "..."}'
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -139,11 +147,15 @@ def _read_csv(p: Path, what: str, sep: str) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         if fields := _CSV_FIELDS.search(str(exc)):
             expected, record, found = fields.groups()
-            raise MckdInputError(f"{what}: {p} line {_record_line(p, int(record), sep)}: {found} fields where the header has "
-                                 f"{expected}; quote fields that contain {sep!r}") from None
+            raise MckdInputError(
+                f"{what}: {p} line {_record_line(p, int(record), sep)}: {found} fields where the header has "
+                f"{expected}; quote fields that contain {sep!r}"
+            ) from None
         if quote := _CSV_OPEN_QUOTE.search(str(exc)):
-            raise MckdInputError(f"{what}: {p} line {_record_line(p, int(quote.group(1)) + 1, sep)}: a quoted field starts "
-                                 'here and is never closed; close it (a quote inside a field is written "")') from None
+            raise MckdInputError(
+                f"{what}: {p} line {_record_line(p, int(quote.group(1)) + 1, sep)}: a quoted field starts "
+                'here and is never closed; close it (a quote inside a field is written "")'
+            ) from None
         raise
 
 
@@ -175,9 +187,15 @@ def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: in
     if len(df) == 0:
         raise MckdInputError(f"{what}: the set is empty; give at least one row")
     if "input" not in df.columns:
-        raise MckdInputError(f"{what}: missing column 'input' (found: {', '.join(map(str, df.columns)) or 'none'}); rename your text column to 'input'")
+        raise MckdInputError(
+            f"{what}: missing column 'input' (found: {', '.join(map(str, df.columns)) or 'none'}); rename your text "
+            "column to 'input'"
+        )
     if need_target and "target" not in df.columns:
-        raise MckdInputError(f"{what}: missing column 'target' (found: {', '.join(map(str, df.columns))}); gold sets need a 'target' column")
+        raise MckdInputError(
+            f"{what}: missing column 'target' (found: {', '.join(map(str, df.columns))}); gold sets need a 'target' "
+            "column"
+        )
     df = df.copy()
     bad_input = df["input"].isna() | (df["input"].astype(str).str.strip() == "")
     if bad_input.any():
@@ -189,13 +207,18 @@ def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: in
     df["id"] = df["id"].astype(str)
     dupes = df["id"][df["id"].duplicated()]
     if len(dupes):
-        raise MckdInputError(f"{what}: duplicate id {dupes.iloc[0]!r} ({len(dupes)} duplicate row(s)); ids must be unique (drop duplicate inputs or give explicit ids)")
+        raise MckdInputError(
+            f"{what}: duplicate id {dupes.iloc[0]!r} ({len(dupes)} duplicate row(s)); ids must be unique (drop "
+            "duplicate inputs or give explicit ids)"
+        )
     if "target" not in df.columns:
         df["target"] = None
     elif need_target and df["target"].isna().any():
         row = int(df["target"].isna().to_numpy().nonzero()[0][0])
         raise MckdInputError(f"{what}: row {row} (id {df['id'].iloc[row]!r}): field 'target' is empty in a gold set")
-    df["target"] = df["target"].where(df["target"].notna(), None).map(lambda t: one_line(t) if isinstance(t, str) else t)
+    df["target"] = (
+        df["target"].where(df["target"].notna(), None).map(lambda t: one_line(t) if isinstance(t, str) else t)
+    )
     if limit is not None:
         df = df.iloc[:limit]
     return df.reset_index(drop=True)
@@ -208,20 +231,27 @@ def check_targets(df: pd.DataFrame, what: str, fmt) -> None:
             continue
         error = fmt.target_error(inp, tgt)
         if error:
-            raise MckdInputError(f"{what}: row {row} (id {rid!r}): field 'target' is not a valid {fmt.name} target: {error}")
+            raise MckdInputError(
+                f"{what}: row {row} (id {rid!r}): field 'target' is not a valid {fmt.name} target: {error}"
+            )
 
 
 def check_disjoint(sets: dict[str, pd.DataFrame]) -> None:
     names = list(sets)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             shared = set(sets[a]["id"]) & set(sets[b]["id"])
             if shared:
                 example = sorted(shared)[0]
-                raise MckdInputError(f"ids overlap between {a} and {b} ({len(shared)} shared, e.g. {example!r}); the sets must be disjoint")
+                raise MckdInputError(
+                    f"ids overlap between {a} and {b} ({len(shared)} shared, e.g. {example!r}); the sets must be "
+                    "disjoint"
+                )
 
 
-def label_frame(examples: pd.DataFrame, labels: list, raws: list, valids: list, errors: list, source: str, stage: int) -> pd.DataFrame:
+def label_frame(
+    examples: pd.DataFrame, labels: list, raws: list, valids: list, errors: list, source: str, stage: int
+) -> pd.DataFrame:
     """Label rows: the example rows plus label/raw/valid/error/source/stage, one per input row."""
     if not (len(examples) == len(labels) == len(raws) == len(valids) == len(errors)):
         raise AssertionError("row conservation violated while building label rows")
@@ -248,18 +278,28 @@ def within_words(df: pd.DataFrame, max_words: int | None) -> pd.DataFrame:
     return df[df["input"].str.split().str.len() <= max_words] if max_words else df
 
 
-def sample_sets(pool: pd.DataFrame, test: pd.DataFrame, n_labeled: int, n_unlabeled: int, n_test: int, seed: int,
-                max_words: int | None = None, dev: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def sample_sets(
+    pool: pd.DataFrame,
+    test: pd.DataFrame,
+    n_labeled: int,
+    n_unlabeled: int,
+    n_test: int,
+    seed: int,
+    max_words: int | None = None,
+    dev: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
     """Seeded, disjoint L / U / T samples (plus the dev set when given); U keeps its gold targets for diagnostics."""
     pool = within_words(pool, max_words).sample(frac=1.0, random_state=seed)
     # Distinct inputs, so L and U never share a sentence under different ids.
     pool = pool.drop_duplicates("input")
     if len(pool) < n_labeled + n_unlabeled:
-        raise MckdInputError(f"only {len(pool)} pool sentences for {n_labeled} labeled + {n_unlabeled} unlabeled; lower the counts")
+        raise MckdInputError(
+            f"only {len(pool)} pool sentences for {n_labeled} labeled + {n_unlabeled} unlabeled; lower the counts"
+        )
     test = within_words(test, max_words)
     sets = {
         "labeled": pool.iloc[:n_labeled],
-        "unlabeled": pool.iloc[n_labeled:n_labeled + n_unlabeled],
+        "unlabeled": pool.iloc[n_labeled : n_labeled + n_unlabeled],
         "test": test.sample(n=min(n_test, len(test)), random_state=seed),
     }
     if dev is not None:

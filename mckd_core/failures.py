@@ -7,7 +7,9 @@ import re
 from .errors import MckdInputError, TeacherTransportError
 
 _OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I)
-_CUDA = re.compile(r"CUDA error|CUDNN_STATUS|cuDNN error|NCCL error|CUBLAS_STATUS|device-side assert|an illegal memory access", re.I)
+_CUDA = re.compile(
+    r"CUDA error|CUDNN_STATUS|cuDNN error|NCCL error|CUBLAS_STATUS|device-side assert|an illegal memory access", re.I
+)
 
 
 class StudentOOM(RuntimeError):
@@ -23,7 +25,8 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures a retry can fix: CUDA OOM / CUDA / NCCL errors, teacher 5xx / timeouts / refused connections."""
+    """True for failures a retry can fix: CUDA OOM / CUDA / NCCL errors, teacher 5xx / timeouts / refused
+    connections."""
     if isinstance(exc, MckdInputError):
         return False
     if isinstance(exc, (StudentOOM, GPUError, TeacherTransportError, TimeoutError, ConnectionError)):

@@ -18,7 +18,9 @@ FAULTS = {
     "cuda-oom": lambda: StudentOOM("CUDA out of memory. Tried to allocate 2.00 GiB (injected by MCKD_FAULT)"),
     "cuda-error": lambda: GPUError("CUDA error: an illegal memory access was encountered (injected by MCKD_FAULT)"),
     "value-error": lambda: ValueError("bad value (injected by MCKD_FAULT)"),
-    "teacher-503": lambda: TeacherTransportError("teacher answered HTTP 503 Service Unavailable (injected by MCKD_FAULT)"),
+    "teacher-503": lambda: TeacherTransportError(
+        "teacher answered HTTP 503 Service Unavailable (injected by MCKD_FAULT)"
+    ),
 }
 
 

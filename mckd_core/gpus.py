@@ -41,8 +41,12 @@ class Slot:
         if self.cores is not None:
             threads = str(len(self.cores))
             # Tokenizers' own thread pool would compete with torch's for the same cores.
-            return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                    "TOKENIZERS_PARALLELISM": "false"}
+            return {
+                "CUDA_VISIBLE_DEVICES": "",
+                "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+                "TOKENIZERS_PARALLELISM": "false",
+            }
         return {}
 
     def __str__(self) -> str:
@@ -91,7 +95,11 @@ def _cuda_slots() -> tuple[Slot, ...]:
     if not torch.cuda.is_available():
         return ()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    ids = (
+        [d.strip() for d in visible.split(",") if d.strip()]
+        if visible
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
     return tuple(Slot(cuda=i) for i in ids)
 
 
@@ -131,13 +139,34 @@ def run_in_slot(slot: Slot, fn: Callable[..., T], *args, child: bool | None = No
         return _cpu_worker(slot, fn, *args)
     if child or (child is None and slot.cuda is not None):
         with _spawned(slot) as pool:
-            return pool.submit(fn, *args).result()
+            return pool.submit(_portable, fn, *args).result()
     return fn(*args)
 
 
+def child_for(isolate: str) -> bool | None:
+    """run_in_slot's `child` for student.isolate: auto (a child on a GPU), always, never."""
+    return {"auto": None, "always": True, "never": False}[isolate]
+
+
+def _portable(fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` in a child process: CUDA failures come back as StudentOOM / GPUError, which pickle and which
+    mckd_core.failures classifies (torch's own exception types may not survive the trip)."""
+    from .failures import GPUError, StudentOOM, is_oom, is_transient
+
+    try:
+        return fn(*args)
+    except Exception as exc:
+        if is_oom(exc) and type(exc) is not StudentOOM:
+            raise StudentOOM(str(exc)) from None
+        if type(exc) is not GPUError and isinstance(exc, RuntimeError) and is_transient(exc):
+            raise GPUError(str(exc)) from None
+        raise
+
+
 def _spawned(slot: Slot) -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_enter_slot, initargs=(slot,))
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_enter_slot, initargs=(slot,)
+    )
 
 
 # One long-lived process per CPU share: importing torch and transformers costs seconds, paid once per slot
@@ -150,12 +179,14 @@ def _cpu_worker(slot: Slot, fn: Callable[..., T], *args) -> T:
     with _lock:
         worker = _workers.get(slot) or _workers.setdefault(slot, _spawned(slot))
     try:
-        return worker.submit(fn, *args).result()
+        return worker.submit(_portable, fn, *args).result()
     except concurrent.futures.process.BrokenProcessPool as exc:
         with _lock:  # the next task on this slot starts a new process
             _workers.pop(slot, None)
-        raise RuntimeError(f"the worker process of slot {slot} died (killed, e.g. out of memory); re-run to resume "
-                           "from the cache, with fewer students at once (stages.cpu_students) if memory is short") from exc
+        raise RuntimeError(
+            f"the worker process of slot {slot} died (killed, e.g. out of memory); re-run to resume "
+            "from the cache, with fewer students at once (stages.cpu_students) if memory is short"
+        ) from exc
 
 
 def _enter_slot(slot: Slot) -> None:

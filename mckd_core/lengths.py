@@ -39,8 +39,10 @@ class Overlong:
             return None
         name, rows = next(iter(over.items()))
         counts = ", ".join(f"{len(rows)} of {len(sets[name])} {name}" for name, rows in over.items())
-        return (f"over-long inputs: {counts} row(s) are longer than {self.named} "
-                f"(first: {name} row {rows[0]}, id {sets[name]['id'].iloc[rows[0]]!r}); {self.consequence}")
+        return (
+            f"over-long inputs: {counts} row(s) are longer than {self.named} "
+            f"(first: {name} row {rows[0]}, id {sets[name]['id'].iloc[rows[0]]!r}); {self.consequence}"
+        )
 
 
 def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, list[str]]:
@@ -51,8 +53,10 @@ def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, 
         try:
             found = count(cfg, sets)
         except Exception as exc:  # a tokenizer that cannot load: the model load reports it properly later
-            problem = (f"{who} input lengths not checked: the tokenizer or config of {who}.model did not load "
-                       f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})")
+            problem = (
+                f"{who} input lengths not checked: the tokenizer or config of {who}.model did not load "
+                f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})"
+            )
             if cfg.data.overlong == "error":
                 raise MckdInputError(f"{problem}; data.overlong=error needs the count") from None
             warnings.append(problem)
@@ -74,10 +78,16 @@ def student_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong:
     tok, path = _tokenizer(s.model, s.revision, s.trust_remote_code)
     seq2seq = is_seq2seq(path, s.arch, s.revision, s.trust_remote_code) if path else s.arch == "seq2seq"
     # As the student encodes them: the bare input with its end token (seq2seq), else the prompt without specials.
-    rows = {name: _rows_over(tok, [x if seq2seq else causal_prompt(x) for x in df["input"]], seq2seq, s.max_input_tokens)
-            for name, df in sets.items()}
-    return Overlong(f"student.max_input_tokens={s.max_input_tokens} tokens", s.max_input_tokens, rows,
-                    "students cut them; raise student.max_input_tokens or shorten those inputs")
+    rows = {
+        name: _rows_over(tok, [x if seq2seq else causal_prompt(x) for x in df["input"]], seq2seq, s.max_input_tokens)
+        for name, df in sets.items()
+    }
+    return Overlong(
+        f"student.max_input_tokens={s.max_input_tokens} tokens",
+        s.max_input_tokens,
+        rows,
+        "students cut them; raise student.max_input_tokens or shorten those inputs",
+    )
 
 
 def teacher_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong | None:
@@ -91,21 +101,36 @@ def teacher_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong 
     instruction = get_format(cfg.data.task).instruction
     labeled = sets["labeled"]
     # The prompts annotate() builds: the same demos (labeled rows, run seed) around each input.
-    selector = DemoSelector([Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])],
-                            t.num_demos, t.demo_selection, cfg.seed)
+    selector = DemoSelector(
+        [Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])],
+        t.num_demos,
+        t.demo_selection,
+        cfg.seed,
+    )
 
     def rendered(text: str) -> str:
         prompt = build_prompt(instruction, selector.select(text), text)
-        return tok.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True) if chat else prompt.text
+        return (
+            tok.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
+            if chat
+            else prompt.text
+        )
 
     room = t.vllm.max_model_len - t.max_new_tokens
     # vLLM adds the tokenizer's special tokens to completion prompts; a chat template writes its own.
-    rows = {name: _rows_over(tok, [rendered(x) for x in sets[name]["input"]], not chat, room)
-            for name in ("unlabeled", "test") if name in sets}
+    rows = {
+        name: _rows_over(tok, [rendered(x) for x in sets[name]["input"]], not chat, room)
+        for name in ("unlabeled", "test")
+        if name in sets
+    }
     named = f"teacher.vllm.max_model_len={t.vllm.max_model_len} less teacher.max_new_tokens={t.max_new_tokens} tokens"
-    return Overlong(named, room, rows,
-                    "vLLM refuses those prompts or cuts their answers; raise teacher.vllm.max_model_len, lower "
-                    "teacher.num_demos or teacher.max_new_tokens, or shorten those inputs")
+    return Overlong(
+        named,
+        room,
+        rows,
+        "vLLM refuses those prompts or cuts their answers; raise teacher.vllm.max_model_len, lower "
+        "teacher.num_demos or teacher.max_new_tokens, or shorten those inputs",
+    )
 
 
 def _tokenizer(model: str, revision: str | None, trust_remote_code: bool):

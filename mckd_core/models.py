@@ -85,7 +85,8 @@ def resolve_model(name: str) -> str:
 
 def unconverted_gguf(name: str) -> Path | None:
     """The GGUF file of an alias `resolve_model` has not converted yet (else None; a chunked package writes its file
-    first, once): its tokenizer loads from the file's metadata (`gguf_file=`) in seconds, converting reads the weights."""
+    first, once): its tokenizer loads from the file's metadata (`gguf_file=`) in seconds, converting reads the
+    weights."""
     if name not in GGUF_ALIASES or (cache_root() / "models" / name / "config.json").is_file():
         return None
     return _gguf_file(*GGUF_ALIASES[name])

@@ -37,7 +37,9 @@ class DemoSelector:
         self.k = min(k, len(self.demos))
         self.method = method
         self.fixed = random.Random(seed).sample(self.demos, self.k)
-        self._bm25 = BM25Okapi([d.input.lower().split() for d in self.demos]) if method == "bm25" and self.demos else None
+        self._bm25 = (
+            BM25Okapi([d.input.lower().split() for d in self.demos]) if method == "bm25" and self.demos else None
+        )
 
     def select(self, query: str) -> list[Demo]:
         if self.method == "random-fixed" or self._bm25 is None:
@@ -64,7 +66,7 @@ def extract_output(generation: str) -> str:
     for line in generation.strip().splitlines():
         line = line.strip()
         if line.lower().startswith("output:"):
-            line = line[len("output:"):].strip()
+            line = line[len("output:") :].strip()
         if line:
             return line
     return ""

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from .config import baseline_stages
+from .config import RunConfig, baseline_stages
+from .scoring import comparisons
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .jobs import StudentRef
+    from .steps import Inputs
 
 
 def summarize_test(metrics: dict | None) -> dict | None:
@@ -41,12 +49,25 @@ def table_rows(report: dict) -> list[Row]:
     `labels_f1` is a diagnostic, only filled when U carries gold targets (benchmarks). A stage row is the mean of its
     students and has no CI of its own (each student's is in report.json and in the figure).
     """
-    rows = [Row("teacher (few-shot)", *_f1_em(report["teacher"].get("test")), report["teacher"].get("pseudolabel_f1"),
-                _ci(report["teacher"].get("test")))]
+    rows = [
+        Row(
+            "teacher (few-shot)",
+            *_f1_em(report["teacher"].get("test")),
+            report["teacher"].get("pseudolabel_f1"),
+            _ci(report["teacher"].get("test")),
+        )
+    ]
     for stage in report["stages"]:
         ems = [s["test"]["exact_match"] for s in stage["students"] if s.get("test")]
-        rows.append(Row(f"stage {stage['stage']} students", stage_f1(stage), mean(ems) if ems else None,
-                        stage.get("pseudolabel_f1"), None))
+        rows.append(
+            Row(
+                f"stage {stage['stage']} students",
+                stage_f1(stage),
+                mean(ems) if ems else None,
+                stage.get("pseudolabel_f1"),
+                None,
+            )
+        )
     num_stages = report["config"]["stages"]["num_stages"]
     final = f"mckd-{num_stages}" if num_stages > 1 else "vanilla-kd"
     baselines = report.get("baselines", {})
@@ -57,8 +78,9 @@ def table_rows(report: dict) -> list[Row]:
         suffix = " — final student" if name == final and name not in baselines else ""
         if shipped == name or (shipped == "final" and suffix):
             suffix += " — deliverable"
-        rows.append(Row(_comparison_title(name, report["counts"]) + suffix, *_f1_em(compared[name]), None,
-                        _ci(compared[name])))
+        rows.append(
+            Row(_comparison_title(name, report["counts"]) + suffix, *_f1_em(compared[name]), None, _ci(compared[name]))
+        )
     return rows
 
 
@@ -71,9 +93,11 @@ def _comparison_order(name: str) -> float:
 
 
 def _comparison_title(name: str, counts: dict) -> str:
-    return {"sft": f"SFT on L ({counts.get('labeled_train', counts['labeled'])} gold)",
-            "sft-n": f"SFT-N ({counts.get('sft_n', '?')} gold, upper bound)",
-            "vanilla-kd": "vanilla KD (MCKD-1)"}.get(name, name.upper())
+    return {
+        "sft": f"SFT on L ({counts.get('labeled_train', counts['labeled'])} gold)",
+        "sft-n": f"SFT-N ({counts.get('sft_n', '?')} gold, upper bound)",
+        "vanilla-kd": "vanilla KD (MCKD-1)",
+    }.get(name, name.upper())
 
 
 def degradation_warnings(report: dict, ratio: float = 0.5) -> list[str]:
@@ -85,13 +109,15 @@ def degradation_warnings(report: dict, ratio: float = 0.5) -> list[str]:
     """
     chain = [(f"stage {s['stage']} students", _mean_dev_f1(s["students"])) for s in report["stages"]]
     chain.append(("final student", report["final_student"].get("dev_f1")))
-    return [f"{name}: dev F1 {now:.1f} is less than {ratio:.0%} of the {before_name}' {before:.1f}; the stages are "
-            "degrading the labels (typical when a partition holds too few rows for a student to learn the output "
-            "format, or when the teacher's labels are too poor to learn from): use more unlabeled rows, more student "
-            "epochs or fewer stages, a stronger teacher or prompt (teacher.num_demos, demo_selection: bm25), and "
-            "compare with the vanilla-kd baseline"
-            for (before_name, before), (name, now) in zip(chain, chain[1:])
-            if before and now is not None and now < ratio * before]
+    return [
+        f"{name}: dev F1 {now:.1f} is less than {ratio:.0%} of the {before_name}' {before:.1f}; the stages are "
+        "degrading the labels (typical when a partition holds too few rows for a student to learn the output "
+        "format, or when the teacher's labels are too poor to learn from): use more unlabeled rows, more student "
+        "epochs or fewer stages, a stronger teacher or prompt (teacher.num_demos, demo_selection: bm25), and "
+        "compare with the vanilla-kd baseline"
+        for (before_name, before), (name, now) in zip(chain, chain[1:])
+        if before and now is not None and now < ratio * before
+    ]
 
 
 def _simplicity(name: str) -> float:
@@ -104,16 +130,21 @@ def _simplicity(name: str) -> float:
 MIN_GUARD_ROWS = 10
 
 
-def choose_deliverable(dev: dict[str, float], dirs: dict[str, str], dev_source: str,
-                       excluded: dict[str, str] | None = None, vs_final: dict[str, dict] | None = None,
-                       dev_rows: int | None = None) -> dict:
+def choose_deliverable(
+    dev: dict[str, float],
+    dirs: dict[str, str],
+    dev_source: str,
+    excluded: dict[str, str] | None = None,
+    vs_final: dict[str, dict] | None = None,
+    dev_rows: int | None = None,
+) -> dict:
     """The deliverable guard (report.json `deliverable`) over candidates scored on the same dev rows, none of which any
     of them trained on (`dev`: {name: F1}; the final student is "final").
 
     The final student ships unless a candidate beats it beyond noise: `vs_final` {name: {"diff", "ci95"}} is each
     candidate minus the final student, paired bootstrap on the dev rows, and only candidates whose CI is above 0
     compete (the dev-best of them ships; ties go to the simpler model). Picking the plain dev-best on 10-20 dev rows
-    traded the final student away on noise: over 3 ATIS seeds it shipped models 2.8 F1 worse on T (BENCHMARKS.md).
+    traded the final student away on noise (BENCHMARKS.md 'deliverable guard').
     Without a final student to compare with (it trained on the dev rows), the dev-best ships. `excluded`: candidates
     that could not be compared there, with the reason. With fewer than MIN_GUARD_ROWS `dev_rows` no candidate can be
     shown beyond noise, so the final student ships.
@@ -121,18 +152,32 @@ def choose_deliverable(dev: dict[str, float], dirs: dict[str, str], dev_source: 
     excluded, vs_final = excluded or {}, vs_final or {}
     too_few = dev_rows is not None and dev_rows < MIN_GUARD_ROWS
     if not dev:
-        return {"name": "final", "dir": dirs["final"], "dev": {}, "dev_source": dev_source, "excluded": excluded,
-                "vs_final": {}, "why": "no candidate could be scored on dev rows it did not train on: the final student, "
-                                      "as in the paper"}
-    scores = ", ".join(f"{name} {dev[name]:.1f}" for name in sorted(dev, key=lambda name: (-dev[name], _simplicity(name))))
+        return {
+            "name": "final",
+            "dir": dirs["final"],
+            "dev": {},
+            "dev_source": dev_source,
+            "excluded": excluded,
+            "vs_final": {},
+            "why": "no candidate could be scored on dev rows it did not train on: the final student, as in the paper",
+        }
+    scores = ", ".join(
+        f"{name} {dev[name]:.1f}" for name in sorted(dev, key=lambda name: (-dev[name], _simplicity(name)))
+    )
     if "final" in dev:
         better = [] if too_few else [name for name, cmp in vs_final.items() if name in dev and cmp["ci95"][0] > 0]
         best = min(better, key=lambda name: (-dev[name], _simplicity(name))) if better else "final"
-        margins = ", ".join(f"{name} {cmp['diff']:+.1f} {fmt_ci(cmp['ci95'], signed=True)}" for name, cmp in vs_final.items())
-        why = (f"{best} beats the final student beyond noise on {dev_source} (candidate - final, paired 95% CI: "
-               f"{margins}); dev F1: {scores}" if better else
-               f"no candidate beats the final student beyond noise on {dev_source} (candidate - final, paired 95% CI: "
-               f"{margins or 'none scored row by row'}): the paper's final student ships; dev F1: {scores}")
+        margins = ", ".join(
+            f"{name} {cmp['diff']:+.1f} {fmt_ci(cmp['ci95'], signed=True)}" for name, cmp in vs_final.items()
+        )
+        why = (
+            f"{best} beats the final student beyond noise on {dev_source} (candidate - final, paired 95% CI: "
+            f"{margins}); dev F1: {scores}"
+            if better
+            else f"no candidate beats the final student beyond noise on {dev_source} "
+            "(candidate - final, paired 95% CI: "
+            f"{margins or 'none scored row by row'}): the paper's final student ships; dev F1: {scores}"
+        )
         if too_few:
             why += f" (only {dev_rows} dev rows: at least {MIN_GUARD_ROWS} are needed to ship another candidate)"
     else:
@@ -140,8 +185,16 @@ def choose_deliverable(dev: dict[str, float], dirs: dict[str, str], dev_source: 
         why = f"best dev F1 on {dev_source} (the final student could not be compared there): {scores}"
     if excluded:
         why += "; not compared: " + "; ".join(f"{name} ({reason})" for name, reason in excluded.items())
-    return {"name": best, "dir": dirs[best], "why": why, "dev": dict(dev), "dev_source": dev_source, "excluded": excluded,
-            "vs_final": dict(vs_final), "dev_rows": dev_rows}
+    return {
+        "name": best,
+        "dir": dirs[best],
+        "why": why,
+        "dev": dict(dev),
+        "dev_source": dev_source,
+        "excluded": excluded,
+        "vs_final": dict(vs_final),
+        "dev_rows": dev_rows,
+    }
 
 
 def deliverable_warnings(report: dict) -> list[str]:
@@ -152,15 +205,24 @@ def deliverable_warnings(report: dict) -> list[str]:
         return []
     gold_aware = report["config"].get("student", {}).get("train_on_labeled")
     fixes = ([] if gold_aware else ["student.train_on_labeled: true (the students learn from L's gold rows too)"]) + [
-        "more unlabeled rows", "a stronger teacher or prompt (teacher.model, teacher.num_demos, teacher.demo_selection: bm25)"]
+        "more unlabeled rows",
+        "a stronger teacher or prompt (teacher.model, teacher.num_demos, teacher.demo_selection: bm25)",
+    ]
     margin = (shipped.get("vs_final") or {}).get("sft")
-    verdict = ("not resolved row by row" if not margin else
-               "plain fine-tuning on L beats the distilled student here" if margin["ci95"][0] > 0 else "within dev noise")
+    verdict = (
+        "not resolved row by row"
+        if not margin
+        else "plain fine-tuning on L beats the distilled student here"
+        if margin["ci95"][0] > 0
+        else "within dev noise"
+    )
     if margin:
         verdict += f" (sft - final {margin['diff']:+.1f} {fmt_ci(margin['ci95'], signed=True)})"
-    return [f"final student: dev F1 {dev['final']:.1f} is below sft's {dev['sft']:.1f} on {shipped['dev_source']}: "
-            f"{verdict}, so the deliverable is {shipped['name']} (`deliverable/` in the run dir). To make MCKD's student "
-            "win, try " + ", ".join(fixes)]
+    return [
+        f"final student: dev F1 {dev['final']:.1f} is below sft's {dev['sft']:.1f} on {shipped['dev_source']}: "
+        f"{verdict}, so the deliverable is {shipped['name']} (`deliverable/` in the run dir). To make MCKD's student "
+        "win, try " + ", ".join(fixes)
+    ]
 
 
 def _mean_dev_f1(students: list[dict]) -> float | None:
@@ -190,10 +252,11 @@ def fmt_ci(ci: list[float] | None, signed: bool = False) -> str:
 
 def metric_note(task: str) -> str:
     """What `test F1` means for a task (constituency has two conventions; report.json `f1` is the paper's)."""
-    return {"slots": "conlleval chunk F1 (micro)",
-            "constituency": "the MCKD authors' sentence-mean span F1 (whole-sentence span included, every sentence "
-                            "counted; the paper's numbers); Kim et al.'s convention is `f1_kim` in report.json"
-            }.get(task, f"the {task} format's F1")
+    return {
+        "slots": "conlleval chunk F1 (micro)",
+        "constituency": "the MCKD authors' sentence-mean span F1 (whole-sentence span included, every sentence "
+        "counted; the paper's numbers); Kim et al.'s convention is `f1_kim` in report.json",
+    }.get(task, f"the {task} format's F1")
 
 
 def render_markdown(report: dict) -> str:
@@ -201,34 +264,55 @@ def render_markdown(report: dict) -> str:
     lines = [
         f"# mckd report: {report['config']['run_name']}",
         "",
-        f"Task **{report['config']['data']['task']}**; L={c['labeled']} labeled, U={c['unlabeled']} unlabeled, T={c['test']} test. "
-        f"Teacher pseudolabels: {c['teacher_valid']} valid ({c.get('teacher_repaired', 0)} repaired), {c['teacher_invalid']} invalid.",
+        f"Task **{report['config']['data']['task']}**; L={c['labeled']} labeled, U={c['unlabeled']} unlabeled, "
+        f"T={c['test']} test. "
+        f"Teacher pseudolabels: {c['teacher_valid']} valid ({c.get('teacher_repaired', 0)} repaired), "
+        f"{c['teacher_invalid']} invalid.",
         "",
         f"Test F1: {metric_note(report['config']['data']['task'])}; 95% CI: bootstrap over the test rows.",
         "",
         "| model | test F1 | 95% CI | exact match | F1 of its labels of U |",
         "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r.name} | {_fmt(r.f1)} | {fmt_ci(r.ci95)} | {_fmt(r.exact_match)} | {_fmt(r.labels_f1)} |"
-              for r in table_rows(report)]
+    lines += [
+        f"| {r.name} | {_fmt(r.f1)} | {fmt_ci(r.ci95)} | {_fmt(r.exact_match)} | {_fmt(r.labels_f1)} |"
+        for r in table_rows(report)
+    ]
     if report.get("comparisons"):
-        lines += ["", "Differences in test F1 on the same test rows (paired bootstrap, 95% CI; an interval that excludes 0 "
-                  "is a difference this test set resolves):", "",
-                  "| comparison | F1 difference | 95% CI |", "|---|---:|---:|"]
-        lines += [f"| {name} | {diff['diff']:+.1f} | {fmt_ci(diff['ci95'], signed=True)} |"
-                  for name, diff in report["comparisons"].items()]
-    lines += ["", "FLOP use: the training steps' model FLOP/s as a share of the device's matmul rate, measured by each student.",
-              "", "| stage | student | train rows | dev F1 | best epoch | seconds | FLOP use |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Differences in test F1 on the same test rows (paired bootstrap, 95% CI; an interval that excludes 0 "
+            "is a difference this test set resolves):",
+            "",
+            "| comparison | F1 difference | 95% CI |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {diff['diff']:+.1f} | {fmt_ci(diff['ci95'], signed=True)} |"
+            for name, diff in report["comparisons"].items()
+        ]
+    lines += [
+        "",
+        "FLOP use: the training steps' model FLOP/s as a share of the device's matmul rate, measured by each student.",
+        "",
+        "| stage | student | train rows | dev F1 | best epoch | seconds | FLOP use |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for stage in report["stages"]:
         for s in stage["students"]:
-            lines.append(f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} "
-                         f"| {s['seconds']:.0f} | {_utilization(s)} |")
+            lines.append(
+                f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} "
+                f"| {s['seconds']:.0f} | {_utilization(s)} |"
+            )
     fs = report["final_student"]
     lines += ["", f"Final student: `{fs['dir']}`", ""]
     if report.get("deliverable"):
         shipped = report["deliverable"]
-        lines += [f"Deliverable (`deliverable/` in the run dir, `mckd predict RUN_DIR`): **{shipped['name']}** — "
-                  f"`{shipped['dir']}`; {shipped['why']}.", ""]
+        lines += [
+            f"Deliverable (`deliverable/` in the run dir, `mckd predict RUN_DIR`): **{shipped['name']}** — "
+            f"`{shipped['dir']}`; {shipped['why']}.",
+            "",
+        ]
     if report.get("warnings"):
         lines += ["## Warnings", "", *[f"- {w}" for w in report["warnings"]], ""]
     return "\n".join(lines)
@@ -238,37 +322,42 @@ def model_card(report: dict) -> str:
     """README.md for the final student dir: what it was distilled from, how, and how well it does."""
     cfg, c, fs = report["config"], report["counts"], report["final_student"]
     test = fs.get("test") or {}
-    return "\n".join([
-        f"# mckd student: {cfg['run_name']}",
-        "",
-        f"A `{cfg['student']['model']}` student for the **{cfg['data']['task']}** task, distilled with "
-        f"{cfg['stages']['num_stages']}-stage MCKD (K={cfg['stages']['partitions']}) from the few-shot teacher "
-        f"`{cfg['teacher']['model']}` ({cfg['teacher']['num_demos']} {cfg['teacher']['demo_selection']} demos).",
-        "",
-        "## Data",
-        f"- labeled (gold, demos + checkpoint selection): {c['labeled']} rows from `{cfg['data']['labeled']}`",
-        f"- unlabeled (pseudolabeled): {c['unlabeled']} rows from `{cfg['data']['unlabeled']}`; teacher labels "
-        f"{c['teacher_valid']} valid, {c['teacher_invalid']} invalid",
-        f"- test: {c['test']} rows" + (f" from `{cfg['data']['test']}`" if cfg["data"].get("test") else ""),
-        "",
-        "## Metrics (test set)",
-        f"- F1 {_fmt(test.get('f1'))}, exact match {_fmt(test.get('exact_match'))}, invalid outputs {_fmt(test.get('invalid'))}%",
-        f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
-        f"- training: {fs['train_rows']} rows, best epoch {fs['epochs']}, dev F1 {_fmt(fs['dev_f1'])}, {fs['seconds']:.0f}s, "
-        f"FLOP use {_utilization(fs)}",
-        "",
-        "## Use",
-        "```bash",
-        f"mckd predict {fs['dir']} --input new.jsonl --output labeled.jsonl",
-        "```",
-        "Weights are safetensors, loadable with `transformers` `from_pretrained` (causal students take the prompt "
-        "`Input: <text>\\nOutput:`). Full run config and per-stage results: `report.json` in the run directory.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# mckd student: {cfg['run_name']}",
+            "",
+            f"A `{cfg['student']['model']}` student for the **{cfg['data']['task']}** task, distilled with "
+            f"{cfg['stages']['num_stages']}-stage MCKD (K={cfg['stages']['partitions']}) from the few-shot teacher "
+            f"`{cfg['teacher']['model']}` ({cfg['teacher']['num_demos']} {cfg['teacher']['demo_selection']} demos).",
+            "",
+            "## Data",
+            f"- labeled (gold, demos + checkpoint selection): {c['labeled']} rows from `{cfg['data']['labeled']}`",
+            f"- unlabeled (pseudolabeled): {c['unlabeled']} rows from `{cfg['data']['unlabeled']}`; teacher labels "
+            f"{c['teacher_valid']} valid, {c['teacher_invalid']} invalid",
+            f"- test: {c['test']} rows" + (f" from `{cfg['data']['test']}`" if cfg["data"].get("test") else ""),
+            "",
+            "## Metrics (test set)",
+            f"- F1 {_fmt(test.get('f1'))}, exact match {_fmt(test.get('exact_match'))}, invalid outputs "
+            f"{_fmt(test.get('invalid'))}%",
+            f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
+            f"- training: {fs['train_rows']} rows, best epoch {fs['epochs']}, dev F1 {_fmt(fs['dev_f1'])}, "
+            f"{fs['seconds']:.0f}s, "
+            f"FLOP use {_utilization(fs)}",
+            "",
+            "## Use",
+            "```bash",
+            f"mckd predict {fs['dir']} --input new.jsonl --output labeled.jsonl",
+            "```",
+            "Weights are safetensors, loadable with `transformers` `from_pretrained` (causal students take the prompt "
+            "`Input: <text>\\nOutput:`). Full run config and per-stage results: `report.json` in the run directory.",
+            "",
+        ]
+    )
 
 
 class Plotted(NamedTuple):
     """What f1_by_stage.png shows (compared with the previous report's to skip an unchanged redraw)."""
+
     run_name: str
     bars: list  # (name, test F1, 95% CI or None, group) of every scored row, the stages' students one by one
     labels: list  # (labels, F1 of those labels of U): Y0 (teacher), Y1, ... where U has gold
@@ -277,14 +366,25 @@ class Plotted(NamedTuple):
 def plotted(report: dict) -> Plotted:
     rows = table_rows(report)
     n_stages = len(report["stages"])
-    students = [(f"stage {stage['stage']} student {s['partition']}", s["test"]["f1"], s["test"].get("ci95"), "stage")
-                for stage in report["stages"] for s in stage["students"] if s.get("test")]
-    compared = [(r.name, r.f1, r.ci95, "final" if "final student" in r.name else "baseline") for r in rows[1 + n_stages:]]
+    students = [
+        (f"stage {stage['stage']} student {s['partition']}", s["test"]["f1"], s["test"].get("ci95"), "stage")
+        for stage in report["stages"]
+        for s in stage["students"]
+        if s.get("test")
+    ]
+    compared = [
+        (r.name, r.f1, r.ci95, "final" if "final student" in r.name else "baseline") for r in rows[1 + n_stages :]
+    ]
     bars = [(rows[0].name, rows[0].f1, rows[0].ci95, "teacher"), *students, *compared]
-    labels = [("Y0 teacher", report["teacher"].get("pseudolabel_f1")),
-              *((f"Y{s['stage']} stage {s['stage']}", s.get("pseudolabel_f1")) for s in report["stages"])]
-    return Plotted(report["config"]["run_name"], [list(b) for b in bars if b[1] is not None],
-                   [list(x) for x in labels if x[1] is not None])
+    labels = [
+        ("Y0 teacher", report["teacher"].get("pseudolabel_f1")),
+        *((f"Y{s['stage']} stage {s['stage']}", s.get("pseudolabel_f1")) for s in report["stages"]),
+    ]
+    return Plotted(
+        report["config"]["run_name"],
+        [list(b) for b in bars if b[1] is not None],
+        [list(x) for x in labels if x[1] is not None],
+    )
 
 
 _COLORS = {"teacher": "#8C8C8C", "stage": "#8FB3DE", "final": "#1F4E8C", "baseline": "#DD8452"}
@@ -299,16 +399,27 @@ def plot_f1(report: dict, path: str | Path) -> None:
 
     shown = plotted(report)
     panels = 2 if shown.labels else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 + 3 * (panels - 1) + 0.3 * len(shown.bars), 4), squeeze=False,
-                             gridspec_kw={"width_ratios": [3, 1][:panels]})
+    fig, axes = plt.subplots(
+        1,
+        panels,
+        figsize=(7 + 3 * (panels - 1) + 0.3 * len(shown.bars), 4),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1][:panels]},
+    )
     ax = axes[0][0]
     x = range(len(shown.bars))
     f1s = [f1 for _, f1, _, _ in shown.bars]
     # Percentile intervals need not hold the point estimate on skewed data: clip so no error bar is negative.
     below = [f1 - ci[0] if ci else 0.0 for _, f1, ci, _ in shown.bars]
     above = [ci[1] - f1 if ci else 0.0 for _, f1, ci, _ in shown.bars]
-    ax.bar(x, f1s, color=[_COLORS[group] for *_, group in shown.bars],
-           yerr=[[max(v, 0.0) for v in below], [max(v, 0.0) for v in above]], capsize=3, ecolor="#333333")
+    ax.bar(
+        x,
+        f1s,
+        color=[_COLORS[group] for *_, group in shown.bars],
+        yerr=[[max(v, 0.0) for v in below], [max(v, 0.0) for v in above]],
+        capsize=3,
+        ecolor="#333333",
+    )
     ax.set_xticks(list(x), [name for name, *_ in shown.bars], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test F1 (bars: 95% CI)")
     ax.set_title(f"F1 by stage — {shown.run_name}", fontsize=10)
@@ -317,7 +428,9 @@ def plot_f1(report: dict, path: str | Path) -> None:
         names, scores = zip(*shown.labels)
         ax_u.plot(range(len(names)), scores, marker="o", color="#55A868")
         for i, score in enumerate(scores):
-            ax_u.annotate(f"{score:.1f}", (i, score), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+            ax_u.annotate(
+                f"{score:.1f}", (i, score), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
+            )
         ax_u.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax_u.set_ylabel("F1 of the labels of U")
         ax_u.set_title("labels of U by stage", fontsize=10)
@@ -377,24 +490,119 @@ SPEED_KEYS = ("tokens_per_s", "train_gflops_per_s", "flop_utilization")
 
 
 def speed(metrics: dict) -> dict:
-    """A student's throughput: tokens/s all-in and the FLOP utilization of its training steps (absent in students
-    trained before 2026-12-02)."""
+    """A student's throughput: tokens/s all-in and the FLOP utilization of its training steps (None for students
+    whose metrics.json predates these fields)."""
     return {key: metrics.get(key) for key in SPEED_KEYS}
 
 
+class DevScores(NamedTuple):
+    """The deliverable guard's evidence: candidates scored on dev rows none of them trained on."""
+
+    f1: dict[str, float]  # {candidate: dev F1}
+    vs_final: dict[str, dict]  # {candidate: candidate - final, paired bootstrap on the dev rows}
+    dirs: dict[str, str]  # {candidate: its student dir}
+    excluded: dict[str, str]  # {candidate: why it was not compared}
+
+
+def dev_scores(
+    students: dict[str, StudentRef], scored: dict[str, dict], excluded: dict[str, str], task: str
+) -> DevScores:
+    """DevScores from each compared candidate's dev metrics (with per-row statistics)."""
+    margins = {key.removeprefix("final - "): cmp for key, cmp in comparisons(scored, task).items()}
+    vs_final = {
+        name: {"diff": -cmp["diff"], "ci95": [-cmp["ci95"][1], -cmp["ci95"][0]]} for name, cmp in margins.items()
+    }
+    return DevScores(
+        {name: result["f1"] for name, result in scored.items()},
+        vs_final,
+        {name: s.dir for name, s in students.items()},
+        excluded,
+    )
+
+
+@dataclass
+class RunResults:
+    """What a finished run measured: report.json is built from it."""
+
+    teacher_labels: pd.DataFrame  # the teacher's label rows of U (valid / invalid / repaired counts)
+    teacher_test: dict | None  # the teacher's test scores, with per-row statistics
+    teacher_f1: float | None  # F1 of the teacher's labels of U (only where U carries gold: benchmarks)
+    first_labels: dict  # report.json `first_labels`
+    stages: list[dict]
+    final: StudentRef
+    final_test: dict | None
+    baselines: dict[str, tuple[StudentRef, dict | None]]  # {name: (student, test scores)}
+    deliverable: dict
+    timings: dict[str, float]
+
+    @property
+    def tests(self) -> dict[str, dict | None]:
+        """Every system's full test results: the final student, the teacher, each baseline."""
+        return {
+            "final": self.final_test,
+            "teacher": self.teacher_test,
+            **{name: test for name, (_, test) in self.baselines.items()},
+        }
+
+
+def build_report(cfg: RunConfig, data: Inputs, run: RunResults) -> dict:
+    """report.json's dict (the contract in DESIGN.md), with the final student minus the teacher and each baseline
+    (paired bootstrap 95% CIs on the test rows) and every warning the run has for its user."""
+    labels = run.teacher_labels
+    report = {
+        "config": cfg.model_dump(mode="json"),
+        "counts": {
+            "labeled": data.labeled.rows,
+            "labeled_train": data.labeled_train.rows,
+            "dev": data.dev.rows,
+            "unlabeled": data.unlabeled.rows,
+            "test": data.test.rows if data.test else 0,
+            "teacher_valid": int(labels["valid"].sum()),
+            "teacher_invalid": int((~labels["valid"]).sum()),
+            "teacher_repaired": int((labels["error"] == "repaired").sum()),
+            **({"sft_n": data.sft_n.rows} if data.sft_n else {}),
+        },
+        "teacher": {"test": summarize_test(run.teacher_test), "pseudolabel_f1": run.teacher_f1},
+        "first_labels": run.first_labels,
+        "stages": run.stages,
+        "final_student": final_entry(run.final.dir, run.final.metrics, run.final_test),
+        "baselines": {
+            name: final_entry(student.dir, student.metrics, test) for name, (student, test) in run.baselines.items()
+        },
+        "deliverable": run.deliverable,
+        "timings": run.timings,
+        "comparisons": comparisons(run.tests, cfg.data.task),
+        "overlong": data.overlong,
+    }
+    report["warnings"] = data.warnings + degradation_warnings(report) + deliverable_warnings(report)
+    return report
+
+
 def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:
-    return {"partition": partition, "train_rows": metrics["train_rows"], "gold_rows": metrics.get("gold_rows", 0),
-            "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"], "seconds": metrics["seconds"], **speed(metrics),
-            "test": summarize_test(test)}
+    return {
+        "partition": partition,
+        "train_rows": metrics["train_rows"],
+        "gold_rows": metrics.get("gold_rows", 0),
+        "dev_f1": metrics["dev_f1"],
+        "epochs": metrics["epochs"],
+        "seconds": metrics["seconds"],
+        **speed(metrics),
+        "test": summarize_test(test),
+    }
 
 
 def final_entry(student_dir: str, metrics: dict, test: dict | None) -> dict:
-    return {"test": summarize_test(test), "dir": student_dir, "train_rows": metrics["train_rows"],
-            "gold_rows": metrics.get("gold_rows", 0), "dev_f1": metrics["dev_f1"], "epochs": metrics["epochs"],
-            "seconds": metrics["seconds"], **speed(metrics)}
+    return {
+        "test": summarize_test(test),
+        "dir": student_dir,
+        "train_rows": metrics["train_rows"],
+        "gold_rows": metrics.get("gold_rows", 0),
+        "dev_f1": metrics["dev_f1"],
+        "epochs": metrics["epochs"],
+        "seconds": metrics["seconds"],
+        **speed(metrics),
+    }
 
 
 def _utilization(entry: dict) -> str:
     return "—" if entry.get("flop_utilization") is None else f"{100 * entry['flop_utilization']:.0f}%"
-
-

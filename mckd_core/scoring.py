@@ -36,8 +36,10 @@ def score_predictions(df: pd.DataFrame, preds: Sequence[str | None], task: str) 
     if not hasattr(fmt, "row_stats") or len(df) == 0:
         return metrics
     stats = fmt.row_stats(*args, **extra)
-    return metrics | {"ci95": bootstrap_ci(stats, fmt.aggregate),
-                      "rows": {"id": [str(i) for i in df["id"]], "stats": stats.tolist()}}
+    return metrics | {
+        "ci95": bootstrap_ci(stats, fmt.aggregate),
+        "rows": {"id": [str(i) for i in df["id"]], "stats": stats.tolist()},
+    }
 
 
 def comparisons(tests: dict[str, dict | None], task: str, base: str = "final") -> dict[str, dict]:
@@ -47,8 +49,11 @@ def comparisons(tests: dict[str, dict | None], task: str, base: str = "final") -
     scored = {name: test["rows"] for name, test in tests.items() if test and "rows" in test}
     if base not in scored or not hasattr(fmt, "aggregate"):
         return {}
-    return {f"{base} - {name}": paired_bootstrap(*aligned(scored[base], rows), fmt.aggregate)
-            for name, rows in scored.items() if name != base}
+    return {
+        f"{base} - {name}": paired_bootstrap(*aligned(scored[base], rows), fmt.aggregate)
+        for name, rows in scored.items()
+        if name != base
+    }
 
 
 def aligned(rows_a: dict, rows_b: dict) -> tuple[np.ndarray, np.ndarray]:

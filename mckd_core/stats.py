@@ -52,8 +52,9 @@ def paired_bootstrap(stats_a, stats_b, aggregate: Aggregate, resamples: int = RE
     return {"diff": float(aggregate(a) - aggregate(b)), "ci95": _interval(diffs)}
 
 
-def pooled_paired_bootstrap(pairs: Sequence[tuple], aggregate: Aggregate, resamples: int = RESAMPLES,
-                            seed: int = 0) -> dict:
+def pooled_paired_bootstrap(
+    pairs: Sequence[tuple], aggregate: Aggregate, resamples: int = RESAMPLES, seed: int = 0
+) -> dict:
     """`a - b` averaged over independent runs (seeds), each with its own test rows: {"diff", "ci95", "runs"}.
 
     `diff` is the mean of the runs' differences; each resample redraws every run's rows (within that run) and
@@ -90,7 +91,7 @@ def _indices(n: int, resamples: int, seed: int) -> np.ndarray:
 
 def _resampled(rows: np.ndarray, indices: np.ndarray, aggregate: Aggregate) -> np.ndarray:
     block = max(1, _BLOCK_CELLS // rows.size)
-    return np.concatenate([aggregate(rows[indices[start:start + block]]) for start in range(0, len(indices), block)])
+    return np.concatenate([aggregate(rows[indices[start : start + block]]) for start in range(0, len(indices), block)])
 
 
 def _interval(values: np.ndarray) -> list[float]:

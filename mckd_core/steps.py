@@ -16,17 +16,25 @@ import pandas as pd
 from pydantic import BaseModel
 
 from .config import RunConfig, StudentConfig, TeacherConfig
-from .data import (ParquetRef, assert_conserved, check_disjoint, check_targets, label_frame, normalize_examples,
-                   read_table, write_parquet)
+from .data import (
+    ParquetRef,
+    assert_conserved,
+    check_disjoint,
+    check_targets,
+    label_frame,
+    normalize_examples,
+    read_table,
+    write_parquet,
+)
 from .errors import MckdInputError
 from .formats import get_format
-from .gpus import Slot
+from .jobs import AnnotateJob, RelabelJob, StudentJob, StudentRef
 from .lengths import check_lengths
 from .models import check_model_ref
 from .partition import partition_ids
 from .prompting import Demo
 from .scoring import score_predictions
-from .student import TrainSpec, predict, train, train_isolated, with_micro_batch
+from .student import TrainSpec, predict, train
 from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate
 
 
@@ -43,13 +51,9 @@ class Inputs(BaseModel):
 
     @property
     def dev_held_out(self) -> bool:
-        """Whether the dev rows are kept out of every training set (data.dev or a held-out slice), rather than being L."""
+        """Whether the dev rows are kept out of every training set (data.dev or a held-out slice), rather than being
+        L."""
         return self.dev != self.labeled
-
-
-class StudentRef(BaseModel):
-    dir: str
-    metrics: dict
 
 
 def prepare_inputs(cfg: RunConfig) -> Inputs:
@@ -57,15 +61,21 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
     fmt = get_format(cfg.data.task)
     d = cfg.data
     sets = {
-        "labeled": normalize_examples(read_table(d.labeled, "labeled"), "labeled", need_target=True, limit=d.max_labeled),
-        "unlabeled": normalize_examples(read_table(d.unlabeled, "unlabeled"), "unlabeled", need_target=False, limit=d.max_unlabeled),
+        "labeled": normalize_examples(
+            read_table(d.labeled, "labeled"), "labeled", need_target=True, limit=d.max_labeled
+        ),
+        "unlabeled": normalize_examples(
+            read_table(d.unlabeled, "unlabeled"), "unlabeled", need_target=False, limit=d.max_unlabeled
+        ),
     }
     if d.test:
         sets["test"] = normalize_examples(read_table(d.test, "test"), "test", need_target=True, limit=d.max_test)
     if d.dev:
         sets["dev"] = normalize_examples(read_table(d.dev, "dev"), "dev", need_target=True)
     if d.sft_n_labeled:
-        sets["sft_n"] = normalize_examples(read_table(d.sft_n_labeled, "sft_n_labeled"), "sft_n_labeled", need_target=True)
+        sets["sft_n"] = normalize_examples(
+            read_table(d.sft_n_labeled, "sft_n_labeled"), "sft_n_labeled", need_target=True
+        )
     for name in ("labeled", "test", "dev", "sft_n"):
         if name in sets:
             check_targets(sets[name], name, fmt)
@@ -79,7 +89,9 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
             "add labeled rows or lower teacher.num_demos"
         )
     if len(sets["unlabeled"]) < cfg.stages.partitions:
-        raise MckdInputError(f"unlabeled: {len(sets['unlabeled'])} rows cannot fill stages.partitions={cfg.stages.partitions} parts")
+        raise MckdInputError(
+            f"unlabeled: {len(sets['unlabeled'])} rows cannot fill stages.partitions={cfg.stages.partitions} parts"
+        )
     if cfg.teacher.backend != "vllm-server" or not cfg.teacher.base_url:  # a managed server loads it here too
         check_model_ref(cfg.teacher.model, "teacher.model")
     check_model_ref(cfg.student.model, "student.model")
@@ -116,12 +128,16 @@ def _holdout_size(cfg: RunConfig, rows: int) -> int:
     """How many rows of L become dev rows (data.dev_holdout; null: a fifth)."""
     n = rows // 5 if cfg.data.dev_holdout is None else cfg.data.dev_holdout
     if cfg.student.train_on_labeled and n == 0:
-        raise MckdInputError(f"labeled: {rows} rows are too few to hold out a fifth as the dev rows student.train_on_labeled "
-                             "(on by default) needs; give data.dev, set data.dev_holdout to a number of rows, or set "
-                             "student.train_on_labeled: false")
+        raise MckdInputError(
+            f"labeled: {rows} rows are too few to hold out a fifth as the dev rows student.train_on_labeled "
+            "(on by default) needs; give data.dev, set data.dev_holdout to a number of rows, or set "
+            "student.train_on_labeled: false"
+        )
     if n >= rows:
-        raise MckdInputError(f"labeled: data.dev_holdout={n} holds out all {rows} rows of L as dev and leaves none to train "
-                             "on; lower data.dev_holdout or give data.dev")
+        raise MckdInputError(
+            f"labeled: data.dev_holdout={n} holds out all {rows} rows of L as dev and leaves none to train "
+            "on; lower data.dev_holdout or give data.dev"
+        )
     return n
 
 
@@ -133,8 +149,10 @@ def _check_dev_unseen(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> None:
         shared = set(sets["dev"]["id"]) & set(sets[name]["id"]) if name in sets else set()
         if shared:
             why = "no decision may read the test set" if name == "test" else f"students train on the {name} rows"
-            raise MckdInputError(f"dev: {len(shared)} id(s) also in {name} (e.g. {sorted(shared)[0]!r}); {why}, so they "
-                                 "cannot be dev rows; remove them from one of the sets")
+            raise MckdInputError(
+                f"dev: {len(shared)} id(s) also in {name} (e.g. {sorted(shared)[0]!r}); {why}, so they "
+                "cannot be dev rows; remove them from one of the sets"
+            )
 
 
 # ---- teacher -------------------------------------------------------------------------------------------
@@ -147,7 +165,9 @@ _closable_backends: list = []
 def _teacher_backend(cfg_json: str, api_key: str | None):
     cfg = TeacherConfig.model_validate_json(cfg_json)
     if cfg.backend == "transformers":
-        return TransformersTeacher(cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code, cfg.precision)
+        return TransformersTeacher(
+            cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code, cfg.precision
+        )
     if cfg.backend == "vllm-server" and cfg.base_url:
         from .teacher.http import openai_teacher_from_config
 
@@ -188,38 +208,62 @@ def teacher_backend(cfg: TeacherConfig, api_key: str | None = None):
     return _teacher_backend(cfg.model_dump_json(), api_key)
 
 
-def annotate_rows(examples: ParquetRef, demos: ParquetRef, cfg: TeacherConfig, task: str, seed: int,
-                  out_dir: str | Path, cache_path: str | Path, progress=None, api_key: str | None = None) -> tuple[ParquetRef, dict]:
-    """Teacher pseudolabels Y0 for every row of `examples` (per-row cached); `api_key` as in `teacher_backend`."""
-    fmt = get_format(task)
-    rows = examples.read()
-    demo_rows = demos.read()
+def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -> tuple[ParquetRef, dict]:
+    """Teacher pseudolabels Y0 for every row of `job.examples` (per-row cached); `api_key` as in `teacher_backend`."""
+    cfg, fmt = job.teacher, get_format(job.task)
+    rows = job.examples.read()
+    demo_rows = job.demos.read()
     demo_list = [Demo(i, x, y) for i, x, y in zip(demo_rows["id"], demo_rows["input"], demo_rows["target"])]
     regex = getattr(fmt, "regex", None)
-    params = GenParams(cfg.max_new_tokens, cfg.temperature, regex if (cfg.structured_outputs and isinstance(regex, str)) else None)
-    cache = ResponseCache(cache_path)
+    params = GenParams(
+        cfg.max_new_tokens, cfg.temperature, regex if (cfg.structured_outputs and isinstance(regex, str)) else None
+    )
+    cache = ResponseCache(job.cache_path)
     started = time.time()
     try:
-        labels, stats = annotate(rows, demo_list, fmt, teacher_backend(cfg, api_key), cache, k=cfg.num_demos, selection=cfg.demo_selection,
-                                 seed=seed, params=params, chat=cfg.chat, progress=progress,
-                                 chunk_size=annotation_chunk(cfg))
+        labels, stats = annotate(
+            rows,
+            demo_list,
+            fmt,
+            teacher_backend(cfg, api_key),
+            cache,
+            k=cfg.num_demos,
+            selection=cfg.demo_selection,
+            seed=job.seed,
+            params=params,
+            chat=cfg.chat,
+            progress=progress,
+            chunk_size=annotation_chunk(cfg),
+        )
     finally:
         cache.close()
-    ref = write_parquet(labels, out_dir, "labels")
+    ref = write_parquet(labels, job.out_dir, "labels")
     assert_conserved(rows, labels, "annotate")
-    return ref, {"requested": stats.requested, "cached": stats.cached, "seconds": time.time() - started,
-                 "valid": int(labels["valid"].sum()), "invalid": int((~labels["valid"]).sum()),
-                 "repaired": int((labels["error"] == "repaired").sum())}
+    return ref, {
+        "requested": stats.requested,
+        "cached": stats.cached,
+        "seconds": time.time() - started,
+        "valid": int(labels["valid"].sum()),
+        "invalid": int((~labels["valid"]).sum()),
+        "repaired": int((labels["error"] == "repaired").sum()),
+    }
 
 
 # ---- partition / students ----------------------------------------------------------------------------
+
 
 def make_partition(unlabeled: ParquetRef, k: int, seed: int, out_dir: str | Path) -> ParquetRef:
     return write_parquet(partition_ids(list(unlabeled.read()["id"]), k, seed), out_dir, "partition")
 
 
-def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, min_valid: int, what: str,
-                  gold: ParquetRef | None = None) -> pd.DataFrame:
+def training_rows(
+    labels: ParquetRef,
+    assignment: ParquetRef | None,
+    parts: list[int] | None,
+    min_valid: int,
+    what: str,
+    gold: ParquetRef | None = None,
+) -> pd.DataFrame:
     """The valid pseudolabeled rows of the given parts (all parts when `assignment` is None), after the gold rows of
     `gold` when given (gold-aware students: a gold row keeps its target; it is never relabeled)."""
     df = labels.read()
@@ -231,61 +275,75 @@ def training_rows(labels: ParquetRef, assignment: ParquetRef | None, parts: list
         sources = ", ".join(sorted(set(df["source"]))) or "none"
         raise MckdInputError(
             f"{what}: only {len(valid)} valid labels of {len(df)} rows (student.min_valid_rows={min_valid}); "
-            f"the outputs of {sources} are mostly invalid — check that model, its prompt/demos or epochs, or lower the floor"
+            f"the outputs of {sources} are mostly invalid — check that model, its prompt/demos or epochs, or lower "
+            "the floor"
         )
     return valid if gold is None else pd.concat([_gold_frame(gold.read()), valid], ignore_index=True)
 
 
-def train_student_on(labels: ParquetRef, assignment: ParquetRef | None, parts: list[int] | None, dev: ParquetRef,
-                     cfg: StudentConfig, task: str, seed: int, out_dir: str | Path, attempt: int = 1,
-                     slot: Slot = Slot(), what: str = "student", gold: ParquetRef | None = None,
-                     init: StudentRef | None = None) -> StudentRef:
-    """Train one student on the valid labels of `parts` (and the gold rows of `gold`), from `init`'s weights when given
-    (student.init: sft) else from `cfg.model`; attempt n > 1 backs off the micro-batch (OOM retries). A student never
-    selects on a row it trained on."""
-    train_df = training_rows(labels, assignment, parts, cfg.min_valid_rows, what, gold)
-    dev_all = dev.read()
+def train_student(job: StudentJob, attempt: int = 1) -> StudentRef:
+    """Train the job's student here, in this process; attempt n > 1 backs off the micro-batch (OOM retries). A student
+    never selects on a row it trained on."""
+    cfg = job.student
+    train_df = training_rows(job.labels, job.assignment, job.parts, cfg.min_valid_rows, job.name, job.gold)
+    dev_all = job.dev.read()
     seen = set(train_df["id"]) & set(dev_all["id"])
     if seen and cfg.select_on_dev:
-        raise MckdInputError(f"{what}: trains on {len(seen)} of its {len(dev_all)} dev rows (e.g. {sorted(seen)[0]!r}) and "
-                             "would select its epoch on them; give a data.dev disjoint from its training rows")
+        raise MckdInputError(
+            f"{job.name}: trains on {len(seen)} of its {len(dev_all)} dev rows (e.g. {sorted(seen)[0]!r}) and "
+            "would select its epoch on them; give a data.dev disjoint from its training rows"
+        )
     dev_df = dev_all.iloc[: cfg.max_dev]
+    init = job.init
     spec = TrainSpec(
-        model=init.dir if init else cfg.model, revision=None if init else cfg.revision, arch=cfg.arch, out_dir=str(out_dir), task=task,
-        train_inputs=list(train_df["input"]), train_targets=list(train_df["label"]),
-        dev_inputs=list(dev_df["input"]), dev_targets=list(dev_df["target"]),
-        epochs=cfg.epochs, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, max_input_tokens=cfg.max_input_tokens,
-        max_target_tokens=cfg.max_target_tokens, eval_batch_size=cfg.eval_batch_size, precision=cfg.precision,
-        attention=cfg.attention, select_on_dev=cfg.select_on_dev, seed=seed, trust_remote_code=cfg.trust_remote_code,
-        # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained on.
-        record={"gold_rows": 0 if gold is None else gold.rows, "dev_rows": len(dev_df) if cfg.select_on_dev else 0,
-                "dev_overlap": len(seen), **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {})},
+        model=init.dir if init else cfg.model,
+        revision=None if init else cfg.revision,
+        out_dir=job.out_dir,
+        task=job.task,
+        train_inputs=list(train_df["input"]),
+        train_targets=list(train_df["label"]),
+        dev_inputs=list(dev_df["input"]),
+        dev_targets=list(dev_df["target"]),
+        student=cfg,
+        seed=job.seed,
+        attempt=attempt,
+        # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained
+        # on.
+        record={
+            "gold_rows": 0 if job.gold is None else job.gold.rows,
+            "dev_rows": len(dev_df) if cfg.select_on_dev else 0,
+            "dev_overlap": len(seen),
+            **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {}),
+        },
     )
-    spec = with_micro_batch(spec, attempt)
-    # A share of the CPU cores always trains in its slot's process; `isolate` decides for a GPU and the whole process.
-    isolate = slot.cores is not None or cfg.isolate == "always" or (cfg.isolate == "auto" and slot.cuda is not None)
-    return StudentRef(dir=str(out_dir), metrics=train_isolated(spec, slot) if isolate else train(spec))
+    return StudentRef(dir=job.out_dir, metrics=train(spec))
 
 
-def relabel(student: StudentRef, labels: ParquetRef, assignment: ParquetRef | None, part: int | None, stage: int,
-            source: str, cfg: StudentConfig, task: str, out_dir: str | Path) -> ParquetRef:
-    """The student's labels for the rows of `part` (all rows when `assignment` is None)."""
-    fmt = get_format(task)
-    df = labels.read()
-    if assignment is not None:
-        df = df[df["id"].map(assignment.read().set_index("id")["part"]) == part]
+def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
+    """The student's labels for the rows of `job.part` (all rows when `job.assignment` is None)."""
+    fmt, cfg = get_format(job.task), job.settings
+    df = job.labels.read()
+    if job.assignment is not None:
+        df = df[df["id"].map(job.assignment.read().set_index("id")["part"]) == job.part]
     examples = df[[c for c in df.columns if c not in ("label", "raw", "valid", "error", "source", "stage")]]
     raws = predict(student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
     checked = [fmt.check(x, r) for x, r in zip(examples["input"], raws)]
-    out = label_frame(examples, [c.label for c in checked], raws, [c.valid for c in checked],
-                      [c.error if not c.valid else ("repaired" if c.repaired else None) for c in checked], source, stage)
-    assert_conserved(examples, out, source)
-    return write_parquet(out, out_dir, "relabels")
+    out = label_frame(
+        examples,
+        [c.label for c in checked],
+        raws,
+        [c.valid for c in checked],
+        [c.error if not c.valid else ("repaired" if c.repaired else None) for c in checked],
+        job.source,
+        job.stage,
+    )
+    assert_conserved(examples, out, job.source)
+    return write_parquet(out, job.out_dir, "relabels")
 
 
-def merge_labels(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str | Path,
-                 keep_previous_on_invalid: bool = True) -> ParquetRef:
+def merge_labels(
+    previous: ParquetRef, relabels: list[ParquetRef], out_dir: str | Path, keep_previous_on_invalid: bool = True
+) -> ParquetRef:
     """Y_s: the union of the students' relabels, in the row order of Y_{s-1}.
 
     Where a student's output is invalid but the previous label was valid, the previous label is kept
@@ -314,6 +372,7 @@ def _gold_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 # ---- evaluation ----------------------------------------------------------------------------------------
 
+
 def score_labels(labels: ParquetRef, task: str) -> dict | None:
     """Metrics of label rows against their gold `target`, with `ci95` and per-row `rows` (scoring.score_predictions);
     None when the rows carry no gold."""
@@ -321,7 +380,7 @@ def score_labels(labels: ParquetRef, task: str) -> dict | None:
     gold = df["target"].notna()
     if not gold.all():
         return None
-    return score_predictions(df, [l if v else None for l, v in zip(df["label"], df["valid"])], task)
+    return score_predictions(df, [label if v else None for label, v in zip(df["label"], df["valid"])], task)
 
 
 def evaluate_student(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str) -> dict:

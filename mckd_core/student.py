@@ -19,11 +19,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .gpus import Slot, run_in_slot
+
+if TYPE_CHECKING:  # pydantic stays out of the import: the GPU kit runs where only torch and transformers are
+    from .config import StudentConfig
 
 ProgressFn = Callable[[int, int], None]
 
@@ -34,34 +37,55 @@ def causal_prompt(text: str) -> str:
 
 @dataclass
 class TrainSpec:
-    """Everything a training run needs, picklable so it can cross into a spawned child process."""
+    """Everything a training run needs, picklable so it can cross into a spawned child process: the rows, the
+    weights to start from, and the student's config read whole (epochs, batch, learning rate, lengths, precision)."""
 
-    model: str
+    model: str  # the weights it starts from: student.model, or a trained student's dir (student.init: sft)
     out_dir: str
     task: str
     train_inputs: list[str]
     train_targets: list[str]
     dev_inputs: list[str] = field(default_factory=list)
     dev_targets: list[str] = field(default_factory=list)
-    revision: str | None = None
-    arch: str = "auto"
-    epochs: int = 3
-    batch_size: int = 8
-    grad_accum: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_input_tokens: int = 128
-    max_target_tokens: int = 128
-    eval_batch_size: int = 16
-    precision: str = "auto"
-    attention: str = "auto"
-    select_on_dev: bool = True
+    #: The student's settings, read whole: a StudentConfig (None: its defaults), or any object with its fields.
+    student: StudentConfig | None = None
+    revision: str | None = None  # of `model`
     seed: int = 0
-    trust_remote_code: bool = False
+    #: Which try this is: a retry after a CUDA OOM trains with a smaller micro-batch (`micro_batch`).
+    attempt: int = 1
     #: Facts about the rows that the caller knows and metrics.json keeps (gold rows, dev rows, dev overlap): a
     #: student read back from its dir (a dispatched run's) carries them too.
     record: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.student is None:
+            from .config import StudentConfig
+
+            self.student = StudentConfig()
+
+    @classmethod
+    def flat(cls, **fields) -> TrainSpec:
+        """A spec from flat keywords, as scripts write them to JSON: StudentConfig's settings go into `student`
+        (`model` and `revision` stay the spec's: the weights it starts from)."""
+        from .config import StudentConfig
+
+        settings = {
+            k: fields.pop(k) for k in list(fields) if k in StudentConfig.model_fields and k not in ("model", "revision")
+        }
+        return cls(**fields, student=StudentConfig(**settings))
+
+
+def micro_batch(student: StudentConfig, attempt: int) -> tuple[int, int]:
+    """OOM back-off: (micro-batch, gradient accumulation) of try `attempt`; each retry halves the micro-batch and
+    doubles accumulation, keeping the effective batch."""
+    divisor = 2 ** (attempt - 1)
+    if student.batch_size < divisor:
+        # Not a StudentOOM: that would be retried again.
+        raise RuntimeError(
+            f"out of memory even with micro-batch 1 (effective batch {student.batch_size * student.grad_accum}); "
+            "lower student.max_input_tokens / max_target_tokens or use a smaller student model"
+        )
+    return student.batch_size // divisor, student.grad_accum * divisor
 
 
 def pick_device():
@@ -70,7 +94,9 @@ def pick_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False, padding_side: str = "right"):
+def load_tokenizer(
+    path: str, revision: str | None = None, trust_remote_code: bool = False, padding_side: str = "right"
+):
     from transformers import AutoTokenizer, ByT5Tokenizer
 
     try:
@@ -89,7 +115,9 @@ def is_seq2seq(path: str, arch: str, revision: str | None = None, trust_remote_c
         return arch == "seq2seq"
     from transformers import AutoConfig
 
-    return bool(AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code).is_encoder_decoder)
+    return bool(
+        AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code).is_encoder_decoder
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -111,8 +139,12 @@ class _Encoder:
             ids = self.tok(text, truncation=True, max_length=self.max_in)["input_ids"]
             labels = self.tok(text_target=target, truncation=True, max_length=self.max_out)["input_ids"]
             return {"input_ids": ids, "labels": labels}
-        prompt = self.tok(causal_prompt(text), add_special_tokens=False, truncation=True, max_length=self.max_in)["input_ids"]
-        answer = self.tok(" " + target, add_special_tokens=False, truncation=True, max_length=self.max_out - 1)["input_ids"]
+        prompt = self.tok(causal_prompt(text), add_special_tokens=False, truncation=True, max_length=self.max_in)[
+            "input_ids"
+        ]
+        answer = self.tok(" " + target, add_special_tokens=False, truncation=True, max_length=self.max_out - 1)[
+            "input_ids"
+        ]
         answer = answer + [self.tok.eos_token_id]
         return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
 
@@ -136,15 +168,17 @@ class _Encoder:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 32) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 32
+) -> list[list[int]]:
     """Shuffled batches of similar length: sort inside random mega-batches, so padding is small but order is random."""
     order = list(range(len(lengths)))
     rng.shuffle(order)
     batches: list[list[int]] = []
     span = batch_size * group
     for start in range(0, len(order), span):
-        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -152,9 +186,8 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
 def uses_bf16(device, precision: str) -> bool:
     """Mixed precision (fp32 weights, bf16 matmuls) for `bf16`, and for `auto` where the hardware has native bf16.
 
-    `auto` means a CUDA device with bf16, or a CPU with AVX512-BF16 or AMX: there 100-row SmolLM2 students trained
-    1.1-1.4x faster in bf16 and scored the same as fp32 ones on 300 held-out rows over 3 seeds (+0.1 [-1.3, +1.3] F1,
-    BENCHMARKS.md). Other CPUs emulate bf16 and stay fp32.
+    `auto` means a CUDA device with bf16, or a CPU with AVX512-BF16 or AMX: there students train faster in bf16 and
+    score as fp32 ones do (BENCHMARKS.md 'precision'). Other CPUs emulate bf16 and stay fp32.
     """
     import torch
 
@@ -176,15 +209,19 @@ def native_bf16_cpu() -> bool:
 def _autocast(device, precision: str):
     import torch
 
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if uses_bf16(device, precision) else contextlib.nullcontext()
+    return (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if uses_bf16(device, precision)
+        else contextlib.nullcontext()
+    )
 
 
 def training_attention(device, attention: str) -> str | None:
     """The attention kernel a student trains with; None: the model's own (SDPA where it has it).
 
-    `auto` is eager attention on a CPU: at a student's short sequences (4 x ~50-90 tokens) torch's fused CPU SDPA kernel
-    spends most of its time in a slow backward, and an eager bf16 step ran ~15 % faster (fp32: no difference measured;
-    BENCHMARKS.md). Generation keeps the model's own kernel, which decodes faster there.
+    `auto` is eager attention on a CPU: at a student's short sequences torch's fused CPU SDPA kernel spends most of its
+    time in a slow backward, and eager bf16 steps are faster (BENCHMARKS.md 'attention'). Generation keeps the model's
+    own kernel, which decodes faster there.
     """
     if attention != "auto":
         return attention
@@ -236,7 +273,9 @@ def answer_only_loss(model, batch: dict):
     """
     import torch
 
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).last_hidden_state
+    hidden = model.base_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
     targets = batch["labels"][:, 1:]
     answer = targets != -100
     logits = model.get_output_embeddings()(hidden[:, :-1][answer])
@@ -269,9 +308,13 @@ def make_optimizer(model, spec: "TrainSpec"):
     import torch
 
     try:
-        return torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=True)
+        return torch.optim.AdamW(
+            model.parameters(), lr=spec.student.learning_rate, weight_decay=spec.student.weight_decay, fused=True
+        )
     except RuntimeError:
-        return torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(
+            model.parameters(), lr=spec.student.learning_rate, weight_decay=spec.student.weight_decay
+        )
 
 
 def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
@@ -282,55 +325,68 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     from .formats import get_format
     from .models import resolve_model
 
+    cfg = spec.student
+    micro, accum = micro_batch(cfg, spec.attempt)
     started = time.time()
     device = pick_device()
     clock = PhaseClock(device)
     with clock("load"):
         seed_everything(spec.seed)
         path = resolve_model(spec.model)
-        seq2seq = is_seq2seq(path, spec.arch, spec.revision, spec.trust_remote_code)
-        tok = load_tokenizer(path, spec.revision, spec.trust_remote_code)
+        seq2seq = is_seq2seq(path, cfg.arch, spec.revision, cfg.trust_remote_code)
+        tok = load_tokenizer(path, spec.revision, cfg.trust_remote_code)
         model_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model = model_cls.from_pretrained(path, revision=spec.revision, dtype=torch.float32, trust_remote_code=spec.trust_remote_code).to(device)
-        encoder = _Encoder(tok, seq2seq, spec.max_input_tokens, spec.max_target_tokens)
+        model = model_cls.from_pretrained(
+            path, revision=spec.revision, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
+        ).to(device)
+        encoder = _Encoder(tok, seq2seq, cfg.max_input_tokens, cfg.max_target_tokens)
         rows = [encoder.example(x, y) for x, y in zip(spec.train_inputs, spec.train_targets)]
     lengths = [len(r["input_ids"]) + (len(r["labels"]) if seq2seq else 0) for r in rows]
     rng = random.Random(spec.seed)
 
-    steps_per_epoch = math.ceil(math.ceil(len(rows) / spec.batch_size) / spec.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(len(rows) / micro) / accum)
     optimizer = make_optimizer(model, spec)
-    total = steps_per_epoch * spec.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_ratio * total), total)
+    total = steps_per_epoch * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     fmt = get_format(spec.task)
 
     history, best_state, best_f1, best_epoch, tokens, loss_fn = [], None, -1.0, 0, 0, None
-    kernel = training_attention(device, spec.attention)
-    for epoch in range(1, spec.epochs + 1):
+    kernel = training_attention(device, cfg.attention)
+    for epoch in range(1, cfg.epochs + 1):
         model.train()
-        batches = length_grouped_batches(lengths, spec.batch_size, rng)
+        batches = length_grouped_batches(lengths, micro, rng)
         epoch_loss = 0.0
         with attention_kernel(model, kernel):
             for step, batch_idx in enumerate(batches):
                 batch = {k: v.to(device) for k, v in encoder.collate([rows[i] for i in batch_idx]).items()}
                 loss_fn = loss_fn or pick_loss(model, batch, seq2seq)
-                with clock("forward"), _autocast(device, spec.precision):
+                with clock("forward"), _autocast(device, cfg.precision):
                     loss = loss_fn(model, batch)
                 with clock("backward"):
-                    (loss / spec.grad_accum).backward()
+                    (loss / accum).backward()
                 epoch_loss += loss.item()
                 tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if seq2seq else 0)
-                if (step + 1) % spec.grad_accum == 0 or step + 1 == len(batches):
+                if (step + 1) % accum == 0 or step + 1 == len(batches):
                     with clock("optimizer"):
                         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
                 if progress:
-                    progress((epoch - 1) * len(batches) + step + 1, spec.epochs * len(batches))
+                    progress((epoch - 1) * len(batches) + step + 1, cfg.epochs * len(batches))
         record = {"epoch": epoch, "loss": epoch_loss / max(len(batches), 1)}
-        if spec.select_on_dev and spec.dev_inputs:
+        if cfg.select_on_dev and spec.dev_inputs:
             with clock("dev_select"):
-                preds = generate(model, tok, seq2seq, spec.dev_inputs, spec.eval_batch_size, spec.max_target_tokens, device, spec.precision)
+                preds = generate(
+                    model,
+                    tok,
+                    seq2seq,
+                    spec.dev_inputs,
+                    cfg.eval_batch_size,
+                    cfg.max_target_tokens,
+                    device,
+                    cfg.precision,
+                )
                 record["dev_f1"] = fmt.metrics(spec.dev_inputs, spec.dev_targets, preds)["f1"]
                 if record["dev_f1"] >= best_f1:  # ties go to the later, longer-trained epoch
                     best_f1, best_epoch = record["dev_f1"], epoch
@@ -339,18 +395,18 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
-        best_epoch = spec.epochs
+        best_epoch = cfg.epochs
     train_seconds = clock.seconds["forward"] + clock.seconds["backward"] + clock.seconds["optimizer"]
     metrics = {
         "task": spec.task,
         "train_rows": len(rows),
         "dev_f1": best_f1 if best_f1 >= 0 else None,
         "epochs": best_epoch,
-        "epochs_run": spec.epochs,
+        "epochs_run": cfg.epochs,
         "history": history,
         "train_tokens": tokens,
-        "micro_batch": spec.batch_size,
-        "grad_accum": spec.grad_accum,
+        "micro_batch": micro,
+        "grad_accum": accum,
         "arch": "seq2seq" if seq2seq else "causal",
         "device": device.type,
         "threads": torch.get_num_threads(),
@@ -358,11 +414,16 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "loss_path": "answer-only head" if loss_fn is answer_only_loss else "model forward",
         "attention": kernel or model.config._attn_implementation,
         **spec.record,
-        **flop_rates(model, tokens, train_seconds, device, uses_bf16(device, spec.precision)),
+        **flop_rates(model, tokens, train_seconds, device, uses_bf16(device, cfg.precision)),
     }
     save_started = time.perf_counter()
-    return save_model(model, tok, spec.out_dir, metrics,
-                      finish=lambda m: timed(m, started, {**clock.seconds, "save": time.perf_counter() - save_started}))
+    return save_model(
+        model,
+        tok,
+        spec.out_dir,
+        metrics,
+        finish=lambda m: timed(m, started, {**clock.seconds, "save": time.perf_counter() - save_started}),
+    )
 
 
 def flop_rates(model, tokens: int, train_seconds: float, device, bf16: bool) -> dict:
@@ -468,7 +529,16 @@ def holds_student(model_dir: str | Path, metrics: dict) -> bool:
     return weights_fingerprint(model_dir) == recorded
 
 
-def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, max_new_tokens: int, device, precision: str = "auto") -> list[str]:
+def generate(
+    model,
+    tok,
+    seq2seq: bool,
+    inputs: Sequence[str],
+    batch_size: int,
+    max_new_tokens: int,
+    device,
+    precision: str = "auto",
+) -> list[str]:
     """Greedy outputs (first line) for `inputs`, batched longest-first to keep padding low; in bf16 weights where
     `precision` trains in bf16 (`generation_model`)."""
     import torch
@@ -482,12 +552,18 @@ def generate(model, tok, seq2seq: bool, inputs: Sequence[str], batch_size: int, 
     tok.padding_side = "right" if seq2seq else "left"
     try:
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=seq2seq).to(device)
             prompt = 0 if seq2seq else enc["input_ids"].shape[1]
             with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tok.pad_token_id,
-                                     stopping_criteria=[FirstLineDone(tok, prompt)])
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=tok.pad_token_id,
+                    stopping_criteria=[FirstLineDone(tok, prompt)],
+                )
             new = out[:, prompt:]
             for row, i in enumerate(idx):
                 text = tok.decode(new[row], skip_special_tokens=True).strip()
@@ -514,16 +590,16 @@ class FirstLineDone:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        texts = self.tok.batch_decode(input_ids[:, self.prompt_tokens:], skip_special_tokens=True)
+        texts = self.tok.batch_decode(input_ids[:, self.prompt_tokens :], skip_special_tokens=True)
         return torch.tensor([first_line_done(t) for t in texts], device=input_ids.device)
 
 
 def generation_model(model, device, precision: str):
     """`model` itself, or a bf16 copy of its weights where `precision` trains in bf16.
 
-    One cast of a copy (0.4 s for SmolLM2-135M), not autocast: autocast re-casts every weight at every decoding step,
-    which on a CPU made bf16 generation slower than fp32; with bf16 weights a dev-selection pass ran 1.8x faster
-    (BENCHMARKS.md). A model already in bf16 (`predict` loads it so) is used as it is. Each tensor is cast as the
+    One cast of a copy, not autocast: autocast re-casts every weight at every decoding step, which on a CPU made bf16
+    generation slower than fp32 (BENCHMARKS.md 'precision'). A model already in bf16 (`predict` loads it so) is used as
+    it is. Each tensor is cast as the
     module is copied (deepcopy's memo), so no transient fp32 copy of the model (0.5 GB) is made; tied weights stay tied.
     """
     import torch
@@ -539,8 +615,14 @@ def generation_model(model, device, precision: str):
     return copy.deepcopy(model, memo)
 
 
-def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new_tokens: int = 128,
-            precision: str = "auto", progress: ProgressFn | None = None) -> list[str]:
+def predict(
+    model_dir: str,
+    inputs: Sequence[str],
+    batch_size: int = 16,
+    max_new_tokens: int = 128,
+    precision: str = "auto",
+    progress: ProgressFn | None = None,
+) -> list[str]:
     """Load a trained student dir and generate one output per input."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -554,7 +636,9 @@ def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new
     outputs: list[str] = []
     chunk = max(batch_size * 4, 1)
     for start in range(0, len(inputs), chunk):
-        outputs += generate(model, tok, seq2seq, inputs[start:start + chunk], batch_size, max_new_tokens, device, precision)
+        outputs += generate(
+            model, tok, seq2seq, inputs[start : start + chunk], batch_size, max_new_tokens, device, precision
+        )
         if progress:
             progress(len(outputs), len(inputs))
     return outputs
@@ -562,36 +646,5 @@ def predict(model_dir: str, inputs: Sequence[str], batch_size: int = 16, max_new
 
 def train_isolated(spec: TrainSpec, slot: Slot = Slot()) -> dict:
     """Run `train` in a spawned child process bound to `slot` (a GPU or a share of the cores), so a poisoned
-    CUDA context dies with it and concurrent CPU students do not share one thread pool.
-
-    CUDA failures come back as StudentOOM / GPUError (picklable, classified by mckd_core.failures).
-    """
-    return run_in_slot(slot, _train_child, spec, child=True)
-
-
-def _train_child(spec: TrainSpec) -> dict:
-    from .failures import GPUError, StudentOOM, is_oom, is_transient
-
-    try:
-        return train(spec)
-    except Exception as exc:
-        if is_oom(exc):
-            raise StudentOOM(str(exc)) from None
-        if is_transient(exc):
-            raise GPUError(str(exc)) from None
-        raise
-
-
-def with_micro_batch(spec: TrainSpec, attempt: int) -> TrainSpec:
-    """OOM back-off: attempt n halves the micro-batch n-1 times and multiplies accumulation to keep the effective batch."""
-    divisor = 2 ** (attempt - 1)
-    if spec.batch_size < divisor:
-        # Not a StudentOOM: that would be retried again.
-        raise RuntimeError(
-            f"out of memory even with micro-batch 1 (effective batch {spec.batch_size * spec.grad_accum}); "
-            "lower student.max_input_tokens / max_target_tokens or use a smaller student model"
-        )
-    new = copy.copy(spec)
-    new.batch_size = spec.batch_size // divisor
-    new.grad_accum = spec.grad_accum * divisor
-    return new
+    CUDA context dies with it and concurrent CPU students do not share one thread pool (gpus.run_in_slot)."""
+    return run_in_slot(slot, train, spec, child=True)

@@ -40,8 +40,16 @@ def flow_run_url(base_url: str, flow_run_id: str) -> str:
     return f"{base_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-def screenshot(url: str, out: str | Path, *, width: int = 1400, height: int = 1000, budget_ms: int = 15000,
-               timeout_s: float = 120, chromium: str | None = None) -> Path:
+def screenshot(
+    url: str,
+    out: str | Path,
+    *,
+    width: int = 1400,
+    height: int = 1000,
+    budget_ms: int = 15000,
+    timeout_s: float = 120,
+    chromium: str | None = None,
+) -> Path:
     """Save a PNG of `url`; raises RuntimeError (with Chromium's stderr tail) when no PNG comes out."""
     binary = chromium or find_chromium()
     if not binary:
@@ -50,10 +58,24 @@ def screenshot(url: str, out: str | Path, *, width: int = 1400, height: int = 10
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="mckd-chromium-") as profile:
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-               f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}", f"--screenshot={out}", url]
+        cmd = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            f"--window-size={width},{height}",
+            f"--screenshot={out}",
+            url,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
@@ -75,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
     try:
-        path = screenshot(flow_run_url(args.url, args.flow_run_id), args.out, width=args.width,
-                          height=args.height, budget_ms=args.budget_ms, timeout_s=args.timeout)
+        path = screenshot(
+            flow_run_url(args.url, args.flow_run_id),
+            args.out,
+            width=args.width,
+            height=args.height,
+            budget_ms=args.budget_ms,
+            timeout_s=args.timeout,
+        )
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

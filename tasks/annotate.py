@@ -6,26 +6,36 @@ from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
 from prefect.runtime import task_run
 
-from mckd_core.config import TeacherConfig
 from mckd_core.data import ParquetRef
 from mckd_core.errors import MckdInputError
 from mckd_core.faults import maybe_inject
+from mckd_core.jobs import AnnotateJob
 from mckd_core.steps import annotate_rows
 
 from .common import CACHE, retry_transient
 from .progress import progress_reporter
 
 
-@task(name="annotate", cache_policy=CACHE, retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_transient)
-def annotate_task(examples: ParquetRef, demos: ParquetRef, teacher: TeacherConfig, task_name: str, seed: int,
-                  out_dir: str, cache_path: str, what: str = "unlabeled") -> ParquetRef:
+@task(
+    name="annotate", cache_policy=CACHE, retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_transient
+)
+def annotate_task(job: AnnotateJob) -> ParquetRef:
     logger = get_run_logger()
     maybe_inject("annotate", task_run.run_count or 1)
+    what = job.what
     with progress_reporter(f"Teacher annotation ({what})") as progress:
-        ref, stats = annotate_rows(examples, demos, teacher, task_name, seed, out_dir, cache_path, progress,
-                                   api_key=api_key_from_secret(teacher.api_key_secret))
-    logger.info("teacher on %s: %d rows (%d sent, %d from cache), %d valid, %d invalid, %d repaired, %.1fs",
-                what, ref.rows, stats["requested"], stats["cached"], stats["valid"], stats["invalid"], stats["repaired"], stats["seconds"])
+        ref, stats = annotate_rows(job, progress, api_key=api_key_from_secret(job.teacher.api_key_secret))
+    logger.info(
+        "teacher on %s: %d rows (%d sent, %d from cache), %d valid, %d invalid, %d repaired, %.1fs",
+        what,
+        ref.rows,
+        stats["requested"],
+        stats["cached"],
+        stats["valid"],
+        stats["invalid"],
+        stats["repaired"],
+        stats["seconds"],
+    )
     return ref
 
 
@@ -40,5 +50,7 @@ def api_key_from_secret(block_name: str | None) -> str | None:
     try:
         return Secret.load(block_name).get()
     except ValueError as exc:  # what Prefect raises for an unknown block name
-        raise MckdInputError(f"teacher.api_key_secret: no Prefect Secret block named {block_name!r} "
-                             f"(create it in the UI or with Secret(value=...).save({block_name!r})): {exc}") from None
+        raise MckdInputError(
+            f"teacher.api_key_secret: no Prefect Secret block named {block_name!r} "
+            f"(create it in the UI or with Secret(value=...).save({block_name!r})): {exc}"
+        ) from None

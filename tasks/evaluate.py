@@ -6,17 +6,19 @@ from prefect import task
 
 from mckd_core.config import StudentConfig
 from mckd_core.data import ParquetRef
-from mckd_core.gpus import SlotPlan, device_slot, run_in_slot
-from mckd_core.steps import StudentRef, evaluate_student, score_labels
+from mckd_core.gpus import SlotPlan, child_for, device_slot, run_in_slot
+from mckd_core.jobs import StudentRef
+from mckd_core.steps import evaluate_student, score_labels
 
 from .common import CACHE, retry_transient
 
 
 @task(name="evaluate-student", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def evaluate_student_task(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task_name: str,
-                          slots: SlotPlan | None = None) -> dict:
+def evaluate_student_task(
+    student: StudentRef, test: ParquetRef, cfg: StudentConfig, task_name: str, slots: SlotPlan | None = None
+) -> dict:
     with device_slot(slots) as slot:
-        return run_in_slot(slot, evaluate_student, student, test, cfg, task_name)
+        return run_in_slot(slot, evaluate_student, student, test, cfg, task_name, child=child_for(cfg.isolate))
 
 
 @task(name="score-labels", cache_policy=CACHE)

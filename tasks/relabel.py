@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from prefect import task
 
-from mckd_core.config import StudentConfig
 from mckd_core.data import ParquetRef
 from mckd_core.faults import maybe_inject
-from mckd_core.gpus import SlotPlan, device_slot, run_in_slot
-from mckd_core.steps import StudentRef, merge_labels, relabel
+from mckd_core.gpus import SlotPlan, child_for, device_slot, run_in_slot
+from mckd_core.jobs import RelabelJob, StudentRef
+from mckd_core.steps import merge_labels, relabel
 
 from .common import CACHE, retry_transient
 
 
 @task(name="relabel", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
-def relabel_task(student: StudentRef, labels: ParquetRef, assignment: ParquetRef, part: int, stage: int,
-                 source: str, cfg: StudentConfig, task_name: str, out_dir: str, slots: SlotPlan | None = None) -> ParquetRef:
+def relabel_task(student: StudentRef, job: RelabelJob, slots: SlotPlan | None = None) -> ParquetRef:
     with device_slot(slots) as slot:
-        return run_in_slot(slot, relabel, student, labels, assignment, part, stage, source, cfg, task_name, out_dir)
+        return run_in_slot(slot, relabel, student, job, child=child_for(job.settings.isolate))
 
 
 @task(name="merge-labels", cache_policy=CACHE)
-def merge_labels_task(previous: ParquetRef, relabels: list[ParquetRef], out_dir: str, keep_previous_on_invalid: bool) -> ParquetRef:
+def merge_labels_task(
+    previous: ParquetRef, relabels: list[ParquetRef], out_dir: str, keep_previous_on_invalid: bool
+) -> ParquetRef:
     maybe_inject("merge-labels", 1)
     return merge_labels(previous, relabels, out_dir, keep_previous_on_invalid)

@@ -34,14 +34,23 @@ def prefect_api():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     from tiny_models import make_tiny_llama, make_tiny_t5
-
-    from mckd_core.student import TrainSpec, train
     from toy_data import PAIRS
+
+    from mckd_core.config import StudentConfig
+    from mckd_core.student import TrainSpec, train
 
     root = tmp_path_factory.mktemp("tiny-models")
     models = {"t5": make_tiny_t5(root / "t5"), "llama": make_tiny_llama(root / "llama")}
     # A teacher that knows the toy mapping a little: a random one writes nothing valid.
-    train(TrainSpec(model=models["llama"], out_dir=str(root / "teacher"), task="text", train_inputs=list(PAIRS),
-                    train_targets=list(PAIRS.values()), epochs=30, batch_size=4, learning_rate=3e-3, select_on_dev=False))
+    train(
+        TrainSpec(
+            model=models["llama"],
+            out_dir=str(root / "teacher"),
+            task="text",
+            train_inputs=list(PAIRS),
+            train_targets=list(PAIRS.values()),
+            student=StudentConfig(epochs=30, batch_size=4, learning_rate=3e-3, select_on_dev=False),
+        )
+    )
     models["teacher"] = str(root / "teacher")
     return models

@@ -25,8 +25,10 @@ REPLY = os.environ.get("FAKE_VLLM_REPLY", "dog")
 def fake_vllm_python(directory: Path) -> str:
     """An executable that VLLMServer can use as "the python of a vLLM venv" and that runs this fake."""
     path = directory / "fake-vllm-python"
-    path.write_text(f'#!/bin/sh\nshift 2  # "-m vllm.entrypoints.openai.api_server"\n'
-                    f'exec "{sys.executable}" "{Path(__file__).resolve()}" "$@"\n')
+    path.write_text(
+        f'#!/bin/sh\nshift 2  # "-m vllm.entrypoints.openai.api_server"\n'
+        f'exec "{sys.executable}" "{Path(__file__).resolve()}" "$@"\n'
+    )
     path.chmod(0o755)
     return str(path)
 

@@ -30,6 +30,7 @@ PG_USER, PG_PASSWORD, PG_DB = "prefect", "mckd-test-pw", "prefect"
 
 # ---- PostgreSQL -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Postgres:
     port: int
@@ -44,25 +45,52 @@ class Postgres:
 
     def query(self, sql: str) -> str:
         """One psql query's unaligned output (as the client user, over TCP)."""
-        proc = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", PG_DB,
-                               "-At", "-c", sql], env={**os.environ, "PGPASSWORD": PG_PASSWORD}, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                PG_USER,
+                "-d",
+                PG_DB,
+                "-At",
+                "-c",
+                sql,
+            ],
+            env={**os.environ, "PGPASSWORD": PG_PASSWORD},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip()
 
 
 def _pg_bin() -> Path:
     """The folder of initdb / pg_ctl: $MCKD_PG_BIN, else the newest /usr/lib/postgresql/<v>/bin, else PATH."""
-    candidates = [Path(os.environ["MCKD_PG_BIN"])] if os.environ.get("MCKD_PG_BIN") else sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    candidates = (
+        [Path(os.environ["MCKD_PG_BIN"])]
+        if os.environ.get("MCKD_PG_BIN")
+        else sorted(
+            Path("/usr/lib/postgresql").glob("*/bin"),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
+    )
     if shutil.which("initdb"):
         candidates.append(Path(shutil.which("initdb")).parent)
     for folder in candidates:
         if all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "createdb", "psql")):
             return folder
-    pytest.fail("PostgreSQL server binaries (initdb, pg_ctl, createdb) not found: install them with "
-                "`apt-get install -y postgresql` (Debian/Ubuntu; scripts/test.sh does it when run as root), "
-                "or set MCKD_PG_BIN to the folder that holds them", pytrace=False)
+    pytest.fail(
+        "PostgreSQL server binaries (initdb, pg_ctl, createdb) not found: install them with "
+        "`apt-get install -y postgresql` (Debian/Ubuntu; scripts/test.sh does it when run as root), "
+        "or set MCKD_PG_BIN to the folder that holds them",
+        pytrace=False,
+    )
 
 
 def _free_port() -> int:
@@ -78,7 +106,9 @@ def postgres():
     pg_bin = _pg_bin()
     as_root = os.geteuid() == 0
     if as_root and shutil.which("runuser") is None:
-        pytest.fail("running as root needs `runuser` (util-linux) to start PostgreSQL as the `postgres` user", pytrace=False)
+        pytest.fail(
+            "running as root needs `runuser` (util-linux) to start PostgreSQL as the `postgres` user", pytrace=False
+        )
     # Not under pytest's basetemp: that is private to root, and the server runs as `postgres`.
     root = Path(tempfile.mkdtemp(prefix="mckd-pg-"))
     data, pwfile, log = root / "data", root / "pwfile", root / "postgres.log"
@@ -95,7 +125,9 @@ def postgres():
         cmd = (["runuser", "-u", "postgres", "--"] if as_root else []) + argv
         pg.commands.append(" ".join(cmd))
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
 
     started = False
     try:
@@ -111,6 +143,7 @@ def postgres():
 
 
 # ---- a throwaway Prefect server + the repo's deployments ------------------------------------------------
+
 
 @dataclass
 class Server:
@@ -128,10 +161,19 @@ class Server:
 
     def cli(self, *args: str, timeout: float = 300, name: str = "cli") -> subprocess.CompletedProcess:
         """A `prefect` command against this server, from the repo root; fails the test with its output."""
-        proc = subprocess.run([PREFECT, *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [PREFECT, *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         (self.logs / f"{name}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-        assert proc.returncode == 0, f"prefect {' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, (
+            f"prefect {' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
         return proc
 
     def run_once_worker(self, name: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -161,12 +203,19 @@ class Server:
 def child_env(home: Path, api_url: str) -> dict:
     """The environment of a `prefect` / `mckd` child process talking to this server (no PREFECT_* of the session's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "MCKD_REPO"}
-    env.update({
-        "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
-        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_CLI_PROMPT": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_CLI_PROMPT": "false",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
@@ -197,8 +246,15 @@ def server(postgres, tmp_path_factory):
     server_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": postgres.url}
     log = logs / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], cwd=home, env=server_env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=home,
+            env=server_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         started = time.monotonic()
         _wait_healthy(url, proc, log)
@@ -229,8 +285,13 @@ def deployed(server):
     """The server with the work pool `mckd-process` and the four deployments of prefect.yaml."""
     started = time.monotonic()
     server.cli("work-pool", "create", "mckd-process", "--type", "process", name="work-pool")
-    setup = subprocess.run(["bash", str(REPO / "deployments" / "setup_work_pool.sh")], env={**server.env, "PREFECT": PREFECT}, capture_output=True,
-                           text=True, timeout=120)
+    setup = subprocess.run(
+        ["bash", str(REPO / "deployments" / "setup_work_pool.sh")],
+        env={**server.env, "PREFECT": PREFECT},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert setup.returncode == 0 and "already exists" in setup.stdout, setup.stdout + setup.stderr  # idempotent
     out = server.cli("--no-prompt", "deploy", "--all", name="deploy").stdout
     for name in ("mckd-distill", "mckd-redistill", "mckd-evaluate", "mckd-train-student"):

@@ -26,9 +26,13 @@ harness = _load("harness")
 
 def test_linear_fit_recovers_slope_intercept_and_r2():
     fit = harness.linear_fit([1, 2, 3, 4], [2.5, 4.5, 6.5, 8.5])
-    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(0.5) and fit["r2"] == pytest.approx(1.0)
+    assert (
+        fit["slope"] == pytest.approx(2.0)
+        and fit["intercept"] == pytest.approx(0.5)
+        and fit["r2"] == pytest.approx(1.0)
+    )
     noisy = harness.linear_fit([0, 1, 2, 3], [0.0, 1.0, 1.0, 3.0])
-    assert noisy["slope"] == pytest.approx(0.9) and noisy["r2"] == pytest.approx(4.5 ** 2 / (5 * 4.75))
+    assert noisy["slope"] == pytest.approx(0.9) and noisy["r2"] == pytest.approx(4.5**2 / (5 * 4.75))
     with pytest.raises(ValueError):
         harness.linear_fit([1, 1], [1, 2])
 
@@ -65,19 +69,34 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     (run / "stage-1").mkdir()
     (run / "report.json").write_text(json.dumps({"config": {"data": {"task": "slots"}}}))
     gold = "flights from [fromloc.city_name boston] to [toloc.city_name denver]"
-    rows = lambda label, valid: pd.DataFrame({"id": ["a", "b"], "input": ["flights from boston to denver"] * 2,  # noqa: E731
-                                              "target": [gold] * 2, "label": label, "valid": valid})
+    rows = lambda label, valid: pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "input": ["flights from boston to denver"] * 2,  # noqa: E731
+            "target": [gold] * 2,
+            "label": label,
+            "valid": valid,
+        }
+    )
     # Teacher: one row tags only the first slot, one is invalid (an empty prediction): 1 of 4 gold chunks.
-    rows(["flights from [fromloc.city_name boston] to denver", "garbage"], [True, False]).to_parquet(run / "teacher" / "labels-a.parquet")
+    rows(["flights from [fromloc.city_name boston] to denver", "garbage"], [True, False]).to_parquet(
+        run / "teacher" / "labels-a.parquet"
+    )
     rows([gold, gold], [True, True]).to_parquet(run / "stage-1" / "labels-b.parquet")
     # Stage 2 falls back to the teacher's first row on both rows: 2 of 4 gold chunks.
     (run / "stage-2").mkdir()
-    rows(["flights from [fromloc.city_name boston] to denver"] * 2, [True, True]).to_parquet(run / "stage-2" / "labels-d.parquet")
+    rows(["flights from [fromloc.city_name boston] to denver"] * 2, [True, True]).to_parquet(
+        run / "stage-2" / "labels-d.parquet"
+    )
     result = quality.label_quality(run)
     labels = result["labels"]
     assert list(labels) == ["teacher", "stage-1", "stage-2"]
     assert {k: labels["teacher"][k] for k in ("f1", "precision", "recall", "invalid")} == {
-        "f1": 40.0, "precision": 100.0, "recall": 25.0, "invalid": 50.0}
+        "f1": 40.0,
+        "precision": 100.0,
+        "recall": 25.0,
+        "invalid": 50.0,
+    }
     assert labels["stage-1"]["recall"] == 100.0 and labels["stage-1"]["invalid"] == 0.0
     assert labels["stage-1"]["ci95"] == [100.0, 100.0]
     # Gains are paired on U's rows: stage 1 vs the teacher only; stage 2 vs the teacher and vs stage 1.
@@ -112,9 +131,19 @@ def test_gold_partition_takes_the_stage_students_rows_with_gold_labels(tmp_path)
     for sub in ("teacher", "data", "stage-1"):
         (run / sub).mkdir(parents=True)
     ids = ["a", "b", "c", "d"]
-    teacher = pd.DataFrame({"id": ids, "input": ["w1", "w2", "w3", "w4"], "target": ["( w1 )", "( w2 )", "( w3 )", "( w4 )"],
-                            "label": ["T1", "T2", "T3", None], "raw": ["T1", "T2", "T3", "x"], "valid": [True, True, True, False],
-                            "error": None, "source": "teacher", "stage": 0})
+    teacher = pd.DataFrame(
+        {
+            "id": ids,
+            "input": ["w1", "w2", "w3", "w4"],
+            "target": ["( w1 )", "( w2 )", "( w3 )", "( w4 )"],
+            "label": ["T1", "T2", "T3", None],
+            "raw": ["T1", "T2", "T3", "x"],
+            "valid": [True, True, True, False],
+            "error": None,
+            "source": "teacher",
+            "stage": 0,
+        }
+    )
     teacher.to_parquet(run / "teacher" / "labels-t.parquet")
     pd.DataFrame({"id": ids, "part": [0, 1, 0, 1]}).to_parquet(run / "data" / "partition-p.parquet")
     # Student 0 trains on part 1 (b, d) and keeps only the valid teacher label (b); its label becomes b's gold.
@@ -131,8 +160,10 @@ def _quality_run(seed: int, final_right: int) -> dict:
     quality = _load("quality")
     rows = lambda right: {"id": ["a", "b", "c", "d"], "stats": [[right, right, 2]] * 4}  # noqa: E731
     systems = {quality.SYSTEM[row]: rows(final_right if row == quality.FINAL else 1) for row in quality.ROWS}
-    scores = {row: {"f1": 100.0 if row == quality.FINAL and final_right == 2 else 66.7, "exact_match": 0.0}
-              for row in quality.ROWS}
+    scores = {
+        row: {"f1": 100.0 if row == quality.FINAL and final_right == 2 else 66.7, "exact_match": 0.0}
+        for row in quality.ROWS
+    }
     return {"task": "atis", "seed": seed, "wall_s": 60.0, "scores": scores, "test_rows": systems}
 
 
@@ -148,19 +179,28 @@ def test_quality_pools_the_seeds_from_the_rows_each_run_recorded():
 def test_quality_records_the_shipped_candidate_and_its_test_score():
     quality = _load("quality")
     beyond_noise = {"sft": {"diff": 10.0, "ci95": [2.0, 18.0]}}
-    report = {"deliverable": {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}, "vs_final": beyond_noise},
-              "final_student": {"test": {"f1": 55.0, "ci95": [50.0, 60.0]}},
-              "baselines": {"sft": {"test": {"f1": 65.0, "ci95": [60.0, 70.0]}}}}
-    assert quality.deliverable(report) == {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}, "test_f1": 65.0,
-                                           "test_ci95": [60.0, 70.0],
-                                           "with_l_only": {"name": "sft", "test_f1": 65.0, "test_ci95": [60.0, 70.0]}}
+    report = {
+        "deliverable": {"name": "sft", "dev": {"final": 50.0, "sft": 60.0}, "vs_final": beyond_noise},
+        "final_student": {"test": {"f1": 55.0, "ci95": [50.0, 60.0]}},
+        "baselines": {"sft": {"test": {"f1": 65.0, "ci95": [60.0, 70.0]}}},
+    }
+    assert quality.deliverable(report) == {
+        "name": "sft",
+        "dev": {"final": 50.0, "sft": 60.0},
+        "test_f1": 65.0,
+        "test_ci95": [60.0, 70.0],
+        "with_l_only": {"name": "sft", "test_f1": 65.0, "test_ci95": [60.0, 70.0]},
+    }
     report["deliverable"]["name"] = "final"
     assert quality.deliverable(report)["test_f1"] == 55.0
     # SFT-N (gold rows beyond L) shipped: a user with only L gets what the guard picks from the rest; sft's lead
     # within noise leaves the final student.
     report["baselines"]["sft-n"] = {"test": {"f1": 80.0, "ci95": [75.0, 85.0]}}
-    report["deliverable"] = {"name": "sft-n", "dev": {"final": 60.0, "sft": 65.0, "sft-n": 90.0},
-                             "vs_final": {"sft": {"diff": 5.0, "ci95": [-3.0, 13.0]}, "sft-n": {"diff": 30.0, "ci95": [20.0, 40.0]}}}
+    report["deliverable"] = {
+        "name": "sft-n",
+        "dev": {"final": 60.0, "sft": 65.0, "sft-n": 90.0},
+        "vs_final": {"sft": {"diff": 5.0, "ci95": [-3.0, 13.0]}, "sft-n": {"diff": 30.0, "ci95": [20.0, 40.0]}},
+    }
     assert quality.deliverable(report)["with_l_only"] == {"name": "final", "test_f1": 55.0, "test_ci95": [50.0, 60.0]}
 
 
@@ -169,17 +209,28 @@ def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count
     table_of = _load("quality_table").table
     base = {"unlabeled": 200, "test": 200}
     shipped = {"name": "final", "test_f1": 100.0, "with_l_only": {"name": "final", "test_f1": 100.0}}
-    current = lambda seed, right, **sizes: dict(_quality_run(seed, right), sizes={**base, **sizes}, deliverable=shipped,  # noqa: E731
-                                                metric=quality.METRIC["atis"])
+    current = lambda seed, right, **sizes: dict(
+        _quality_run(seed, right),
+        sizes={**base, **sizes},
+        deliverable=shipped,  # noqa: E731
+        metric=quality.METRIC["atis"],
+    )
     weak_sft = current(0, 1, train_on_labeled=True, first_labels="sft")
     weak_sft["test_rows"]["sft"] = {"id": ["a", "b", "c", "d"], "stats": [[0, 0, 2]] * 4}  # its SFT-50 finds nothing
-    runs = [current(0, 2), current(1, 2), weak_sft,
-            current(0, 2, unlabeled=400),
-            dict(current(2, 2), sizes={**base, "test": 20}),  # too few test rows to count
-            dict(current(3, 2), metric="an older metric")]
+    runs = [
+        current(0, 2),
+        current(1, 2),
+        weak_sft,
+        current(0, 2, unlabeled=400),
+        dict(current(2, 2), sizes={**base, "test": 20}),  # too few test rows to count
+        dict(current(3, 2), metric="an older metric"),
+    ]
     lines = table_of(runs).splitlines()[2:]
-    assert [line.split(" | ")[1:3] for line in lines] == [["gold-aware + first_labels sft", "0"], ["paper recipe", "0,1"],
-                                                          ["paper recipe, U=400", "0"]]
+    assert [line.split(" | ")[1:3] for line in lines] == [
+        ["gold-aware + first_labels sft", "0"],
+        ["paper recipe", "0,1"],
+        ["paper recipe, U=400", "0"],
+    ]
     # The paper recipe's final student finds every chunk where the rest find half: MCKD-3 100.0, gaps with CIs.
     assert "**100.0**" in lines[1] and "+33.3 [+33.3, +33.3]" in lines[1] and "100.0 / 100.0" in lines[1]
     # Against every SFT-50 of its seeds: seed 0's two SFT-50 trainings averaged per row (F1 40.0), seed 1's one (66.7).

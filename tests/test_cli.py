@@ -21,7 +21,9 @@ def test_bad_config_is_one_error_line_exit_2(tmp_path):
 
 def test_missing_data_file_fails_before_any_model_loads(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"runs_root: {tmp_path}/runs\ndata:\n  labeled: {tmp_path}/nope.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n")
+    cfg.write_text(
+        f"runs_root: {tmp_path}/runs\ndata:\n  labeled: {tmp_path}/nope.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n"
+    )
     result = runner.invoke(app, ["run", str(cfg)])
     assert result.exit_code == 2
     assert "labeled: file not found" in result.output
@@ -31,7 +33,9 @@ def test_missing_data_file_fails_before_any_model_loads(tmp_path):
 @pytest.mark.parametrize("name", ["..", ".", ".hidden"])
 def test_run_name_outside_the_runs_root_is_refused(tmp_path, name):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"runs_root: {tmp_path}/runs\ndata:\n  labeled: {tmp_path}/l.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n")
+    cfg.write_text(
+        f"runs_root: {tmp_path}/runs\ndata:\n  labeled: {tmp_path}/l.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n"
+    )
     result = runner.invoke(app, ["run", str(cfg), "--set", f"run_name={name}"])
     assert result.exit_code == 2
     assert _unwrapped(f"run_name: Value error, {name!r} is not a folder name") in _unwrapped(result.output)
@@ -39,13 +43,19 @@ def test_run_name_outside_the_runs_root_is_refused(tmp_path, name):
 
 
 def test_malformed_jsonl_names_the_file_and_line(tmp_path):
-    (tmp_path / "l.jsonl").write_text('{"input": "from boston", "target": "from boston"}\n{"input": "to denver", "target": nul}\n')
+    (tmp_path / "l.jsonl").write_text(
+        '{"input": "from boston", "target": "from boston"}\n{"input": "to denver", "target": nul}\n'
+    )
     cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"runs_root: {tmp_path}/runs\ndata:\n  task: text\n  labeled: {tmp_path}/l.jsonl\n  unlabeled: {tmp_path}/u.jsonl\n")
+    cfg.write_text(
+        f"runs_root: {tmp_path}/runs\ndata:\n  task: text\n  labeled: {tmp_path}/l.jsonl\n  unlabeled: "
+        f"{tmp_path}/u.jsonl\n"
+    )
     result = runner.invoke(app, ["run", str(cfg)])
     assert result.exit_code == 2
-    assert _unwrapped(f"labeled: {tmp_path}/l.jsonl line 2: invalid JSON (Expecting value at column 34); fix or remove "
-                      "that line") in _unwrapped(result.output)
+    assert _unwrapped(
+        f"labeled: {tmp_path}/l.jsonl line 2: invalid JSON (Expecting value at column 34); fix or remove that line"
+    ) in _unwrapped(result.output)
 
 
 def _unwrapped(text: str) -> str:
@@ -54,26 +64,39 @@ def _unwrapped(text: str) -> str:
 
 
 def test_eval_prints_json_metrics(tmp_path):
-    gold = pd.DataFrame({"id": ["1", "2"], "input": ["from boston", "to dallas"],
-                         "target": ["from [fromloc.city_name boston]", "to [toloc.city_name dallas]"]})
+    gold = pd.DataFrame(
+        {
+            "id": ["1", "2"],
+            "input": ["from boston", "to dallas"],
+            "target": ["from [fromloc.city_name boston]", "to [toloc.city_name dallas]"],
+        }
+    )
     pred = pd.DataFrame({"id": ["2", "1"], "label": ["to [toloc.city_name dallas]", "from boston"]})
     gold.to_json(tmp_path / "gold.jsonl", orient="records", lines=True)
     pred.to_json(tmp_path / "pred.jsonl", orient="records", lines=True)
-    result = runner.invoke(app, ["eval", "--task", "slots", "--gold", str(tmp_path / "gold.jsonl"), "--pred", str(tmp_path / "pred.jsonl")])
+    result = runner.invoke(
+        app, ["eval", "--task", "slots", "--gold", str(tmp_path / "gold.jsonl"), "--pred", str(tmp_path / "pred.jsonl")]
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["precision"] == 100.0 and metrics["recall"] == 50.0 and metrics["exact_match"] == 50.0
 
 
 def test_eval_names_missing_predictions(tmp_path):
-    pd.DataFrame({"id": ["1"], "input": ["a"], "target": ["a"]}).to_json(tmp_path / "g.jsonl", orient="records", lines=True)
+    pd.DataFrame({"id": ["1"], "input": ["a"], "target": ["a"]}).to_json(
+        tmp_path / "g.jsonl", orient="records", lines=True
+    )
     pd.DataFrame({"id": ["9"], "label": ["a"]}).to_json(tmp_path / "p.jsonl", orient="records", lines=True)
-    result = runner.invoke(app, ["eval", "--task", "text", "--gold", str(tmp_path / "g.jsonl"), "--pred", str(tmp_path / "p.jsonl")])
+    result = runner.invoke(
+        app, ["eval", "--task", "text", "--gold", str(tmp_path / "g.jsonl"), "--pred", str(tmp_path / "p.jsonl")]
+    )
     assert result.exit_code == 2 and "1 gold ids have no prediction" in result.output
 
 
 def test_data_atis_writes_disjoint_sets(tmp_path):
-    result = runner.invoke(app, ["data", "atis", "--out", str(tmp_path), "--labeled", "5", "--unlabeled", "7", "--test", "3"])
+    result = runner.invoke(
+        app, ["data", "atis", "--out", str(tmp_path), "--labeled", "5", "--unlabeled", "7", "--test", "3"]
+    )
     assert result.exit_code == 0, result.output
     sets = {n: pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("labeled", "unlabeled", "test")}
     assert [len(sets[n]) for n in ("labeled", "unlabeled", "test")] == [5, 7, 3]
@@ -94,8 +117,25 @@ def test_data_craft_samples_disjoint_sets(tmp_path):
     craft = Path(os.environ.get("MCKD_CRAFT_DIR", Path(__file__).resolve().parents[2] / "shared/data/craft"))
     if not (craft / "structural-annotation").is_dir():
         pytest.skip(f"CRAFT not found at {craft} (set MCKD_CRAFT_DIR)")
-    result = runner.invoke(app, ["data", "craft", "--source", str(craft), "--out", str(tmp_path), "--labeled", "10",
-                                 "--unlabeled", "20", "--test", "5", "--max-words", "12"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "craft",
+            "--source",
+            str(craft),
+            "--out",
+            str(tmp_path),
+            "--labeled",
+            "10",
+            "--unlabeled",
+            "20",
+            "--test",
+            "5",
+            "--max-words",
+            "12",
+        ],
+    )
     assert result.exit_code == 0, result.output
     sets = {n: pd.read_parquet(tmp_path / f"{n}.parquet") for n in ("labeled", "unlabeled", "test", "dev")}
     assert [len(sets[n]) for n in ("labeled", "unlabeled", "test")] == [10, 20, 5]

@@ -18,7 +18,9 @@ def test_defaults_are_the_papers_stages_and_the_dev_chosen_options():
 
 def test_every_error_is_listed_with_its_field_path():
     with pytest.raises(MckdInputError) as info:
-        parse_config(base(stages={"partitions": 1, "num_stages": 0}, student={"epoch": 3}, teacher={"demo_selection": "knn"}))
+        parse_config(
+            base(stages={"partitions": 1, "num_stages": 0}, student={"epoch": 3}, teacher={"demo_selection": "knn"})
+        )
     message = str(info.value)
     assert "4 errors" in message
     for field in ("stages.partitions", "stages.num_stages", "student.epoch", "teacher.demo_selection"):
@@ -47,14 +49,17 @@ def test_json_schema_is_a_typed_form():
     assert {"data", "teacher", "student", "stages"} <= set(schema["properties"])
 
 
-@pytest.mark.parametrize("baselines, stages, data, message", [
-    (["mckd-3"], 3, {"test": "t"}, "'mckd-3' needs stages.num_stages > 3"),
-    (["mckd-1"], 3, {"test": "t"}, "is vanilla KD: write vanilla-kd"),
-    (["vanilla-kd"], 1, {"test": "t"}, "with num_stages=1 the final student is vanilla KD"),
-    (["kd"], 3, {"test": "t"}, "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"),
-    (["sft-n"], 3, {"test": "t"}, "needs data.sft_n_labeled"),
-    (["sft"], 3, {}, "needs data.test"),
-])
+@pytest.mark.parametrize(
+    "baselines, stages, data, message",
+    [
+        (["mckd-3"], 3, {"test": "t"}, "'mckd-3' needs stages.num_stages > 3"),
+        (["mckd-1"], 3, {"test": "t"}, "is vanilla KD: write vanilla-kd"),
+        (["vanilla-kd"], 1, {"test": "t"}, "with num_stages=1 the final student is vanilla KD"),
+        (["kd"], 3, {"test": "t"}, "is not a baseline; use sft, sft-n, vanilla-kd or mckd-<s>"),
+        (["sft-n"], 3, {"test": "t"}, "needs data.sft_n_labeled"),
+        (["sft"], 3, {}, "needs data.test"),
+    ],
+)
 def test_baselines_are_checked_against_the_run(baselines, stages, data, message):
     raw = {"data": {"labeled": "l", "unlabeled": "u", **data}, "stages": {"num_stages": stages}, "baselines": baselines}
     with pytest.raises(MckdInputError, match="baselines") as info:
@@ -63,8 +68,11 @@ def test_baselines_are_checked_against_the_run(baselines, stages, data, message)
 
 
 def test_paper_comparison_is_a_valid_config():
-    raw = {"data": {"labeled": "l", "unlabeled": "u", "test": "t", "sft_n_labeled": "n"}, "stages": {"num_stages": 3},
-           "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"]}
+    raw = {
+        "data": {"labeled": "l", "unlabeled": "u", "test": "t", "sft_n_labeled": "n"},
+        "stages": {"num_stages": 3},
+        "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
+    }
     assert parse_config(raw).baselines == ["sft", "vanilla-kd", "mckd-2", "sft-n"]
 
 
@@ -85,7 +93,11 @@ def test_ui_config_dict_with_an_escaping_run_name_writes_nothing(tmp_path):
     """The UI path: Prefect validates the form's dict against RunConfig before the flow body runs."""
     from flows import mckd_flow
 
-    raw = {"run_name": "..", "runs_root": str(tmp_path / "runs"), "data": {"labeled": "l.jsonl", "unlabeled": "u.jsonl"}}
+    raw = {
+        "run_name": "..",
+        "runs_root": str(tmp_path / "runs"),
+        "data": {"labeled": "l.jsonl", "unlabeled": "u.jsonl"},
+    }
     state = mckd_flow(raw, return_state=True)
     assert state.is_failed()
     assert "config.run_name: Value error, '..' is not a folder name for <runs_root>/<run_name>" in state.message
@@ -94,13 +106,30 @@ def test_ui_config_dict_with_an_escaping_run_name_writes_nothing(tmp_path):
 
 # ---- issue #13: gold-aware students and their dev rows --------------------------------------------------------
 
-@pytest.mark.parametrize("data, student, field, message", [
-    ({"dev_holdout": 0}, {"train_on_labeled": True}, "student.train_on_labeled",
-     "needs dev rows no student trains on: give data.dev, or leave data.dev_holdout at null"),
-    ({"dev_holdout": 0}, {}, "student.train_on_labeled",  # the default: the error names the way back to the paper's recipe
-     "(on by default) needs dev rows no student trains on"),
-    ({"dev": "d.jsonl", "dev_holdout": 10}, {}, "data.dev_holdout", "no rows of L are held out when data.dev is given"),
-])
+
+@pytest.mark.parametrize(
+    "data, student, field, message",
+    [
+        (
+            {"dev_holdout": 0},
+            {"train_on_labeled": True},
+            "student.train_on_labeled",
+            "needs dev rows no student trains on: give data.dev, or leave data.dev_holdout at null",
+        ),
+        (
+            {"dev_holdout": 0},
+            {},
+            "student.train_on_labeled",  # the default: the error names the way back to the paper's recipe
+            "(on by default) needs dev rows no student trains on",
+        ),
+        (
+            {"dev": "d.jsonl", "dev_holdout": 10},
+            {},
+            "data.dev_holdout",
+            "no rows of L are held out when data.dev is given",
+        ),
+    ],
+)
 def test_gold_aware_config_errors_are_one_line_naming_the_fields(data, student, field, message):
     with pytest.raises(MckdInputError) as info:
         parse_config(base(data={"labeled": "l", "unlabeled": "u", **data}, student=student))
@@ -113,5 +142,7 @@ def test_gold_aware_students_with_their_own_dev_set_or_slice_are_valid():
     assert parse_config(base(student={"train_on_labeled": True})).data.dev_holdout is None  # a fifth of L
     assert parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev": "d"}, student={"train_on_labeled": True}))
     assert parse_config(base(student={})).student.train_on_labeled  # on by default (chosen on dev, BENCHMARKS.md)
-    paper = parse_config(base(data={"labeled": "l", "unlabeled": "u", "dev_holdout": 0}, student={"train_on_labeled": False}))
+    paper = parse_config(
+        base(data={"labeled": "l", "unlabeled": "u", "dev_holdout": 0}, student={"train_on_labeled": False})
+    )
     assert paper.data.dev_holdout == 0 and not paper.student.train_on_labeled

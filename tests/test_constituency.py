@@ -5,20 +5,35 @@ from __future__ import annotations
 import pytest
 
 from mckd_core.formats import get_format
-from mckd_core.formats.constituency import (BracketError, authors_sentence_f1, collapse, parse_brackets, spans,
-                                             leaves, ptb_to_tree, tagged_words, tree_to_target)
+from mckd_core.formats.constituency import (
+    BracketError,
+    authors_sentence_f1,
+    collapse,
+    leaves,
+    parse_brackets,
+    ptb_to_tree,
+    spans,
+    tagged_words,
+    tree_to_target,
+)
 
 FMT = get_format("constituency")
 
 
-@pytest.mark.parametrize("ptb, target", [
-    ("(S (NP (DT The) (NN cat)) (VP (VBD sat)) (. .))", "( ( The cat ) sat . )"),
-    # outer empty bracket of treebank files, unary chains collapse to the word
-    ("( (S (NP (NP (NN cell)) (PP (IN in) (NP (NN culture)))) (VP (VBZ grows))) )", "( ( cell ( in culture ) ) grows )"),
-    # traces go, and so does the node that only held a trace
-    ("(S (NP-SBJ (-NONE- *PRO*)) (VP (TO to) (VP (VB go))))", "( to go )"),
-    ("( (HEADING (NP (NN Abstract))) )", "( Abstract )"),
-])
+@pytest.mark.parametrize(
+    "ptb, target",
+    [
+        ("(S (NP (DT The) (NN cat)) (VP (VBD sat)) (. .))", "( ( The cat ) sat . )"),
+        # outer empty bracket of treebank files, unary chains collapse to the word
+        (
+            "( (S (NP (NP (NN cell)) (PP (IN in) (NP (NN culture)))) (VP (VBZ grows))) )",
+            "( ( cell ( in culture ) ) grows )",
+        ),
+        # traces go, and so does the node that only held a trace
+        ("(S (NP-SBJ (-NONE- *PRO*)) (VP (TO to) (VP (VB go))))", "( to go )"),
+        ("( (HEADING (NP (NN Abstract))) )", "( Abstract )"),
+    ],
+)
 def test_tree_to_target(ptb, target):
     assert tree_to_target(ptb) == target
 
@@ -78,9 +93,17 @@ def test_repair_unbalanced_brackets():
     assert FMT.check("the cat sat", "( ( the cat ) sat").repaired
 
 
-@pytest.mark.parametrize("output, error", [("", "empty"), ("  \n ", "empty"), (")", "no words"), ("( ( ) )", "no words"),
-                                           ("( x y )", "no word of the output"),
-                                           ("( " * 5000 + "the cat sat", "nested deeper")])
+@pytest.mark.parametrize(
+    "output, error",
+    [
+        ("", "empty"),
+        ("  \n ", "empty"),
+        (")", "no words"),
+        ("( ( ) )", "no words"),
+        ("( x y )", "no word of the output"),
+        ("( " * 5000 + "the cat sat", "nested deeper"),
+    ],
+)
 def test_invalid_outputs(output, error):
     checked = FMT.check("the cat sat", output)
     assert not checked.valid and checked.label is None and error in checked.error
@@ -88,14 +111,18 @@ def test_invalid_outputs(output, error):
 
 def test_metrics_hand_computed():
     inputs = ["The cat sat on the mat", "a b c d", "x y", "a b c"]
-    golds = ["( ( The cat ) ( sat ( on ( the mat ) ) ) )",  # spans (0,2) (2,6) (3,6) (4,6)
-             "( a ( b ( c d ) ) )",                          # spans (1,4) (2,4)
-             "( x y )",                                      # no non-trivial span: not in sentence F1
-             "( ( a b ) c )"]                                # span (0,2)
-    preds = ["( ( ( The cat ) sat ) ( on ( the mat ) ) )",  # (0,2) (0,3) (3,6) (4,6): 3/4 right -> F1 75
-             "( ( a b ) ( c d ) )",                          # (0,2) (2,4): 1/2 right -> F1 50
-             None,
-             None]                                           # invalid: no spans -> F1 0
+    golds = [
+        "( ( The cat ) ( sat ( on ( the mat ) ) ) )",  # spans (0,2) (2,6) (3,6) (4,6)
+        "( a ( b ( c d ) ) )",  # spans (1,4) (2,4)
+        "( x y )",  # no non-trivial span: not in sentence F1
+        "( ( a b ) c )",
+    ]  # span (0,2)
+    preds = [
+        "( ( ( The cat ) sat ) ( on ( the mat ) ) )",  # (0,2) (0,3) (3,6) (4,6): 3/4 right -> F1 75
+        "( ( a b ) ( c d ) )",  # (0,2) (2,4): 1/2 right -> F1 50
+        None,
+        None,
+    ]  # invalid: no spans -> F1 0
     m = FMT.metrics(inputs, golds, preds)
     assert m["f1_kim"] == pytest.approx((75 + 50 + 0) / 3)
     assert m["n_sentence_f1"] == 3
@@ -113,7 +140,12 @@ def test_metrics_perfect_flat_and_invalid():
     inputs, golds = ["a b c d", "x y"], ["( a ( b ( c d ) ) )", "( x y )"]
     perfect = FMT.metrics(inputs, golds, golds)
     assert (perfect["f1"], perfect["f1_kim"], perfect["f1_micro"], perfect["exact_match"], perfect["invalid"]) == (
-        100.0, 100.0, 100.0, 100.0, 0.0)
+        100.0,
+        100.0,
+        100.0,
+        100.0,
+        0.0,
+    )
     # a flat prediction has no non-trivial spans: Kim's F1 0, not skipped; the authors' F1 still counts its root
     # span (P 1/1, R 1/3); an unparsable one is invalid, not exact, and 0 for both
     flat = FMT.metrics(inputs, golds, ["( a b c d )", "garbage"])
@@ -133,6 +165,7 @@ def test_metrics_spans_of_flat_gold_count_as_false_positives_in_micro_only():
 
 
 # --- the MCKD authors' metric (their parserlib.run_eval), computed by hand --------------------------------------
+
 
 def authors(inputs, golds, preds, pos=None) -> float:
     return FMT.metrics(inputs, golds, preds, pos=pos)["f1"]
@@ -170,9 +203,11 @@ def test_authors_f1_removes_punctuation_by_gold_pos():
     quote = ["`` Yes , he said"], ["( `` ( Yes , ) ( he said ) )"], ["( ( `` Yes ) ( , he said ) )"]
     assert authors(*quote, pos=["`` UH , PRP VBD"]) == 100.0
     assert authors(*quote) == pytest.approx(100 / 3)  # {(1,3), (3,5), (0,5)} vs {(0,2), (2,5), (0,5)}
-    # CRAFT's HYPH is not a word tag (Kim et al.'s PUNCT_TAGS would keep it): ( ( wild type ) mice ) vs ( wild ( type mice ) )
-    assert authors(["wild - type mice"], ["( ( wild - type ) mice )"], ["( wild ( - type mice ) )"],
-                   pos=["JJ HYPH NN NNS"]) == pytest.approx(50.0)
+    # CRAFT's HYPH is not a word tag (Kim et al.'s PUNCT_TAGS would keep it): ( ( wild type ) mice ) vs ( wild ( type
+    # mice ) )
+    assert authors(
+        ["wild - type mice"], ["( ( wild - type ) mice )"], ["( wild ( - type mice ) )"], pos=["JJ HYPH NN NNS"]
+    ) == pytest.approx(50.0)
     # rows without tags (None, NaN from Parquet) keep every word; a tag count that differs from the words is an error
     assert authors(inputs, golds, pred, pos=[float("nan")]) == pytest.approx(100 * 2 / 3)
     with pytest.raises(BracketError, match="gold POS of row 0: 3 tags for 4 words"):
@@ -194,10 +229,20 @@ def test_authors_sentence_f1_applies_the_gold_mask_by_position():
 
 def test_row_stats_aggregate_to_the_corpus_f1():
     inputs = ["The cat sat on the mat", "a b c d", "x y", "Abstract", "The cat sat ."]
-    golds = ["( ( The cat ) ( sat ( on ( the mat ) ) ) )", "( a ( b ( c d ) ) )", "( x y )", "( Abstract )",
-             "( ( The cat ) ( sat . ) )"]
-    preds = ["( ( ( The cat ) sat ) ( on ( the mat ) ) )", "( ( a b ) ( c d ) )", None, "( Abstract )",
-             "( The ( cat ( sat . ) ) )"]
+    golds = [
+        "( ( The cat ) ( sat ( on ( the mat ) ) ) )",
+        "( a ( b ( c d ) ) )",
+        "( x y )",
+        "( Abstract )",
+        "( ( The cat ) ( sat . ) )",
+    ]
+    preds = [
+        "( ( ( The cat ) sat ) ( on ( the mat ) ) )",
+        "( ( a b ) ( c d ) )",
+        None,
+        "( Abstract )",
+        "( The ( cat ( sat . ) ) )",
+    ]
     pos = [None, None, None, None, "DT NN VBD ."]
     stats = FMT.row_stats(inputs, golds, preds, pos=pos)
     assert stats.shape == (5, 1)
@@ -206,8 +251,17 @@ def test_row_stats_aggregate_to_the_corpus_f1():
 
 
 def test_tagged_words_follow_the_words_of_the_target():
-    ptb = "(S (NP-SBJ (-NONE- *)) (NP (NNS Mice) (-LRB- -LRB-) (NN n) (SYM =) (CD 5) (-RRB- -RRB-)) (VP (VBD died)) (. .))"
-    assert tagged_words(ptb, drop_punct=True) == [("Mice", "NNS"), ("n", "NN"), ("=", "SYM"), ("5", "CD"), ("died", "VBD")]
+    ptb = (
+        "(S (NP-SBJ (-NONE- *)) (NP (NNS Mice) (-LRB- -LRB-) (NN n) (SYM =) (CD 5) (-RRB- -RRB-)) (VP (VBD died)) (. "
+        ".))"
+    )
+    assert tagged_words(ptb, drop_punct=True) == [
+        ("Mice", "NNS"),
+        ("n", "NN"),
+        ("=", "SYM"),
+        ("5", "CD"),
+        ("died", "VBD"),
+    ]
     for drop_punct in (True, False):
         assert [w for w, _ in tagged_words(ptb, drop_punct)] == leaves(ptb_to_tree(ptb, drop_punct))
 
@@ -217,14 +271,17 @@ def test_metrics_rejects_invalid_gold():
         FMT.metrics(["a b"], ["( a c )"], ["( a b )"])
 
 
-@pytest.mark.parametrize("output, allowed", [
-    ("( ( The cat ) ( sat ) . )", True),
-    (" ( Abstract )", True),
-    ("( ( The cat ) sat", True),  # unbalanced: left to check(), which repairs it
-    ("The cat sat", False),  # no tree
-    ("( The cat )\n( Input: more )", False),  # rambling onto a new line
-    ("(The cat)", False),  # brackets must be tokens of their own
-])
+@pytest.mark.parametrize(
+    "output, allowed",
+    [
+        ("( ( The cat ) ( sat ) . )", True),
+        (" ( Abstract )", True),
+        ("( ( The cat ) sat", True),  # unbalanced: left to check(), which repairs it
+        ("The cat sat", False),  # no tree
+        ("( The cat )\n( Input: more )", False),  # rambling onto a new line
+        ("(The cat)", False),  # brackets must be tokens of their own
+    ],
+)
 def test_structured_output_regex(output, allowed):
     import re
 

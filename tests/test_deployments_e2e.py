@@ -1,6 +1,7 @@
 """The Prefect product surface end to end, on tiny random-init models.
 
-1. A throwaway `prefect server start` (own PREFECT_HOME, on a throwaway PostgreSQL: tests/prefect_server.py) → work pool → `prefect deploy --all` →
+1. A throwaway `prefect server start` (own PREFECT_HOME, on a throwaway PostgreSQL: tests/prefect_server.py) → work
+pool → `prefect deploy --all` →
    `prefect deployment run mckd-distill/mckd-distill --param config=...` → `prefect worker start --run-once`:
    the run completes and its artifacts (markdown `mckd-report`, table `mckd-stage-1`) exist; a Chromium
    screenshot of the run page when Chromium is installed.
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from prefect_server import REPO, Server
 from toy_data import toy_config
 
@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 
 # ---- the session's PostgreSQL-backed Prefect server (tests/prefect_server.py) ---------------------------
+
 
 def test_server_runs_on_postgresql(deployed, postgres):
     """The server fixture's database is the session's PostgreSQL: the deployments are rows there."""
@@ -56,7 +57,9 @@ async def _read_run(server: Server, flow_run_id: str):
         run = await client.read_flow_run(flow_run_id)
         deployment = await client.read_deployment(run.deployment_id)
         children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run.id]}))
-        artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mckd-report", "mckd-stage-1"])))
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mckd-report", "mckd-stage-1"]))
+        )
         deployments = await client.read_deployments()
     return run, deployment, children, artifacts, deployments
 
@@ -65,16 +68,22 @@ def test_deploy_and_run_from_the_work_pool(deployed, tiny_models, tmp_path_facto
     server = deployed
     tmp = tmp_path_factory.mktemp("e2e-distill")
     config = toy_config(tmp, tiny_models, student={"epochs": 2}, stages={"num_stages": 2, "partitions": 2})
-    out = server.cli("deployment", "run", "mckd-distill/mckd-distill", "--param", f"config={json.dumps(config)}", name="run").stdout
+    out = server.cli(
+        "deployment", "run", "mckd-distill/mckd-distill", "--param", f"config={json.dumps(config)}", name="run"
+    ).stdout
     flow_run_id = _run_id(out)
     started = time.monotonic()
     server.run_once_worker("worker-distill")
     server.timings["distill_worker_s"] = time.monotonic() - started
 
     run, deployment, children, artifacts, deployments = asyncio.run(_read_run(server, flow_run_id))
-    assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{(server.logs / 'worker-distill.log').read_text()[-4000:]}"
+    assert run.state.is_completed(), (
+        f"{run.state.type}: {run.state.message}\n{(server.logs / 'worker-distill.log').read_text()[-4000:]}"
+    )
     assert deployment.name == "mckd-distill" and deployment.work_pool_name == "mckd-process"
-    assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO.resolve())}}]
+    assert deployment.pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO.resolve())}}
+    ]
     assert deployment.parameter_openapi_schema["required"] == ["config"]  # the UI's typed launch form
     by_name = {d.name: d for d in deployments}
     redistill_schedules = by_name["mckd-redistill"].schedules
@@ -98,7 +107,12 @@ def test_ui_screenshot_of_the_run(deployed, tmp_path):
     if find_chromium() is None:
         pytest.skip("no Chromium: UI screenshot not taken (apt-get install -y chromium)")
     started = time.monotonic()
-    png = screenshot(flow_run_url(deployed.url, deployed.distill["run_id"]), tmp_path / "flow-run.png", budget_ms=15000, timeout_s=180)
+    png = screenshot(
+        flow_run_url(deployed.url, deployed.distill["run_id"]),
+        tmp_path / "flow-run.png",
+        budget_ms=15000,
+        timeout_s=180,
+    )
     deployed.timings["screenshot_s"] = time.monotonic() - started
     _assert_rendered(png)
 
@@ -119,6 +133,7 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
     from flows.train_student import dispatch_student, heartbeat_seconds
     from mckd_core.config import StudentConfig
     from mckd_core.data import ParquetRef
+    from mckd_core.jobs import StudentJob
 
     server = deployed
     if not server.distill:
@@ -138,8 +153,16 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
 
         try:
             with temporary_settings(updates={PREFECT_API_URL: server.api}):
-                result["ref"] = dispatch_student(labels, None, None, dev, student, "text", 7, out_dir, "dispatch/student-0",
-                                                 gpu="0", poll_interval=1, timeout=600)
+                job = StudentJob(
+                    name="dispatch/student-0",
+                    task="text",
+                    student=student,
+                    seed=7,
+                    labels=labels,
+                    dev=dev,
+                    out_dir=out_dir,
+                )
+                result["ref"] = dispatch_student(job, gpu="0", poll_interval=1, timeout=600)
         except BaseException as exc:  # surfaced by the main thread
             result["error"] = exc
 
@@ -155,14 +178,16 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
         raise result["error"]
     student_ref = result["ref"]
     assert student_ref.dir == out_dir
-    # metrics.json, with what train_student_on records about the rows (gold_rows, dev_rows, dev_overlap).
+    # metrics.json, with what train_student records about the rows (gold_rows, dev_rows, dev_overlap).
     assert student_ref.metrics == json.loads((Path(out_dir) / "metrics.json").read_text())
     assert {"gold_rows", "dev_rows", "dev_overlap"} <= student_ref.metrics.keys()
     assert student_ref.metrics["train_rows"] == int(labels.read()["valid"].sum())
     flow_run, from_result = asyncio.run(_finished_run(server, flow_run.id))
     assert flow_run.state.is_completed() and flow_run.name == "dispatch/student-0"
     # The GPU pin, and the heartbeat period dispatch_student's crash watchdog expects (this process's setting).
-    assert flow_run.job_variables == {"env": {"CUDA_VISIBLE_DEVICES": "0", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds())}}
+    assert flow_run.job_variables == {
+        "env": {"CUDA_VISIBLE_DEVICES": "0", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds())}
+    }
     assert from_result == student_ref  # the run's persisted result is what dispatch_student returned
     print("\ne2e timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in server.timings.items()))
 
@@ -175,16 +200,23 @@ async def _finished_run(server: Server, flow_run_id):
 
 async def _wait_for_run(server: Server, flow_name: str, timeout: float = 120):
     """The deployment's scheduled run (runs other tests on the session's server left are all final)."""
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState,
-                                                FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     deadline = time.monotonic() + timeout
     scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
     async with server.client() as client:
         while time.monotonic() < deadline:
-            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[flow_name])),
-                                               flow_run_filter=scheduled)
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[flow_name])),
+                flow_run_filter=scheduled,
+            )
             if runs:
                 return runs[0]
             await asyncio.sleep(0.5)
@@ -192,6 +224,7 @@ async def _wait_for_run(server: Server, flow_name: str, timeout: float = 120):
 
 
 # ---- re-distillation (in-process, under the session's test harness) -------------------------------------
+
 
 def _cache_rows(runs_root: Path) -> int:
     path = runs_root / ".teacher-cache.sqlite"
@@ -206,7 +239,9 @@ def test_redistill_sends_only_new_rows(tiny_models, tmp_path_factory):
     from mckd_core.config import parse_config
 
     tmp = tmp_path_factory.mktemp("redistill")
-    raw = toy_config(tmp, tiny_models, student={"epochs": 2}, stages={"num_stages": 1, "partitions": 2}, run_name="redistill")
+    raw = toy_config(
+        tmp, tiny_models, student={"epochs": 2}, stages={"num_stages": 1, "partitions": 2}, run_name="redistill"
+    )
     cfg = parse_config(raw)
     runs_root, watch = Path(raw["runs_root"]), tmp / "incoming"
     watch.mkdir()
@@ -221,14 +256,18 @@ def test_redistill_sends_only_new_rows(tiny_models, tmp_path_factory):
     assert out1["status"] == "distilled" and out1["new_rows"] == 12 + 4  # the seed set (data.unlabeled) + the folder
     assert out1["counts"]["unlabeled"] == 16 and out1["final_student"]["dir"]
     incoming = pd.read_parquet(out1["unlabeled"])
-    assert Path(out1["unlabeled"]).parent == cfg.run_dir / "incoming" and incoming["id"].is_unique and len(incoming) == 16
+    assert (
+        Path(out1["unlabeled"]).parent == cfg.run_dir / "incoming" and incoming["id"].is_unique and len(incoming) == 16
+    )
     state1 = json.loads(state_path.read_text())
     assert state1["rows"] == 16 and state1["unlabeled"]["path"] == out1["unlabeled"]
     cache_after_first = _cache_rows(runs_root)
 
     # Second drop: 3 new rows with ids + one row whose id the seed set already has (dropped as a duplicate).
     added = ["red red hot", "big small up", "night yes no"]
-    pd.DataFrame({"id": ["n1", "n2", "n3", "u0"], "input": added + ["ignored duplicate id"]}).to_parquet(watch / "b.parquet")
+    pd.DataFrame({"id": ["n1", "n2", "n3", "u0"], "input": added + ["ignored duplicate id"]}).to_parquet(
+        watch / "b.parquet"
+    )
     (watch / ".partial.parquet").write_bytes(b"not parquet yet")  # hidden / in-flight files are ignored
 
     # A run that fails (a student model that does not exist) must not record these rows as used.
@@ -256,24 +295,30 @@ def test_redistill_sends_only_new_rows(tiny_models, tmp_path_factory):
 
 # ---- evaluation flow (in-process) -----------------------------------------------------------------------
 
+
 def test_evaluate_flow_scores_a_student_dir(tiny_models, tmp_path_factory):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from toy_data import write_toy_sets
 
     from flows.evaluate import evaluate_flow
     from mckd_core.errors import MckdInputError
-    from toy_data import write_toy_sets
 
     paths = write_toy_sets(tmp_path_factory.mktemp("evaluate"))
-    state = evaluate_flow(tiny_models["teacher"], paths["test"], "text", batch_size=4, max_new_tokens=6, return_state=True)
+    state = evaluate_flow(
+        tiny_models["teacher"], paths["test"], "text", batch_size=4, max_new_tokens=6, return_state=True
+    )
     metrics = state.result()
     assert {"f1", "precision", "recall", "exact_match", "invalid"} <= set(metrics)
     assert 0.0 <= metrics["f1"] <= 100.0
 
     async def artifacts():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+                )
+            )
 
     (artifact,) = [a for a in asyncio.run(artifacts()) if a.key == "mckd-evaluate"]
     assert artifact.type == "markdown" and "| f1 |" in artifact.data

@@ -41,7 +41,9 @@ def test_a_silent_running_run_is_marked_crashed(monkeypatch):
 
 
 def test_a_run_with_recent_heartbeats_is_left_alone(monkeypatch):
-    monkeypatch.setattr(ts, "last_heartbeat", lambda client, flow_run_id, since: datetime.datetime.now(datetime.timezone.utc))
+    monkeypatch.setattr(
+        ts, "last_heartbeat", lambda client, flow_run_id, since: datetime.datetime.now(datetime.timezone.utc)
+    )
     run_id = _run_in(Running())
     run = ts.wait_for_student_run(run_id, silence=1, poll_interval=0.2, deadline=time.monotonic() + 2.5)
     assert run.state.is_running()  # the deadline passed, the run was never taken for dead
@@ -65,4 +67,3 @@ def test_heartbeat_period_is_this_process_setting():
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 45}):
         assert ts.heartbeat_seconds() == 45
-

@@ -4,9 +4,9 @@ its retries, a SIGKILLed CLI resumed from the cache, a deleted student retrained
 from __future__ import annotations
 
 import asyncio
-import re
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -21,13 +21,13 @@ import yaml
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
+from test_teacher_http import FakeEndpoint, completion
+from tests_support import final_states, final_task_runs
+from toy_data import PAIRS, toy_config
 
 from flows import mckd_flow
 from mckd_core.config import parse_config
 from mckd_core.student import holds_student
-from test_teacher_http import FakeEndpoint, completion
-from tests_support import final_states, final_task_runs
-from toy_data import PAIRS, toy_config
 
 pytestmark = pytest.mark.faults
 
@@ -47,8 +47,14 @@ def fast_retries(monkeypatch):
 
 
 def run(tmp_path, tiny_models, name, **overrides):
-    cfg = parse_config(toy_config(tmp_path, tiny_models, run_name=name, **{"stages": {"num_stages": 1, "partitions": 2},
-                                                                            "student": {"epochs": 2}, **overrides}))
+    cfg = parse_config(
+        toy_config(
+            tmp_path,
+            tiny_models,
+            run_name=name,
+            **{"stages": {"num_stages": 1, "partitions": 2}, "student": {"epochs": 2}, **overrides},
+        )
+    )
     return mckd_flow(cfg, return_state=True)
 
 
@@ -69,8 +75,15 @@ def toy_answer(body: dict) -> dict:
 
 def served_teacher(fake: FakeEndpoint, **extra) -> dict:
     # One request at a time: the annotate task caches every 4 * concurrency rows.
-    return {"backend": "vllm-server", "base_url": fake.base_url, "model": "toy-teacher", "concurrency": 1,
-            "max_retries": 0, "api_key_env": "MCKD_TEST_NO_SUCH_VARIABLE", **extra}
+    return {
+        "backend": "vllm-server",
+        "base_url": fake.base_url,
+        "model": "toy-teacher",
+        "concurrency": 1,
+        "max_retries": 0,
+        "api_key_env": "MCKD_TEST_NO_SUCH_VARIABLE",
+        **extra,
+    }
 
 
 def cached_responses(runs_root: Path) -> int:
@@ -167,7 +180,10 @@ def test_teacher_key_from_a_secret_block_is_sent_but_never_stored(tmp_path, tiny
 def test_unknown_secret_block_fails_fast_naming_it(tmp_path, tiny_models, endpoint):
     fake = endpoint([(200, toy_answer)])
     state = run(tmp_path, tiny_models, "nosecret", teacher=served_teacher(fake, api_key_secret="mckd-no-such-block"))
-    assert state.is_failed() and "teacher.api_key_secret: no Prefect Secret block named 'mckd-no-such-block'" in state.message
+    assert (
+        state.is_failed()
+        and "teacher.api_key_secret: no Prefect Secret block named 'mckd-no-such-block'" in state.message
+    )
     assert "Retrying" not in asyncio.run(_history(state.state_details.flow_run_id, "annotate"))
     assert fake.requests == []
 
@@ -196,8 +212,12 @@ def test_deleted_or_altered_student_is_trained_again(tmp_path, tiny_models):
     # The retrained student's record is found again: everything is Cached.
     states = final_states(run(tmp_path, tiny_models, "gone"))
     assert {name: set(s) for name, s in states.items() if name != "report"} == {
-        "annotate": {"Cached"}, "partition": {"Cached"}, "train-student": {"Cached"}, "evaluate-student": {"Cached"},
-        "score-labels": {"Cached"}}, states
+        "annotate": {"Cached"},
+        "partition": {"Cached"},
+        "train-student": {"Cached"},
+        "evaluate-student": {"Cached"},
+        "score-labels": {"Cached"},
+    }, states
 
 
 def _start_cli(config: Path, output: Path, fault: str = "") -> subprocess.Popen:
@@ -208,8 +228,14 @@ def _start_cli(config: Path, output: Path, fault: str = "") -> subprocess.Popen:
     """
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "300", "MCKD_FAULT": fault}
     with output.open("wb") as out:
-        return subprocess.Popen([str(Path(sys.executable).with_name("mckd")), "run", str(config)], cwd=config.parent,
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("mckd")), "run", str(config)],
+            cwd=config.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_for(condition, timeout_s: float) -> bool:
@@ -230,7 +256,12 @@ def _comparable(report: dict, runs_root: Path) -> dict:
             return {k: strip(v) for k, v in value.items() if k not in ("seconds", "timings", *SPEED_KEYS)}
         if isinstance(value, list):
             return [strip(v) for v in value]
-        return value.replace(str(runs_root.resolve()), "<runs>").replace(str(runs_root), "<runs>") if isinstance(value, str) else value
+        return (
+            value.replace(str(runs_root.resolve()), "<runs>").replace(str(runs_root), "<runs>")
+            if isinstance(value, str)
+            else value
+        )
+
     return strip(report)
 
 
@@ -242,8 +273,13 @@ def _flat(text: str) -> str:
 def test_sigkill_mid_stage_then_rerun_resumes_from_cache_with_the_same_report(tmp_path, tiny_models):
     # One student at a time: the kill must land between the two students of stage 1, a window that two students
     # training at once (the CPU default) close in milliseconds. Resuming from the cache is the same in both modes.
-    cfg = toy_config(tmp_path, tiny_models, run_name="crash", student={"epochs": 2},
-                     stages={"num_stages": 2, "partitions": 2, "evaluate_students": False, "cpu_students": 1})
+    cfg = toy_config(
+        tmp_path,
+        tiny_models,
+        run_name="crash",
+        student={"epochs": 2},
+        stages={"num_stages": 2, "partitions": 2, "evaluate_students": False, "cpu_students": 1},
+    )
     config = tmp_path / "crash.yaml"
     config.write_text(yaml.safe_dump(cfg))
     run_dir, runs_root = Path(cfg["runs_root"]) / "crash", Path(cfg["runs_root"])
@@ -280,8 +316,11 @@ def test_sigkill_mid_stage_then_rerun_resumes_from_cache_with_the_same_report(tm
     assert _comparable(resumed, runs_root) == _comparable(uninterrupted, tmp_path / "reference")
     # Toy F1s are mostly 0, so also compare what every bit of training shows in: the weights and the labels.
     for student in ("stage-1/student-0", "stage-1/student-1", "final/student"):
-        ours, theirs = (json.loads((root / "crash" / student / "metrics.json").read_text())
-                        for root in (runs_root, tmp_path / "reference"))
+        ours, theirs = (
+            json.loads((root / "crash" / student / "metrics.json").read_text())
+            for root in (runs_root, tmp_path / "reference")
+        )
         assert ours["weights_sha256"] == theirs["weights_sha256"], student
-    assert ({p.name for p in (run_dir / "stage-1").glob("labels-*.parquet")}
-            == {p.name for p in (tmp_path / "reference" / "crash" / "stage-1").glob("labels-*.parquet")})
+    assert {p.name for p in (run_dir / "stage-1").glob("labels-*.parquet")} == {
+        p.name for p in (tmp_path / "reference" / "crash" / "stage-1").glob("labels-*.parquet")
+    }

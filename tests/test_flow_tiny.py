@@ -8,18 +8,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests_support import final_task_runs
+from toy_data import toy_config
 
 from flows import mckd_flow
 from mckd_core.config import parse_config
-from tests_support import final_task_runs
-from toy_data import toy_config
 
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory, tiny_models):
     tmp = tmp_path_factory.mktemp("toy-flow")
-    cfg = parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 3, "partitions": 2},
-                                 baselines=["sft", "vanilla-kd", "mckd-2"]))
+    cfg = parse_config(
+        toy_config(
+            tmp, tiny_models, stages={"num_stages": 3, "partitions": 2}, baselines=["sft", "vanilla-kd", "mckd-2"]
+        )
+    )
     state = mckd_flow(cfg, return_state=True)
     return cfg, state
 
@@ -35,17 +38,23 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert report["overlong"] == {"student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}}}
     assert [s["stage"] for s in report["stages"]] == [1, 2]
     # Y_0 is the teacher's labels by default (stages.first_labels: teacher), scored once.
-    assert report["first_labels"] == {"source": "teacher", "pseudolabel_f1": report["teacher"]["pseudolabel_f1"], "changed_fraction": 0.0}
+    assert report["first_labels"] == {
+        "source": "teacher",
+        "pseudolabel_f1": report["teacher"]["pseudolabel_f1"],
+        "changed_fraction": 0.0,
+    }
     for stage in report["stages"]:
         assert [s["partition"] for s in stage["students"]] == [0, 1]
         assert 0.0 <= stage["changed_fraction"] <= 1.0
         assert all(s["test"] is not None for s in stage["students"])
     assert report["final_student"]["test"]["f1"] >= 0
     assert set(report["baselines"]) == {"sft", "vanilla-kd", "mckd-2"}
-    # One fifth of L (1 of 8 rows) is held out as dev (data.dev_holdout: null): SFT trains on the rest, everyone selects there.
+    # One fifth of L (1 of 8 rows) is held out as dev (data.dev_holdout: null): SFT trains on the rest, everyone
+    # selects there.
     assert (counts["labeled_train"], counts["dev"]) == (7, 1)
     assert report["baselines"]["sft"]["train_rows"] == counts["labeled_train"]
-    # Gold-aware by default (student.train_on_labeled): vanilla KD learns from the teacher's valid labels and L's 7 rows.
+    # Gold-aware by default (student.train_on_labeled): vanilla KD learns from the teacher's valid labels and L's 7
+    # rows.
     assert report["baselines"]["vanilla-kd"]["train_rows"] == counts["teacher_valid"] + counts["labeled_train"]
     table = (cfg.run_dir / "report.md").read_text()
     order = ["teacher (few-shot)", "SFT on L (7 gold)", "vanilla KD (MCKD-1)", "| MCKD-2 |", "MCKD-3 — final student"]
@@ -56,8 +65,16 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert all(c["ci95"][0] <= c["ci95"][1] for c in report["comparisons"].values())
     assert "rows" not in report["final_student"]["test"] and len(report["teacher"]["test"]["ci95"]) == 2
     rows = json.loads((cfg.run_dir / "test-rows.json").read_text())["systems"]
-    assert set(rows) == {"final", "teacher", "sft", "vanilla-kd", "mckd-2"} and {len(r["id"]) for r in rows.values()} == {4}
-    for name in ("report.md", "f1_by_stage.png", "final/student/metrics.json", "final/student/config.json", "final/student/README.md"):
+    assert set(rows) == {"final", "teacher", "sft", "vanilla-kd", "mckd-2"} and {
+        len(r["id"]) for r in rows.values()
+    } == {4}
+    for name in (
+        "report.md",
+        "f1_by_stage.png",
+        "final/student/metrics.json",
+        "final/student/config.json",
+        "final/student/README.md",
+    ):
         assert (cfg.run_dir / name).exists(), name
     # issue #13: the deliverable guard scored every candidate on the dev rows, each against the final student row by
     # row; the toy run holds out 1 of its 8 labeled rows, too few to ship anything but the final student
@@ -65,7 +82,10 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert set(shipped["dev"]) == {"final", "sft", "vanilla-kd", "mckd-2"} and shipped["excluded"] == {}
     assert set(shipped["vs_final"]) == {"sft", "vanilla-kd", "mckd-2"}
     for name, cmp in shipped["vs_final"].items():
-        assert cmp["diff"] == pytest.approx(shipped["dev"][name] - shipped["dev"]["final"]) and cmp["ci95"][0] <= cmp["ci95"][1]
+        assert (
+            cmp["diff"] == pytest.approx(shipped["dev"][name] - shipped["dev"]["final"])
+            and cmp["ci95"][0] <= cmp["ci95"][1]
+        )
     assert shipped["dev_rows"] == 1 and shipped["name"] == "final" and "only 1 dev rows" in shipped["why"]
     assert (cfg.run_dir / "deliverable").resolve() == Path(shipped["dir"]).resolve()
     card = (cfg.run_dir / "final/student/README.md").read_text()
@@ -80,7 +100,10 @@ def test_every_node_conserves_rows(toy_run):
         assert set(labels["id"]) == ids and len(labels) == len(ids)
         assert {"label", "raw", "valid", "error", "source", "stage"} <= set(labels.columns)
     for stage in (1, 2):
-        parts = [pd.read_parquet(next((cfg.run_dir / f"stage-{stage}" / f"partition-{k}").glob("relabels-*.parquet"))) for k in (0, 1)]
+        parts = [
+            pd.read_parquet(next((cfg.run_dir / f"stage-{stage}" / f"partition-{k}").glob("relabels-*.parquet")))
+            for k in (0, 1)
+        ]
         assert set(parts[0]["id"]).isdisjoint(parts[1]["id"])
         assert set(parts[0]["id"]) | set(parts[1]["id"]) == ids
         assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
@@ -93,17 +116,28 @@ def test_rerun_same_config_is_cached(toy_run):
     runs = asyncio.run(final_task_runs(second.state_details.flow_run_id))
     heavy = [r for r in runs if r.name.startswith(("annotate", "train-student", "evaluate-student"))]
     assert {r.name.rsplit("-", 1)[0] for r in heavy} == {"annotate", "train-student", "evaluate-student"}
-    assert len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 3  # 2 stages x K=2, final, 3 baselines
+    assert (
+        len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 3
+    )  # 2 stages x K=2, final, 3 baselines
     assert all(r.state.name == "Cached" for r in heavy), [(r.name, r.state.name) for r in heavy]
-    assert json.loads((cfg.run_dir / "report.json").read_text())["final_student"]["test"] == second.result()["final_student"]["test"]
+    assert (
+        json.loads((cfg.run_dir / "report.json").read_text())["final_student"]["test"]
+        == second.result()["final_student"]["test"]
+    )
 
 
 def test_mckd_2_baseline_is_the_final_student_of_a_2_stage_run(toy_run, tmp_path_factory, tiny_models):
     """The baseline reuses stage 1 of the 3-stage run; a separate num_stages=2 run must train the same student."""
     cfg, state = toy_run
     baseline = state.result()["baselines"]["mckd-2"]
-    two_stage = parse_config({**cfg.model_dump(mode="json"), "run_name": "two-stage", "baselines": [],
-                              "stages": {**cfg.stages.model_dump(), "num_stages": 2}})
+    two_stage = parse_config(
+        {
+            **cfg.model_dump(mode="json"),
+            "run_name": "two-stage",
+            "baselines": [],
+            "stages": {**cfg.stages.model_dump(), "num_stages": 2},
+        }
+    )
     final = mckd_flow(two_stage)["final_student"]
     same = ("test", "train_rows", "dev_f1", "epochs")
     assert {k: baseline[k] for k in same} == {k: final[k] for k in same}
@@ -111,12 +145,19 @@ def test_mckd_2_baseline_is_the_final_student_of_a_2_stage_run(toy_run, tmp_path
 
 def test_gold_aware_students_train_on_l_train_and_never_on_their_dev_rows(tmp_path_factory, tiny_models):
     """student.train_on_labeled: every stage student, the final student and vanilla KD learn from L less the 2 held-out
-    dev rows plus their pseudolabels; no student trains on a dev row (train_student_on refuses to select on one)."""
+    dev rows plus their pseudolabels; no student trains on a dev row (train_student refuses to select on one)."""
     tmp = tmp_path_factory.mktemp("gold-aware")
     # max_dev 1: every candidate selects on 1 of the 2 dev rows, so the guard scores each on both (evaluate tasks).
-    cfg = parse_config(toy_config(tmp, tiny_models, data={"dev_holdout": 2}, student={"train_on_labeled": True, "max_dev": 1},
-                                  stages={"num_stages": 2, "partitions": 2, "evaluate_students": False},
-                                  baselines=["sft", "vanilla-kd"]))
+    cfg = parse_config(
+        toy_config(
+            tmp,
+            tiny_models,
+            data={"dev_holdout": 2},
+            student={"train_on_labeled": True, "max_dev": 1},
+            stages={"num_stages": 2, "partitions": 2, "evaluate_students": False},
+            baselines=["sft", "vanilla-kd"],
+        )
+    )
     report = mckd_flow(cfg)
     data = cfg.run_dir / "data"
     dev = set(pd.read_parquet(next(data.glob("dev-*.parquet")))["id"])
@@ -126,4 +167,8 @@ def test_gold_aware_students_train_on_l_train_and_never_on_their_dev_rows(tmp_pa
     assert [s["gold_rows"] for s in students] == [6, 6, 6, 6]
     assert all(s["train_rows"] > 6 for s in students)  # gold rows plus valid pseudolabels
     assert (report["baselines"]["sft"]["gold_rows"], report["baselines"]["sft"]["train_rows"]) == (0, 6)
-    assert report["deliverable"]["excluded"] == {} and set(report["deliverable"]["dev"]) == {"final", "sft", "vanilla-kd"}
+    assert report["deliverable"]["excluded"] == {} and set(report["deliverable"]["dev"]) == {
+        "final",
+        "sft",
+        "vanilla-kd",
+    }

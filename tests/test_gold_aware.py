@@ -10,10 +10,16 @@ import pytest
 from mckd_core.config import parse_config
 from mckd_core.data import write_parquet
 from mckd_core.errors import MckdInputError
-from mckd_core.steps import gold_labels, prepare_inputs, train_student_on, training_rows
+from mckd_core.jobs import StudentJob
+from mckd_core.steps import gold_labels, prepare_inputs, train_student, training_rows
 
-LABELED = pd.DataFrame({"id": [f"l{i}" for i in range(10)], "input": [f"word{i}" for i in range(10)],
-                        "target": [f"WORD{i}" for i in range(10)]})
+LABELED = pd.DataFrame(
+    {
+        "id": [f"l{i}" for i in range(10)],
+        "input": [f"word{i}" for i in range(10)],
+        "target": [f"WORD{i}" for i in range(10)],
+    }
+)
 UNLABELED = pd.DataFrame({"id": [f"u{i}" for i in range(6)], "input": [f"other{i}" for i in range(6)]})
 
 
@@ -25,8 +31,12 @@ def config(tmp_path, labeled=LABELED, dev=None, sft_n=None, **sections):
     for name, path in data.items():
         sets[name].to_json(path, orient="records", lines=True)
     (tmp_path / "config.json").write_text("{}")  # a stand-in model dir: only its presence is checked here
-    raw = {"runs_root": str(tmp_path / "runs"), "data": {"task": "text", **data},
-           "teacher": {"num_demos": 2, "model": str(tmp_path)}, "student": {"model": str(tmp_path)}}
+    raw = {
+        "runs_root": str(tmp_path / "runs"),
+        "data": {"task": "text", **data},
+        "teacher": {"num_demos": 2, "model": str(tmp_path)},
+        "student": {"model": str(tmp_path)},
+    }
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_config(raw)
@@ -34,10 +44,19 @@ def config(tmp_path, labeled=LABELED, dev=None, sft_n=None, **sections):
 
 def pseudolabels(tmp_path):
     """Teacher labels of U: five valid, one invalid; U split into parts 0 and 1."""
-    labels = UNLABELED.assign(target=None, label=[f"OTHER{i}" for i in range(6)], raw="", valid=[True] * 5 + [False],
-                              error=None, source="teacher", stage=0)
+    labels = UNLABELED.assign(
+        target=None,
+        label=[f"OTHER{i}" for i in range(6)],
+        raw="",
+        valid=[True] * 5 + [False],
+        error=None,
+        source="teacher",
+        stage=0,
+    )
     assignment = pd.DataFrame({"id": UNLABELED["id"], "part": [0, 1] * 3})
-    return write_parquet(labels, tmp_path / "labels", "labels"), write_parquet(assignment, tmp_path / "labels", "partition")
+    return write_parquet(labels, tmp_path / "labels", "labels"), write_parquet(
+        assignment, tmp_path / "labels", "partition"
+    )
 
 
 def ids(ref) -> set[str]:
@@ -47,7 +66,9 @@ def ids(ref) -> set[str]:
 def test_a_fifth_of_l_is_held_out_seeded_and_the_rest_is_what_students_train_on(tmp_path):
     inputs = prepare_inputs(config(tmp_path))
     assert (inputs.dev.rows, inputs.labeled_train.rows, inputs.labeled.rows) == (2, 8, 10)
-    assert ids(inputs.dev).isdisjoint(ids(inputs.labeled_train)) and ids(inputs.dev) | ids(inputs.labeled_train) == set(LABELED["id"])
+    assert ids(inputs.dev).isdisjoint(ids(inputs.labeled_train)) and ids(inputs.dev) | ids(inputs.labeled_train) == set(
+        LABELED["id"]
+    )
     assert inputs.dev_held_out and inputs.dev_source == "2 rows held out of L (data.dev_holdout)"
     assert prepare_inputs(config(tmp_path)).dev == inputs.dev  # seeded: the same rows every time
     assert prepare_inputs(config(tmp_path, seed=1)).dev != inputs.dev
@@ -68,17 +89,26 @@ def test_sft_n_never_trains_on_the_dev_rows(tmp_path):
     assert ids(inputs.sft_n) == set(sft_n["id"]) - ids(inputs.dev) and inputs.sft_n.rows == 9
 
 
-@pytest.mark.parametrize("case, message", [
-    ("holdout_all", "labeled: data.dev_holdout=10 holds out all 10 rows of L as dev and leaves none to train on"),
-    ("too_small", "labeled: 4 rows are too few to hold out a fifth as the dev rows student.train_on_labeled (on by default) needs"),
-    ("dev_in_u", "dev: 1 id(s) also in unlabeled (e.g. 'u0'); students train on the unlabeled rows"),
-    ("dev_in_l", "dev: 1 id(s) also in labeled (e.g. 'l0'); students train on the labeled rows"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("holdout_all", "labeled: data.dev_holdout=10 holds out all 10 rows of L as dev and leaves none to train on"),
+        (
+            "too_small",
+            "labeled: 4 rows are too few to hold out a fifth as the dev rows student.train_on_labeled (on by default) "
+            "needs",
+        ),
+        ("dev_in_u", "dev: 1 id(s) also in unlabeled (e.g. 'u0'); students train on the unlabeled rows"),
+        ("dev_in_l", "dev: 1 id(s) also in labeled (e.g. 'l0'); students train on the labeled rows"),
+    ],
+)
 def test_dev_row_errors_are_one_line(tmp_path, case, message):
-    cfg = {"holdout_all": lambda: config(tmp_path, data={"dev_holdout": 10}),
-           "too_small": lambda: config(tmp_path, labeled=LABELED.iloc[:4], student={"train_on_labeled": True}),
-           "dev_in_u": lambda: config(tmp_path, dev=pd.DataFrame({"id": ["u0"], "input": ["other0"], "target": ["O"]})),
-           "dev_in_l": lambda: config(tmp_path, dev=LABELED.iloc[:1], student={"train_on_labeled": True})}[case]()
+    cfg = {
+        "holdout_all": lambda: config(tmp_path, data={"dev_holdout": 10}),
+        "too_small": lambda: config(tmp_path, labeled=LABELED.iloc[:4], student={"train_on_labeled": True}),
+        "dev_in_u": lambda: config(tmp_path, dev=pd.DataFrame({"id": ["u0"], "input": ["other0"], "target": ["O"]})),
+        "dev_in_l": lambda: config(tmp_path, dev=LABELED.iloc[:1], student={"train_on_labeled": True}),
+    }[case]()
     with pytest.raises(MckdInputError) as info:
         prepare_inputs(cfg)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
@@ -99,15 +129,44 @@ def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
     inputs = prepare_inputs(config(tmp_path, student={"train_on_labeled": True}))
     cfg = config(tmp_path, student={"model": tiny_models["t5"], "epochs": 1, "max_target_tokens": 8}).student
     labels, _ = pseudolabels(tmp_path)
-    student = train_student_on(labels, None, None, inputs.dev, cfg, "text", 0, tmp_path / "s", gold=inputs.labeled_train,
-                               what="final/student")
+    student = train_student(
+        StudentJob(
+            name="final/student",
+            task="text",
+            student=cfg,
+            seed=0,
+            labels=labels,
+            dev=inputs.dev,
+            out_dir=str(tmp_path / "s"),
+            gold=inputs.labeled_train,
+        )
+    )
     m = student.metrics
     assert (m["gold_rows"], m["dev_rows"], m["dev_overlap"], m["train_rows"]) == (8, 2, 0, 5 + 8)
     # Kept in metrics.json too: a student read back from its dir (a dispatched one's) tells the guard the same.
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev_overlap"] == 0
     with pytest.raises(MckdInputError, match=r"final/student: trains on 10 of its 10 dev rows \(e.g. 'l0'\)"):
-        train_student_on(labels, None, None, inputs.labeled, cfg, "text", 0, tmp_path / "s2", gold=inputs.labeled,
-                         what="final/student")
-    unselected = train_student_on(gold_labels(inputs.labeled, tmp_path / "gold"), None, None, inputs.labeled,
-                                  cfg.model_copy(update={"select_on_dev": False}), "text", 0, tmp_path / "s3")
+        train_student(
+            StudentJob(
+                name="final/student",
+                task="text",
+                student=cfg,
+                seed=0,
+                labels=labels,
+                dev=inputs.labeled,
+                out_dir=str(tmp_path / "s2"),
+                gold=inputs.labeled,
+            )
+        )
+    unselected = train_student(
+        StudentJob(
+            name="student",
+            task="text",
+            student=cfg.model_copy(update={"select_on_dev": False}),
+            seed=0,
+            labels=gold_labels(inputs.labeled, tmp_path / "gold"),
+            dev=inputs.labeled,
+            out_dir=str(tmp_path / "s3"),
+        )
+    )
     assert (unselected.metrics["dev_rows"], unselected.metrics["dev_overlap"]) == (0, 10)  # the guard leaves it out

@@ -38,8 +38,13 @@ def test_slot_helpers_read_both_slot_kinds():
 @pytest.mark.timeout(600)
 def test_cpu_path_passes_and_writes_one_json_object(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "DO_NOT_TRACK": "1"}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "3", "--batch-size", "4"],
-                          capture_output=True, text=True, env=env, timeout=580)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "3", "--batch-size", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # stdout is the JSON object alone
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == result
@@ -65,8 +70,11 @@ def test_cpu_path_passes_and_writes_one_json_object(tmp_path):
 
 
 def test_the_kit_needs_nothing_the_device_image_lacks():
-    """The device image has torch, transformers and numpy only: what the kit imports must not need pydantic or Prefect."""
-    code = ("import sys; sys.modules['pydantic'] = None; sys.modules['prefect'] = None\n"
-            "import mckd_core.student, mckd_core.failures, mckd_core.gpus\n"
-            "from mckd_core.formats import get_format; get_format('text')")
+    """The device image has torch, transformers and numpy only: what the kit imports must not need pydantic or
+    Prefect."""
+    code = (
+        "import sys; sys.modules['pydantic'] = None; sys.modules['prefect'] = None\n"
+        "import mckd_core.student, mckd_core.failures, mckd_core.gpus\n"
+        "from mckd_core.formats import get_format; get_format('text')"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True)

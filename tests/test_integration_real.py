@@ -19,10 +19,14 @@ pytestmark = pytest.mark.integration
 
 def atis_config(tmp_path, runs_root, run_name, **sections):
     paths = write_atis(tmp_path / "data", n_labeled=8, n_unlabeled=6, n_test=4, seed=1, max_words=10)
-    raw = {"run_name": run_name, "runs_root": str(runs_root), "data": {"task": "slots", **paths},
-           "teacher": {"num_demos": 3, "max_new_tokens": 48, "batch_size": 8},
-           "student": {"epochs": 1, "batch_size": 4, "max_target_tokens": 48, "max_dev": 2, "eval_batch_size": 8},
-           "stages": {"num_stages": 2, "partitions": 2}}
+    raw = {
+        "run_name": run_name,
+        "runs_root": str(runs_root),
+        "data": {"task": "slots", **paths},
+        "teacher": {"num_demos": 3, "max_new_tokens": 48, "batch_size": 8},
+        "student": {"epochs": 1, "batch_size": 4, "max_target_tokens": 48, "max_dev": 2, "eval_batch_size": 8},
+        "stages": {"num_stages": 2, "partitions": 2},
+    }
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value}
     return parse_config(raw)
@@ -39,8 +43,12 @@ def test_real_models_end_to_end(tmp_path):
     on_disk = json.loads((cfg.run_dir / "report.json").read_text())
     assert on_disk["final_student"]["dir"] == str(cfg.run_dir / "final" / "student")
     # The deliverable is a plain transformers model dir the CLI can use.
-    pd.DataFrame({"input": ["show flights from boston to denver"]}).to_json(tmp_path / "new.jsonl", orient="records", lines=True)
-    result = CliRunner().invoke(app, ["predict", str(cfg.run_dir / "final" / "student"), "--input", str(tmp_path / "new.jsonl")])
+    pd.DataFrame({"input": ["show flights from boston to denver"]}).to_json(
+        tmp_path / "new.jsonl", orient="records", lines=True
+    )
+    result = CliRunner().invoke(
+        app, ["predict", str(cfg.run_dir / "final" / "student"), "--input", str(tmp_path / "new.jsonl")]
+    )
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout.strip().splitlines()[0])
     assert {"raw", "label", "valid"} <= set(row)
@@ -49,8 +57,13 @@ def test_real_models_end_to_end(tmp_path):
 def test_vllm_teacher_through_the_flow_and_per_row_cache(tmp_path, vllm_server, tiny_models):
     from tests_support import served_requests
 
-    teacher = {"backend": "vllm-server", "base_url": vllm_server.base_url, "served_model_name": vllm_server.served_model_name,
-               "model": "smollm2-135m-instruct", "timeout_s": 600}
+    teacher = {
+        "backend": "vllm-server",
+        "base_url": vllm_server.base_url,
+        "served_model_name": vllm_server.served_model_name,
+        "model": "smollm2-135m-instruct",
+        "timeout_s": 600,
+    }
     student = {"model": tiny_models["t5"], "epochs": 1}
     runs = tmp_path / "runs"
     before = served_requests(vllm_server)

@@ -13,18 +13,53 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 TOP_KEYS = {"name", "prefect-version", "build", "push", "pull", "deployments"}
-DEPLOYMENT_KEYS = {"name", "version", "version_type", "tags", "description", "entrypoint", "flow_name", "parameters",
-                   "work_pool", "schedule", "schedules", "paused", "concurrency_limit", "enforce_parameter_schema",
-                   "pull", "build", "push", "triggers"}
-SCHEDULE_KEYS = {"cron", "interval", "rrule", "timezone", "active", "anchor_date", "parameters", "slug", "day_or",
-                 "replaces"}
+DEPLOYMENT_KEYS = {
+    "name",
+    "version",
+    "version_type",
+    "tags",
+    "description",
+    "entrypoint",
+    "flow_name",
+    "parameters",
+    "work_pool",
+    "schedule",
+    "schedules",
+    "paused",
+    "concurrency_limit",
+    "enforce_parameter_schema",
+    "pull",
+    "build",
+    "push",
+    "triggers",
+}
+SCHEDULE_KEYS = {
+    "cron",
+    "interval",
+    "rrule",
+    "timezone",
+    "active",
+    "anchor_date",
+    "parameters",
+    "slug",
+    "day_or",
+    "replaces",
+}
 WORK_POOL_KEYS = {"name", "work_queue_name", "job_variables"}
 CONCURRENCY_KEYS = {"limit", "collision_strategy", "grace_period_seconds"}
 PROCESS_JOB_VARIABLES = {"command", "env", "labels", "name", "stream_output", "working_dir"}
-STEP_FUNCTIONS = {"prefect.deployments.steps.run_shell_script", "prefect.deployments.steps.set_working_directory",
-                  "prefect.deployments.steps.git_clone", "prefect.deployments.steps.pip_install_requirements"}
-EXPECTED = {"mckd-distill": "flows/mckd.py:mckd_flow", "mckd-redistill": "flows/redistill.py:redistill_flow",
-            "mckd-evaluate": "flows/evaluate.py:evaluate_flow", "mckd-train-student": "flows/train_student.py:train_student_flow"}
+STEP_FUNCTIONS = {
+    "prefect.deployments.steps.run_shell_script",
+    "prefect.deployments.steps.set_working_directory",
+    "prefect.deployments.steps.git_clone",
+    "prefect.deployments.steps.pip_install_requirements",
+}
+EXPECTED = {
+    "mckd-distill": "flows/mckd.py:mckd_flow",
+    "mckd-redistill": "flows/redistill.py:redistill_flow",
+    "mckd-evaluate": "flows/evaluate.py:evaluate_flow",
+    "mckd-train-student": "flows/train_student.py:train_student_flow",
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +106,7 @@ def test_steps_are_known_and_chain(spec):
     steps = [step for section in ("build", "push", "pull") for step in (spec.get(section) or [])]
     ids = set()
     for step in steps:
-        (function, args), = step.items()
+        ((function, args),) = step.items()
         assert function in STEP_FUNCTIONS, function
         ids.add(args.get("id"))
     # The pull step's directory comes from the build step's output: the placeholder must name a real step.
@@ -105,7 +140,9 @@ def test_entrypoint_loads_and_parameters_fit(deployments, name):
     assert flow.name == name  # deployment "<flow>/<name>" addresses are what README and dispatch_student use
     schema = parameter_schema(flow.fn).model_dump_for_openapi()
     params = d.get("parameters") or {}
-    assert set(params) <= set(schema["properties"]), f"{name}: unknown parameters {set(params) - set(schema['properties'])}"
+    assert set(params) <= set(schema["properties"]), (
+        f"{name}: unknown parameters {set(params) - set(schema['properties'])}"
+    )
     # Required parameters may be left to the launcher (the UI form): validate what is given, as given.
     partial = copy.deepcopy(schema)
     partial["required"] = [p for p in schema.get("required", []) if p in params]
@@ -136,9 +173,11 @@ def test_schedules_build(deployments):
     from prefect.client.schemas.schedules import CronSchedule, construct_schedule
 
     found = 0
-    for name, d in deployments.items():
+    for d in deployments.values():
         for item in d.get("schedules") or []:
-            sched = construct_schedule(**{k: item[k] for k in ("cron", "interval", "rrule", "timezone", "anchor_date") if k in item})
+            sched = construct_schedule(
+                **{k: item[k] for k in ("cron", "interval", "rrule", "timezone", "anchor_date") if k in item}
+            )
             if "cron" in item:
                 assert isinstance(sched, CronSchedule) and sched.cron == item["cron"]
             found += 1

@@ -10,8 +10,16 @@ def report(stage_dev: list[list[float | None]], final_dev: float | None) -> dict
         "config": {"run_name": "r", "data": {"task": "slots"}, "stages": {"num_stages": len(stage_dev) + 1}},
         "counts": {"labeled": 50, "unlabeled": 40, "test": 20, "teacher_valid": 36, "teacher_invalid": 4},
         "teacher": {"test": None},
-        "stages": [{"stage": i + 1, "students": [{"partition": k, "train_rows": 20, "dev_f1": d, "epochs": 2, "seconds": 1.0}
-                                                 for k, d in enumerate(devs)]} for i, devs in enumerate(stage_dev)],
+        "stages": [
+            {
+                "stage": i + 1,
+                "students": [
+                    {"partition": k, "train_rows": 20, "dev_f1": d, "epochs": 2, "seconds": 1.0}
+                    for k, d in enumerate(devs)
+                ],
+            }
+            for i, devs in enumerate(stage_dev)
+        ],
         "final_student": {"dir": "/x", "dev_f1": final_dev, "test": None},
     }
 
@@ -56,28 +64,43 @@ def test_figure_is_redrawn_only_when_its_scores_change(tmp_path):
 
 from mckd_core.report import choose_deliverable, deliverable_warnings  # noqa: E402
 
-DIRS = {"final": "/run/final/student", "sft": "/run/baselines/sft", "vanilla-kd": "/run/baselines/vanilla-kd",
-        "mckd-2": "/run/baselines/mckd-2"}
+DIRS = {
+    "final": "/run/final/student",
+    "sft": "/run/baselines/sft",
+    "vanilla-kd": "/run/baselines/vanilla-kd",
+    "mckd-2": "/run/baselines/mckd-2",
+}
 
 
 def margins(dev: dict, lows: dict) -> dict:
     """candidate - final on dev, with a CI whose lower end is `lows[name]` (above 0: beyond noise)."""
-    return {name: {"diff": f1 - dev["final"], "ci95": [lows[name], f1 - dev["final"] + 8.0]}
-            for name, f1 in dev.items() if name != "final"}
+    return {
+        name: {"diff": f1 - dev["final"], "ci95": [lows[name], f1 - dev["final"] + 8.0]}
+        for name, f1 in dev.items()
+        if name != "final"
+    }
 
 
 def test_the_guard_ships_a_candidate_only_when_it_beats_the_final_student_beyond_noise():
     # The issue's ATIS numbers, as dev F1: plain fine-tuning on L beats every distilled student.
     dev = {"final": 55.8, "sft": 67.2, "vanilla-kd": 59.7, "mckd-2": 57.0}
     source = "10 rows held out of L (data.dev_holdout)"
-    shipped = choose_deliverable(dev, DIRS, source, vs_final=margins(dev, {"sft": 2.0, "vanilla-kd": 0.5, "mckd-2": -4.0}))
+    shipped = choose_deliverable(
+        dev, DIRS, source, vs_final=margins(dev, {"sft": 2.0, "vanilla-kd": 0.5, "mckd-2": -4.0})
+    )
     assert (shipped["name"], shipped["dir"], shipped["dev"]) == ("sft", "/run/baselines/sft", dev)
-    assert shipped["why"].startswith(f"sft beats the final student beyond noise on {source} (candidate - final, paired "
-                                     "95% CI: sft +11.4 [+2.0, +19.4], vanilla-kd +3.9 [+0.5, +11.9], mckd-2 +1.2 [-4.0, +9.2])")
+    assert shipped["why"].startswith(
+        f"sft beats the final student beyond noise on {source} (candidate - final, paired "
+        "95% CI: sft +11.4 [+2.0, +19.4], vanilla-kd +3.9 [+0.5, +11.9], mckd-2 +1.2 [-4.0, +9.2])"
+    )
     assert shipped["why"].endswith("dev F1: sft 67.2, vanilla-kd 59.7, mckd-2 57.0, final 55.8")
     # The same dev F1s within noise: the final student ships, as in the paper.
-    noisy = choose_deliverable(dev, DIRS, source, vs_final=margins(dev, {"sft": -1.0, "vanilla-kd": -6.0, "mckd-2": -9.0}))
-    assert noisy["name"] == "final" and noisy["why"].startswith(f"no candidate beats the final student beyond noise on {source}")
+    noisy = choose_deliverable(
+        dev, DIRS, source, vs_final=margins(dev, {"sft": -1.0, "vanilla-kd": -6.0, "mckd-2": -9.0})
+    )
+    assert noisy["name"] == "final" and noisy["why"].startswith(
+        f"no candidate beats the final student beyond noise on {source}"
+    )
     assert choose_deliverable({**dev, "final": 70.0}, DIRS, "data.dev (20 rows)", vs_final={})["name"] == "final"
 
 
@@ -85,24 +108,39 @@ def test_too_few_dev_rows_never_ship_another_candidate():
     """A bootstrap over a handful of rows has (almost) no width: a 1-row 'CI above 0' is not evidence."""
     dev = {"final": 0.0, "sft": 100.0}
     one_row = choose_deliverable(dev, DIRS, "1 row held out of L", vs_final=margins(dev, {"sft": 100.0}), dev_rows=1)
-    assert one_row["name"] == "final" and one_row["why"].endswith("(only 1 dev rows: at least 10 are needed to ship another candidate)")
-    assert choose_deliverable(dev, DIRS, "data.dev", vs_final=margins(dev, {"sft": 100.0}), dev_rows=10)["name"] == "sft"
+    assert one_row["name"] == "final" and one_row["why"].endswith(
+        "(only 1 dev rows: at least 10 are needed to ship another candidate)"
+    )
+    assert (
+        choose_deliverable(dev, DIRS, "data.dev", vs_final=margins(dev, {"sft": 100.0}), dev_rows=10)["name"] == "sft"
+    )
 
 
 def test_among_candidates_beyond_noise_the_dev_best_then_the_simpler_model_ships():
     dev = {"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 61.0, "final": 50.0}
     assert choose_deliverable(dev, DIRS, "dev", vs_final=margins(dev, dict.fromkeys(dev, 1.0)))["name"] == "sft"
     dev = {"mckd-2": 61.0, "vanilla-kd": 61.0, "sft": 65.0, "final": 50.0}
-    assert choose_deliverable(dev, DIRS, "dev", vs_final=margins(dev, {"mckd-2": 1.0, "vanilla-kd": 1.0, "sft": -1.0}))["name"] == "vanilla-kd"
+    assert (
+        choose_deliverable(dev, DIRS, "dev", vs_final=margins(dev, {"mckd-2": 1.0, "vanilla-kd": 1.0, "sft": -1.0}))[
+            "name"
+        ]
+        == "vanilla-kd"
+    )
 
 
 def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
-    shipped = choose_deliverable({"final": 40.0}, DIRS, "the labeled set L (50 rows, none held out)",
-                                 {"sft": "trained on 50 of the 50 dev rows"})
+    shipped = choose_deliverable(
+        {"final": 40.0}, DIRS, "the labeled set L (50 rows, none held out)", {"sft": "trained on 50 of the 50 dev rows"}
+    )
     assert shipped["name"] == "final" and shipped["excluded"] == {"sft": "trained on 50 of the 50 dev rows"}
     assert shipped["why"].endswith("not compared: sft (trained on 50 of the 50 dev rows)")
     # Without the final student on dev there is nothing to beat: the dev-best of the rest.
-    assert choose_deliverable({"sft": 40.0, "vanilla-kd": 45.0}, DIRS, "dev", {"final": "trained on 5 of the 10 dev rows"})["name"] == "vanilla-kd"
+    assert (
+        choose_deliverable(
+            {"sft": 40.0, "vanilla-kd": 45.0}, DIRS, "dev", {"final": "trained on 5 of the 10 dev rows"}
+        )["name"]
+        == "vanilla-kd"
+    )
 
 
 def guarded(dev: dict, train_on_labeled: bool = False, low: float = 1.0) -> dict:
@@ -110,20 +148,26 @@ def guarded(dev: dict, train_on_labeled: bool = False, low: float = 1.0) -> dict
     r["config"]["student"] = {"train_on_labeled": train_on_labeled}
     r["baselines"] = {name: {"test": {"f1": 50.0, "exact_match": 10.0}} for name in dev if name != "final"}
     r["counts"]["labeled_train"] = 40
-    r["deliverable"] = choose_deliverable(dev, DIRS, "10 rows held out of L (data.dev_holdout)", vs_final=margins(dev, dict.fromkeys(dev, low)))
+    r["deliverable"] = choose_deliverable(
+        dev, DIRS, "10 rows held out of L (data.dev_holdout)", vs_final=margins(dev, dict.fromkeys(dev, low))
+    )
     return r
 
 
 def test_losing_to_sft_on_dev_is_a_warning_naming_what_to_change():
     (warning,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}))
-    assert warning.startswith("final student: dev F1 55.8 is below sft's 67.2 on 10 rows held out of L (data.dev_holdout): "
-                              "plain fine-tuning on L beats the distilled student here (sft - final +11.4 [+1.0, +19.4]), "
-                              "so the deliverable is sft")
+    assert warning.startswith(
+        "final student: dev F1 55.8 is below sft's 67.2 on 10 rows held out of L (data.dev_holdout): "
+        "plain fine-tuning on L beats the distilled student here (sft - final +11.4 [+1.0, +19.4]), "
+        "so the deliverable is sft"
+    )
     (within,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, low=-2.0))
     assert "within dev noise (sft - final +11.4 [-2.0, +19.4]), so the deliverable is final" in within
     # vanilla KD ships (dev-best of those beyond noise) while SFT is beyond noise too: the warning says SFT beats it
     (beaten,) = deliverable_warnings(guarded({"final": 55.8, "sft": 67.2, "vanilla-kd": 70.0}))
-    assert "beats the distilled student here (sft - final +11.4 [+1.0, +19.4]), so the deliverable is vanilla-kd" in beaten
+    assert (
+        "beats the distilled student here (sft - final +11.4 [+1.0, +19.4]), so the deliverable is vanilla-kd" in beaten
+    )
     assert "student.train_on_labeled: true" in warning and "teacher.demo_selection: bm25" in warning
     assert "train_on_labeled" not in deliverable_warnings(guarded({"final": 55.8, "sft": 67.2}, True))[0]
     assert deliverable_warnings(guarded({"final": 67.2, "sft": 67.2})) == []
@@ -141,7 +185,14 @@ def test_report_md_marks_the_deliverable_row_and_the_run_dir_points_to_it(tmp_pa
     assert f"Deliverable (`deliverable/` in the run dir, `mckd predict RUN_DIR`): **sft** — `{student}`" in table
     link = tmp_path / "deliverable"
     assert link.is_symlink() and str(link.readlink()) == "baselines/sft" and link.resolve() == student
-    r["deliverable"] = choose_deliverable({"final": 70.0, "sft": 67.2}, {**DIRS, "final": str(tmp_path / "final")}, "dev",
-                                          vs_final={"sft": {"diff": -2.8, "ci95": [-9.0, 3.0]}})
+    r["deliverable"] = choose_deliverable(
+        {"final": 70.0, "sft": 67.2},
+        {**DIRS, "final": str(tmp_path / "final")},
+        "dev",
+        vs_final={"sft": {"diff": -2.8, "ci95": [-9.0, 3.0]}},
+    )
     write_report(r, tmp_path)  # a re-run that ships another candidate moves the pointer
-    assert str(link.readlink()) == "final" and "| MCKD-2 — final student — deliverable |" in (tmp_path / "report.md").read_text()
+    assert (
+        str(link.readlink()) == "final"
+        and "| MCKD-2 — final student — deliverable |" in (tmp_path / "report.md").read_text()
+    )

@@ -24,6 +24,7 @@ SLOTS = get_format("slots")
 
 # --- the bootstrap on cases with a known answer -------------------------------------------------------------------
 
+
 def test_identical_systems_differ_by_zero():
     stats = np.random.default_rng(1).random((50, 1))
     assert paired_bootstrap(stats, stats.copy(), mean_f1) == {"diff": 0.0, "ci95": [0.0, 0.0]}
@@ -91,9 +92,15 @@ def test_pooled_bootstrap_averages_the_seeds():
 
 # --- per-row scoring and comparisons -----------------------------------------------------------------------------
 
+
 def _slots_rows():
-    return pd.DataFrame({"id": ["a", "b", "c"], "input": ["from boston", "to dallas", "fly now"],
-                         "target": ["from [fromloc.city_name boston]", "to [toloc.city_name dallas]", "fly now"]})
+    return pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "input": ["from boston", "to dallas", "fly now"],
+            "target": ["from [fromloc.city_name boston]", "to [toloc.city_name dallas]", "fly now"],
+        }
+    )
 
 
 def test_row_stats_aggregate_to_the_metric_of_each_format():
@@ -103,8 +110,10 @@ def test_row_stats_aggregate_to_the_metric_of_each_format():
     assert stats.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 0]]
     assert float(SLOTS.aggregate(stats)) == SLOTS.metrics(list(df["input"]), list(df["target"]), preds)["f1"]
     text = get_format("text")
-    assert float(text.aggregate(text.row_stats(["", ""], ["a b", "c"], ["a", None]))) == text.metrics(
-        ["", ""], ["a b", "c"], ["a", None])["f1"]
+    assert (
+        float(text.aggregate(text.row_stats(["", ""], ["a b", "c"], ["a", None])))
+        == text.metrics(["", ""], ["a b", "c"], ["a", None])["f1"]
+    )
 
 
 def test_score_predictions_adds_the_ci_and_the_rows_by_id():
@@ -113,10 +122,13 @@ def test_score_predictions_adds_the_ci_and_the_rows_by_id():
     assert scored["rows"] == {"id": ["a", "b", "c"], "stats": [[1, 1, 1], [0, 0, 1], [0, 0, 0]]}
     assert scored["f1"] == pytest.approx(200 / 3) and len(scored["ci95"]) == 2
     # constituency reads the rows' gold POS where they have it
-    trees = pd.DataFrame({"id": ["s"], "input": ["The cat sat ."], "target": ["( ( The cat ) ( sat . ) )"],
-                          "pos": ["DT NN VBD ."]})
+    trees = pd.DataFrame(
+        {"id": ["s"], "input": ["The cat sat ."], "target": ["( ( The cat ) ( sat . ) )"], "pos": ["DT NN VBD ."]}
+    )
     assert score_predictions(trees, ["( The ( cat ( sat . ) ) )"], "constituency")["f1"] == pytest.approx(50.0)
-    assert score_predictions(trees.drop(columns="pos"), ["( The ( cat ( sat . ) ) )"], "constituency")["f1"] == pytest.approx(200 / 3)
+    assert score_predictions(trees.drop(columns="pos"), ["( The ( cat ( sat . ) ) )"], "constituency")[
+        "f1"
+    ] == pytest.approx(200 / 3)
 
 
 def test_comparisons_pair_the_rows_by_id(tmp_path):
@@ -128,7 +140,9 @@ def test_comparisons_pair_the_rows_by_id(tmp_path):
     assert list(result) == ["final - teacher"]
     assert result["final - teacher"]["diff"] == pytest.approx(100.0)
     assert comparisons({"final": final, "self": score_predictions(df, gold, "slots")}, "slots")["final - self"] == {
-        "diff": 0.0, "ci95": [0.0, 0.0]}
+        "diff": 0.0,
+        "ci95": [0.0, 0.0],
+    }
     assert comparisons({"teacher": teacher}, "slots") == {}  # no final student scored: nothing to compare
     with pytest.raises(ValueError, match="different test rows"):
         comparisons({"final": final, "teacher": score_predictions(df.iloc[:2], gold[:2], "slots")}, "slots")
@@ -138,25 +152,50 @@ def test_comparisons_pair_the_rows_by_id(tmp_path):
 
 # --- report.md, the figure, mckd eval ----------------------------------------------------------------------------
 
+
 def hand_made_report() -> dict:
     """A 3-stage constituency run with CIs, comparisons and gold for U (the figure's second panel)."""
+
     def test(f1, lo, hi):
         return {"f1": f1, "exact_match": 10.0, "f1_kim": f1 - 15, "ci95": [lo, hi]}
 
-    students = lambda f1s: [{"partition": k, "train_rows": 20, "dev_f1": 40.0, "epochs": 3, "seconds": 9.0,  # noqa: E731
-                             "test": test(f1, f1 - 8, f1 + 7)} for k, f1 in enumerate(f1s)]
+    students = lambda f1s: [
+        {
+            "partition": k,
+            "train_rows": 20,
+            "dev_f1": 40.0,
+            "epochs": 3,
+            "seconds": 9.0,  # noqa: E731
+            "test": test(f1, f1 - 8, f1 + 7),
+        }
+        for k, f1 in enumerate(f1s)
+    ]
     return {
         "config": {"run_name": "craft-demo", "data": {"task": "constituency"}, "stages": {"num_stages": 3}},
         "counts": {"labeled": 50, "unlabeled": 40, "test": 20, "teacher_valid": 36, "teacher_invalid": 4, "sft_n": 100},
         "teacher": {"test": test(48.0, 40.5, 55.0), "pseudolabel_f1": 41.0},
-        "stages": [{"stage": 1, "students": students([44.0, 47.0]), "pseudolabel_f1": 45.5, "changed_fraction": 0.4},
-                   {"stage": 2, "students": students([50.0, 49.0]), "pseudolabel_f1": 48.2, "changed_fraction": 0.2}],
-        "final_student": {"dir": "/nonexistent", "dev_f1": 45.0, "train_rows": 40, "epochs": 3, "seconds": 9.0,
-                          "test": test(53.0, 46.0, 60.0)},
-        "baselines": {"sft": {"test": test(45.0, 38.0, 52.0)}, "vanilla-kd": {"test": test(49.0, 41.0, 56.0)},
-                      "mckd-2": {"test": test(51.0, 44.0, 58.0)}, "sft-n": {"test": test(60.0, 53.0, 66.0)}},
-        "comparisons": {"final - teacher": {"diff": 5.0, "ci95": [0.5, 9.5]},
-                        "final - sft-n": {"diff": -7.0, "ci95": [-12.0, -2.0]}},
+        "stages": [
+            {"stage": 1, "students": students([44.0, 47.0]), "pseudolabel_f1": 45.5, "changed_fraction": 0.4},
+            {"stage": 2, "students": students([50.0, 49.0]), "pseudolabel_f1": 48.2, "changed_fraction": 0.2},
+        ],
+        "final_student": {
+            "dir": "/nonexistent",
+            "dev_f1": 45.0,
+            "train_rows": 40,
+            "epochs": 3,
+            "seconds": 9.0,
+            "test": test(53.0, 46.0, 60.0),
+        },
+        "baselines": {
+            "sft": {"test": test(45.0, 38.0, 52.0)},
+            "vanilla-kd": {"test": test(49.0, 41.0, 56.0)},
+            "mckd-2": {"test": test(51.0, 44.0, 58.0)},
+            "sft-n": {"test": test(60.0, 53.0, 66.0)},
+        },
+        "comparisons": {
+            "final - teacher": {"diff": 5.0, "ci95": [0.5, 9.5]},
+            "final - sft-n": {"diff": -7.0, "ci95": [-12.0, -2.0]},
+        },
     }
 
 
@@ -172,9 +211,18 @@ def test_report_md_shows_the_cis_the_comparisons_and_the_metric():
 def test_figure_has_every_row_with_its_ci_and_the_labels_of_u(tmp_path):
     report = hand_made_report()
     shown = plotted(report)
-    assert [b[0] for b in shown.bars] == ["teacher (few-shot)", "stage 1 student 0", "stage 1 student 1", "stage 2 student 0",
-                                           "stage 2 student 1", "SFT on L (50 gold)", "vanilla KD (MCKD-1)", "MCKD-2",
-                                           "MCKD-3 — final student", "SFT-N (100 gold, upper bound)"]
+    assert [b[0] for b in shown.bars] == [
+        "teacher (few-shot)",
+        "stage 1 student 0",
+        "stage 1 student 1",
+        "stage 2 student 0",
+        "stage 2 student 1",
+        "SFT on L (50 gold)",
+        "vanilla KD (MCKD-1)",
+        "MCKD-2",
+        "MCKD-3 — final student",
+        "SFT-N (100 gold, upper bound)",
+    ]
     assert shown.bars[0] == ["teacher (few-shot)", 48.0, [40.5, 55.0], "teacher"]
     assert shown.labels == [["Y0 teacher", 41.0], ["Y1 stage 1", 45.5], ["Y2 stage 2", 48.2]]
     write_report(report, tmp_path)
@@ -191,13 +239,29 @@ def test_figure_has_every_row_with_its_ci_and_the_labels_of_u(tmp_path):
 
 
 def test_mckd_eval_prints_both_constituency_metrics_and_the_ci(tmp_path):
-    gold = pd.DataFrame({"id": ["1", "2"], "input": ["The cat sat .", "x y"],
-                         "target": ["( ( The cat ) ( sat . ) )", "( x y )"], "pos": ["DT NN VBD .", "NN NN"]})
+    gold = pd.DataFrame(
+        {
+            "id": ["1", "2"],
+            "input": ["The cat sat .", "x y"],
+            "target": ["( ( The cat ) ( sat . ) )", "( x y )"],
+            "pos": ["DT NN VBD .", "NN NN"],
+        }
+    )
     pred = pd.DataFrame({"id": ["1", "2"], "label": ["( The ( cat ( sat . ) ) )", "( x y )"]})
     gold.to_parquet(tmp_path / "gold.parquet")
     pred.to_json(tmp_path / "pred.jsonl", orient="records", lines=True)
-    result = CliRunner().invoke(app, ["eval", "--task", "constituency", "--gold", str(tmp_path / "gold.parquet"),
-                                      "--pred", str(tmp_path / "pred.jsonl")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--task",
+            "constituency",
+            "--gold",
+            str(tmp_path / "gold.parquet"),
+            "--pred",
+            str(tmp_path / "pred.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["f1"] == pytest.approx((50 + 100) / 2)  # the authors': '.' dropped by its gold tag
@@ -208,8 +272,11 @@ def test_mckd_eval_prints_both_constituency_metrics_and_the_ci(tmp_path):
 
 # --- benchmarks/quality.py: the CI pooled over seeds -------------------------------------------------------------
 
+
 def _quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_quality", Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -222,12 +289,26 @@ def test_quality_pools_each_comparison_over_seeds():
     for seed, n in enumerate((20, 24)):
         ids = [f"s{seed}-{i}" for i in range(n)]
         base = rng.random((n, 1)) * 0.5
-        systems = {name: {"id": ids, "stats": (base + gain).tolist()}
-                   for name, gain in (("teacher", 0.0), ("sft", 0.1), ("vanilla-kd", 0.2), ("mckd-2", 0.3), ("final", 0.3),
-                                      ("sft-n", 0.4))}
+        systems = {
+            name: {"id": ids, "stats": (base + gain).tolist()}
+            for name, gain in (
+                ("teacher", 0.0),
+                ("sft", 0.1),
+                ("vanilla-kd", 0.2),
+                ("mckd-2", 0.3),
+                ("final", 0.3),
+                ("sft-n", 0.4),
+            )
+        }
         runs.append({"task": "craft", "seed": seed, "test_rows": systems})  # as quality.json records them
     pooled = quality.pooled_comparisons(quality.per_row_stats(runs), "craft")
-    assert list(pooled) == ["mckd-3 - teacher", "mckd-3 - sft", "mckd-3 - vanilla-kd", "mckd-3 - mckd-2", "mckd-3 - sft-n"]
+    assert list(pooled) == [
+        "mckd-3 - teacher",
+        "mckd-3 - sft",
+        "mckd-3 - vanilla-kd",
+        "mckd-3 - mckd-2",
+        "mckd-3 - sft-n",
+    ]
     assert pooled["mckd-3 - teacher"]["diff"] == pytest.approx(30.0) and pooled["mckd-3 - teacher"]["runs"] == 2
     assert pooled["mckd-3 - mckd-2"] == {"diff": 0.0, "ci95": [0.0, 0.0], "runs": 2}
     assert pooled["mckd-3 - sft-n"]["ci95"] == pytest.approx([-10.0, -10.0])

@@ -6,11 +6,12 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
+from toy_data import PAIRS
 
 from mckd_core import gpus
+from mckd_core.config import StudentConfig
 from mckd_core.gpus import Slot, SlotPlan, cpu_slots, device_slot, plan_cpu_slots, run_in_slot
 from mckd_core.student import TrainSpec, train_isolated
-from toy_data import PAIRS
 
 
 @pytest.fixture
@@ -21,7 +22,9 @@ def four_cores(monkeypatch):
 def test_cores_are_split_evenly_and_disjointly(four_cores):
     assert cpu_slots(SlotPlan(students=2)) == [Slot(cores=(0, 1)), Slot(cores=(2, 3))]
     assert cpu_slots(SlotPlan(students=4, threads=1)) == [Slot(cores=(i,)) for i in range(4)]
-    assert cpu_slots(SlotPlan(students=1, threads=2)) == [Slot(cores=(0, 1))]  # one at a time, in a child with 2 threads
+    assert cpu_slots(SlotPlan(students=1, threads=2)) == [
+        Slot(cores=(0, 1))
+    ]  # one at a time, in a child with 2 threads
 
 
 def test_one_student_without_a_thread_count_is_the_whole_process(four_cores):
@@ -49,11 +52,19 @@ def test_a_share_of_the_cores_sets_the_child_threads():
 
 def _students(tiny_models, tmp_path, plan: SlotPlan, tag: str) -> list[dict]:
     """Two different students (seeds 0 and 1) trained in threads that each hold a slot, as the stage flow's tasks do."""
+
     def one(seed: int) -> dict:
-        spec = TrainSpec(model=tiny_models["llama"], out_dir=str(tmp_path / f"{tag}-{seed}"), task="text",
-                         train_inputs=list(PAIRS), train_targets=list(PAIRS.values()), dev_inputs=list(PAIRS)[:4],
-                         dev_targets=list(PAIRS.values())[:4], epochs=3, batch_size=4, learning_rate=3e-3,
-                         max_target_tokens=16, seed=seed)
+        spec = TrainSpec(
+            model=tiny_models["llama"],
+            out_dir=str(tmp_path / f"{tag}-{seed}"),
+            task="text",
+            train_inputs=list(PAIRS),
+            train_targets=list(PAIRS.values()),
+            dev_inputs=list(PAIRS)[:4],
+            dev_targets=list(PAIRS.values())[:4],
+            seed=seed,
+            student=StudentConfig(epochs=3, batch_size=4, learning_rate=3e-3, max_target_tokens=16),
+        )
         with device_slot(plan) as slot:
             return train_isolated(spec, slot)
 
@@ -81,8 +92,12 @@ def _meet(barrier: str, name: str) -> dict:
     deadline = time.monotonic() + 60
     while len(os.listdir(barrier)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    return {"met": len(os.listdir(barrier)) == 2, "pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0)),
-            "threads": os.environ.get("OMP_NUM_THREADS")}
+    return {
+        "met": len(os.listdir(barrier)) == 2,
+        "pid": os.getpid(),
+        "cores": sorted(os.sched_getaffinity(0)),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+    }
 
 
 def test_two_slots_run_at_once_in_their_own_processes_and_cores(tmp_path):
@@ -117,10 +132,13 @@ def test_a_slot_worker_exits_when_its_parent_is_killed():
     import time
     from pathlib import Path
 
-    code = ("import os, time\nfrom mckd_core.gpus import Slot, run_in_slot\n"
-            "print(run_in_slot(Slot(cores=(0,)), os.getpid), flush=True)\ntime.sleep(600)")
-    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import os, time\nfrom mckd_core.gpus import Slot, run_in_slot\n"
+        "print(run_in_slot(Slot(cores=(0,)), os.getpid), flush=True)\ntime.sleep(600)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True
+    )
     worker = int(parent.stdout.readline())
     assert worker != parent.pid and _alive(worker)
     parent.kill()

@@ -56,12 +56,18 @@ def test_target_error():
 
 def test_metrics_hand_computed_with_invalid_predictions():
     inputs = ["from boston to dallas", "flights to new york", "show me flights", "cheap flights"]
-    golds = ["from [fromloc boston] to [toloc dallas]", "flights to [toloc new york]", "show me flights",
-             "[cost cheap] flights"]
-    preds = ["from [fromloc boston] to [fromloc dallas]",  # 1 of 2 chunks right
-             None,                                         # invalid: misses 1 gold chunk
-             "show me [x flights",                         # unparsable: invalid, no chunks
-             "[cost cheap] flights"]                       # right
+    golds = [
+        "from [fromloc boston] to [toloc dallas]",
+        "flights to [toloc new york]",
+        "show me flights",
+        "[cost cheap] flights",
+    ]
+    preds = [
+        "from [fromloc boston] to [fromloc dallas]",  # 1 of 2 chunks right
+        None,  # invalid: misses 1 gold chunk
+        "show me [x flights",  # unparsable: invalid, no chunks
+        "[cost cheap] flights",
+    ]  # right
     m = FMT.metrics(inputs, golds, preds)
     assert m["precision"] == pytest.approx(100 * 2 / 3)
     assert m["recall"] == pytest.approx(100 * 2 / 4)
@@ -76,15 +82,18 @@ def test_metrics_with_no_predicted_chunks_is_zero():
     assert (m["precision"], m["recall"], m["f1"], m["invalid"]) == (0.0, 0.0, 0.0, 100.0)
 
 
-@pytest.mark.parametrize("output, allowed", [
-    ("flights from [fromloc.city_name new york] to [toloc.city_name san francisco]", True),
-    (" [day monday] [day tuesday]", True),
-    ("show flights", True),
-    ("from [fromloc.city_name boston] to\nInput: next", False),  # rambling onto a new line
-    ("from [boston] to", False),  # a span without a type
-    ("from [a [b c]] d", False),  # nested spans
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "output, allowed",
+    [
+        ("flights from [fromloc.city_name new york] to [toloc.city_name san francisco]", True),
+        (" [day monday] [day tuesday]", True),
+        ("show flights", True),
+        ("from [fromloc.city_name boston] to\nInput: next", False),  # rambling onto a new line
+        ("from [boston] to", False),  # a span without a type
+        ("from [a [b c]] d", False),  # nested spans
+        ("", False),
+    ],
+)
 def test_structured_output_regex(output, allowed):
     import re
 

@@ -3,9 +3,10 @@
 import json
 
 import pytest
-
-from mckd_core.student import TrainSpec, length_grouped_batches, predict, train, with_micro_batch
 from toy_data import PAIRS
+
+from mckd_core.config import StudentConfig
+from mckd_core.student import TrainSpec, length_grouped_batches, micro_batch, predict, train
 
 
 @pytest.mark.parametrize(("arch", "precision"), [("t5", "fp32"), ("llama", "fp32"), ("llama", "bf16")])
@@ -13,9 +14,17 @@ def test_student_learns_toy_mapping(tiny_models, tmp_path, arch, precision):
     """fp32 pinned (a 2-layer random T5 at lr 3e-3 gets 7 of 8 in bf16); bf16 autocast learns the same mapping, and
     selects and predicts it with bf16 weights."""
     out = tmp_path / arch
-    spec = TrainSpec(model=tiny_models[arch], out_dir=str(out), task="text", train_inputs=list(PAIRS),
-                     train_targets=list(PAIRS.values()), dev_inputs=list(PAIRS), dev_targets=list(PAIRS.values()),
-                     epochs=60, batch_size=4, learning_rate=3e-3, max_target_tokens=16, seed=0, precision=precision)
+    spec = TrainSpec(
+        model=tiny_models[arch],
+        out_dir=str(out),
+        task="text",
+        train_inputs=list(PAIRS),
+        train_targets=list(PAIRS.values()),
+        dev_inputs=list(PAIRS),
+        dev_targets=list(PAIRS.values()),
+        seed=0,
+        student=StudentConfig(epochs=60, batch_size=4, learning_rate=3e-3, max_target_tokens=16, precision=precision),
+    )
     metrics = train(spec)
     losses = [h["loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0] / 5
@@ -39,7 +48,9 @@ def test_generation_model_is_a_bf16_copy_only_where_training_is_bf16(tiny_models
     assert all(t.dtype == torch.bfloat16 for t in [*copy.parameters(), *copy.buffers()] if t.is_floating_point())
     assert all(torch.equal(a.to(torch.bfloat16), b) for a, b in zip(model.parameters(), copy.parameters()))
     # SmolLM2 ties its LM head to the input embeddings: the copy keeps one shared bf16 tensor
-    tied = AutoModelForCausalLM.from_config(model.config.__class__(**{**model.config.to_dict(), "tie_word_embeddings": True}))
+    tied = AutoModelForCausalLM.from_config(
+        model.config.__class__(**{**model.config.to_dict(), "tie_word_embeddings": True})
+    )
     tied_copy = generation_model(tied, cpu, "bf16")
     assert tied_copy.get_input_embeddings().weight is tied_copy.get_output_embeddings().weight
     assert generation_model(copy, cpu, "bf16") is copy  # already bf16 (as `predict` loads it): no second copy
@@ -47,8 +58,15 @@ def test_generation_model_is_a_bf16_copy_only_where_training_is_bf16(tiny_models
 
 def test_training_is_seeded(tiny_models, tmp_path):
     def run(seed, name):
-        spec = TrainSpec(model=tiny_models["t5"], out_dir=str(tmp_path / name), task="text", train_inputs=list(PAIRS),
-                         train_targets=list(PAIRS.values()), epochs=2, batch_size=4, learning_rate=1e-3, select_on_dev=False, seed=seed)
+        spec = TrainSpec(
+            model=tiny_models["t5"],
+            out_dir=str(tmp_path / name),
+            task="text",
+            train_inputs=list(PAIRS),
+            train_targets=list(PAIRS.values()),
+            seed=seed,
+            student=StudentConfig(epochs=2, batch_size=4, learning_rate=1e-3, select_on_dev=False),
+        )
         return [h["loss"] for h in train(spec)["history"]]
 
     assert run(1, "a") == run(1, "b")
@@ -65,10 +83,10 @@ def test_length_grouped_batches_cover_every_row_once():
 
 
 def test_oom_backoff_keeps_effective_batch_then_gives_up():
-    spec = TrainSpec(model="m", out_dir="o", task="text", train_inputs=[], train_targets=[], batch_size=8, grad_accum=2)
-    assert [(s.batch_size, s.grad_accum) for s in (with_micro_batch(spec, a) for a in (1, 2, 3, 4))] == [(8, 2), (4, 4), (2, 8), (1, 16)]
+    student = StudentConfig(batch_size=8, grad_accum=2)
+    assert [micro_batch(student, a) for a in (1, 2, 3, 4)] == [(8, 2), (4, 4), (2, 8), (1, 16)]
     with pytest.raises(RuntimeError, match="even with micro-batch 1"):
-        with_micro_batch(spec, 5)
+        micro_batch(student, 5)
 
 
 def test_holds_student_trusts_unchanged_files_and_hashes_changed_ones(tiny_models, tmp_path, monkeypatch):
@@ -78,8 +96,16 @@ def test_holds_student_trusts_unchanged_files_and_hashes_changed_ones(tiny_model
     from mckd_core import student
 
     out = tmp_path / "s"
-    metrics = train(TrainSpec(model=tiny_models["t5"], out_dir=str(out), task="text", train_inputs=list(PAIRS),
-                              train_targets=list(PAIRS.values()), epochs=1, select_on_dev=False))
+    metrics = train(
+        TrainSpec(
+            model=tiny_models["t5"],
+            out_dir=str(out),
+            task="text",
+            train_inputs=list(PAIRS),
+            train_targets=list(PAIRS.values()),
+            student=StudentConfig(epochs=1, batch_size=8, select_on_dev=False),
+        )
+    )
     weights = out / "model.safetensors"
     # Unchanged since the save: decided from size + mtime, without reading the weights.
     with monkeypatch.context() as m:
@@ -128,7 +154,9 @@ def test_answer_only_loss_equals_the_models_loss_and_gradients(tiny_models):
     assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
 
 
-def test_eager_attention_gives_the_sdpa_loss_and_gradients_and_generation_keeps_the_models_kernel(tiny_models, tmp_path):
+def test_eager_attention_gives_the_sdpa_loss_and_gradients_and_generation_keeps_the_models_kernel(
+    tiny_models, tmp_path
+):
     """Students on a CPU train with eager attention (faster backward at short sequences): the same loss and gradients
     as SDPA on a padded batch; inside `attention_kernel` only, so dev selection and the saved model use SDPA."""
     import torch
@@ -152,11 +180,20 @@ def test_eager_attention_gives_the_sdpa_loss_and_gradients_and_generation_keeps_
     assert model.config._attn_implementation == own
     assert abs(grads[0][0] - grads[1][0]) < 1e-5
     assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
-    assert (training_attention(torch.device("cpu"), "auto"), training_attention(torch.device("cuda"), "auto")) == ("eager", None)
+    assert (training_attention(torch.device("cpu"), "auto"), training_attention(torch.device("cuda"), "auto")) == (
+        "eager",
+        None,
+    )
     assert training_attention(torch.device("cpu"), "sdpa") == "sdpa"
 
-    spec = TrainSpec(model=tiny_models["llama"], out_dir=str(tmp_path / "s"), task="text", train_inputs=list(PAIRS),
-                     train_targets=list(PAIRS.values()), epochs=1, batch_size=4, learning_rate=1e-3, select_on_dev=False)
+    spec = TrainSpec(
+        model=tiny_models["llama"],
+        out_dir=str(tmp_path / "s"),
+        task="text",
+        train_inputs=list(PAIRS),
+        train_targets=list(PAIRS.values()),
+        student=StudentConfig(epochs=1, batch_size=4, learning_rate=1e-3, select_on_dev=False),
+    )
     assert train(spec)["attention"] == "eager"
     assert "eager" not in (tmp_path / "s" / "config.json").read_text()  # the saved student loads with its own kernel
 
@@ -173,9 +210,19 @@ def test_pick_loss_keeps_the_models_forward_where_its_head_is_more_than_linear(t
     assert pick_loss(llama, batch, seq2seq=False) is answer_only_loss
     assert llama.training  # the check leaves the model in training mode
     torch.manual_seed(0)
-    capped = Gemma2ForCausalLM(Gemma2Config(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                            final_logit_softcapping=1.0, pad_token_id=0))
+    capped = Gemma2ForCausalLM(
+        Gemma2Config(
+            vocab_size=384,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            final_logit_softcapping=1.0,
+            pad_token_id=0,
+        )
+    )
     with torch.no_grad():
         capped.lm_head.weight.mul_(50)  # logits well beyond the cap, so capping changes the loss
     assert pick_loss(capped, batch, seq2seq=False) is full_loss
@@ -184,9 +231,16 @@ def test_pick_loss_keeps_the_models_forward_where_its_head_is_more_than_linear(t
 
 
 def test_metrics_say_where_the_seconds_went(tiny_models, tmp_path):
-    spec = TrainSpec(model=tiny_models["llama"], out_dir=str(tmp_path / "s"), task="text", train_inputs=list(PAIRS),
-                     train_targets=list(PAIRS.values()), dev_inputs=list(PAIRS)[:2], dev_targets=list(PAIRS.values())[:2],
-                     epochs=2, batch_size=4, max_target_tokens=8)
+    spec = TrainSpec(
+        model=tiny_models["llama"],
+        out_dir=str(tmp_path / "s"),
+        task="text",
+        train_inputs=list(PAIRS),
+        train_targets=list(PAIRS.values()),
+        dev_inputs=list(PAIRS)[:2],
+        dev_targets=list(PAIRS.values())[:2],
+        student=StudentConfig(epochs=2, batch_size=4, max_target_tokens=8),
+    )
     metrics = train(spec)
     phases = metrics["phases"]
     assert {"load", "forward", "backward", "optimizer", "dev_select", "save", "other"} <= set(phases)
@@ -205,13 +259,23 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
 
     cpu = torch.device("cpu")
     for native in (True, False):
-        monkeypatch.setattr(student, "native_bf16_cpu", lambda: native)
+        monkeypatch.setattr(student, "native_bf16_cpu", lambda native=native: native)
         assert student.uses_bf16(cpu, "auto") is native
         assert student.uses_bf16(cpu, "bf16") and not student.uses_bf16(cpu, "fp32")
 
 
-@pytest.mark.parametrize(("text", "done"), [("dog\nInput: x", True), ("dog", False), ("dog \r\n", True), ("\n\n  dog", False),
-                                            ("  \n dog\n", True), ("", False), ("dog\u2028more", True)])
+@pytest.mark.parametrize(
+    ("text", "done"),
+    [
+        ("dog\nInput: x", True),
+        ("dog", False),
+        ("dog \r\n", True),
+        ("\n\n  dog", False),
+        ("  \n dog\n", True),
+        ("", False),
+        ("dog\u2028more", True),
+    ],
+)
 def test_first_line_done_means_the_kept_line_is_whole(text, done):
     from mckd_core.student import first_line_done
 
@@ -229,9 +293,18 @@ def test_generation_stops_each_row_after_its_first_line_with_the_same_outputs(ti
 
     rambling = {x: f"{y}\nInput: {x} {x} {x} {x} and so on" for x, y in PAIRS.items()}
     out = tmp_path / "rambler"
-    train(TrainSpec(model=tiny_models["llama"], out_dir=str(out), task="text", train_inputs=list(rambling),
-                    train_targets=list(rambling.values()), epochs=60, batch_size=4, learning_rate=3e-3,
-                    max_target_tokens=48, select_on_dev=False, precision="fp32"))
+    train(
+        TrainSpec(
+            model=tiny_models["llama"],
+            out_dir=str(out),
+            task="text",
+            train_inputs=list(rambling),
+            train_targets=list(rambling.values()),
+            student=StudentConfig(
+                epochs=60, batch_size=4, learning_rate=3e-3, max_target_tokens=48, select_on_dev=False, precision="fp32"
+            ),
+        )
+    )
     model, tok = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32), load_tokenizer(str(out))
     calls = []
 
@@ -245,6 +318,9 @@ def test_generation_stops_each_row_after_its_first_line_with_the_same_outputs(ti
     tok.padding_side = "left"
     enc = tok([causal_prompt(x) for x in PAIRS], return_tensors="pt", padding=True, add_special_tokens=False)
     full = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id)
-    reference = [t.strip().splitlines()[0].strip() for t in tok.batch_decode(full[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    reference = [
+        t.strip().splitlines()[0].strip()
+        for t in tok.batch_decode(full[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    ]
     assert kept == reference == list(PAIRS.values())
     assert len(calls) < 40 // 2  # "dog\n" is 4 bytes: decoding ended long before max_new_tokens

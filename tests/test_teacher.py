@@ -9,7 +9,11 @@ from mckd_core.formats import get_format
 from mckd_core.prompting import Demo, DemoSelector, build_prompt, extract_output
 from mckd_core.teacher import GenParams, ResponseCache, TransformersTeacher, annotate, shared_prefix
 
-DEMOS = [Demo("a", "flights from boston", "x"), Demo("b", "cheapest fare to denver", "y"), Demo("c", "ground transport in dallas", "z")]
+DEMOS = [
+    Demo("a", "flights from boston", "x"),
+    Demo("b", "cheapest fare to denver", "y"),
+    Demo("c", "ground transport in dallas", "z"),
+]
 
 
 def test_random_fixed_demos_are_one_shared_prefix():
@@ -44,8 +48,10 @@ def test_prefix_reuse_gives_the_same_greedy_outputs(tiny_models):
     teacher.batch_size = 1
     for prompt in prompts:  # one prompt at a time: shared_prefix leaves it a single-token suffix, no padding
         ids = teacher.tokenizer(teacher.render(prompt), add_special_tokens=False, return_tensors="pt")
-        out = teacher.model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=teacher.tokenizer.pad_token_id)
-        alone.append(teacher.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        out = teacher.model.generate(
+            **ids, max_new_tokens=6, do_sample=False, pad_token_id=teacher.tokenizer.pad_token_id
+        )
+        alone.append(teacher.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
     assert batched == alone
 
 
@@ -64,8 +70,18 @@ class CountingBackend:
 
 def run(rows, backend, cache):
     demos = [Demo("d", "from boston", "from [fromloc.city_name boston]")]
-    return annotate(pd.DataFrame({"id": [str(i) for i in range(len(rows))], "input": rows, "target": None}), demos,
-                    get_format("slots"), backend, cache, k=1, selection="random-fixed", seed=0, params=GenParams(32), chat=True)
+    return annotate(
+        pd.DataFrame({"id": [str(i) for i in range(len(rows))], "input": rows, "target": None}),
+        demos,
+        get_format("slots"),
+        backend,
+        cache,
+        k=1,
+        selection="random-fixed",
+        seed=0,
+        params=GenParams(32),
+        chat=True,
+    )
 
 
 def test_cache_sends_only_missing_rows(tmp_path):
@@ -88,22 +104,36 @@ def test_invalid_outputs_are_flagged_not_dropped(tmp_path):
 
 def test_invalid_outputs_are_not_cached_as_successes_when_sampling(tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
-    backend = CountingBackend(answer=lambda p: "[broken" if "ohio" in p.messages[-1]["content"] else p.messages[-1]["content"])
+    backend = CountingBackend(
+        answer=lambda p: "[broken" if "ohio" in p.messages[-1]["content"] else p.messages[-1]["content"]
+    )
     demos = [Demo("d", "from boston", "from [fromloc.city_name boston]")]
     rows = pd.DataFrame({"id": ["1", "2"], "input": ["to dallas", "from ohio"], "target": None})
     for _ in range(2):
-        annotate(rows, demos, get_format("slots"), backend, cache, k=1, selection="random-fixed", seed=0,
-                 params=GenParams(32, temperature=0.7), chat=True)
+        annotate(
+            rows,
+            demos,
+            get_format("slots"),
+            backend,
+            cache,
+            k=1,
+            selection="random-fixed",
+            seed=0,
+            params=GenParams(32, temperature=0.7),
+            chat=True,
+        )
     assert backend.calls == 3  # the valid row once, the invalid row on both runs
 
 
-@pytest.mark.parametrize(("precision", "native", "dtype"), [("auto", True, "bfloat16"), ("auto", False, "float32"),
-                                                           ("fp32", True, "float32"), ("bf16", False, "bfloat16")])
+@pytest.mark.parametrize(
+    ("precision", "native", "dtype"),
+    [("auto", True, "bfloat16"), ("auto", False, "float32"), ("fp32", True, "float32"), ("bf16", False, "bfloat16")],
+)
 def test_teacher_precision_picks_the_weights_dtype(tiny_models, monkeypatch, precision, native, dtype):
     """`auto` loads bf16 weights exactly where the CPU has native bf16; they still generate greedy text."""
-    from mckd_core import student
-
     import torch
+
+    from mckd_core import student
 
     monkeypatch.setattr(student, "native_bf16_cpu", lambda: native)
     monkeypatch.setattr(student, "pick_device", lambda: torch.device("cpu"))  # a CUDA host would never ask the CPU

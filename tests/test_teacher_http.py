@@ -125,7 +125,9 @@ def test_order_kept_and_progress_reported(endpoint_factory):
     ep = endpoint_factory([(200, lambda body: completion(body["messages"][-1]["content"].upper()))], delay_s=0.01)
     prompts = [build_prompt("x", [], f"q{i}") for i in range(20)]
     seen = []
-    out = teacher(ep.base_url, concurrency=4).generate(prompts, GenParams(), progress=lambda done, total: seen.append((done, total)))
+    out = teacher(ep.base_url, concurrency=4).generate(
+        prompts, GenParams(), progress=lambda done, total: seen.append((done, total))
+    )
     assert out == [f"Q{i}" for i in range(20)]
     assert seen[-1] == (20, 20) and len(seen) == 20
 
@@ -149,7 +151,7 @@ def test_gives_up_after_retry_budget(endpoint_factory):
 
 
 def test_client_error_is_permanent(endpoint_factory):
-    ep = endpoint_factory([(400, {"error": {"message": "invalid regex \"([\"", "code": 400}})])
+    ep = endpoint_factory([(400, {"error": {"message": 'invalid regex "(["', "code": 400}})])
     with pytest.raises(TeacherRequestError) as info:
         teacher(ep.base_url, max_retries=3).generate([PROMPT], GenParams(regex="(["))
     assert len(ep.requests) == 1
@@ -198,20 +200,36 @@ def test_no_authorization_header_without_key(endpoint_factory):
 
 def test_from_config(monkeypatch):
     monkeypatch.setenv("MY_KEY", "k")
-    cfg = TeacherConfig(backend="vllm-server", model="org/llm", revision="abc", base_url="http://h:1/v1/",
-                        served_model_name="llm", api_key_env="MY_KEY", chat=False, concurrency=3)
+    cfg = TeacherConfig(
+        backend="vllm-server",
+        model="org/llm",
+        revision="abc",
+        base_url="http://h:1/v1/",
+        served_model_name="llm",
+        api_key_env="MY_KEY",
+        chat=False,
+        concurrency=3,
+    )
     t = openai_teacher_from_config(cfg)
-    assert (t.base_url, t.model, t.model_key, t.chat, t.concurrency) == ("http://h:1/v1", "llm", "org/llm@abc", False, 3)
+    assert (t.base_url, t.model, t.model_key, t.chat, t.concurrency) == (
+        "http://h:1/v1",
+        "llm",
+        "org/llm@abc",
+        False,
+        3,
+    )
     assert t._api_key == "k"
     with pytest.raises(MckdInputError, match="base_url"):
         openai_teacher_from_config(TeacherConfig(backend="vllm-server"))
 
 
 def test_parse_prometheus_sums_label_sets():
-    text = "\n".join([
-        "# HELP vllm:request_success_total Count",
-        'vllm:request_success_total{finished_reason="stop",model_name="/a b/{c}"} 3.0',
-        'vllm:request_success_total{finished_reason="length",model_name="/a b/{c}"} 2.0',
-        "process_open_fds 7",
-    ])
+    text = "\n".join(
+        [
+            "# HELP vllm:request_success_total Count",
+            'vllm:request_success_total{finished_reason="stop",model_name="/a b/{c}"} 3.0',
+            'vllm:request_success_total{finished_reason="length",model_name="/a b/{c}"} 2.0',
+            "process_open_fds 7",
+        ]
+    )
     assert parse_prometheus(text) == {"vllm:request_success_total": 5.0, "process_open_fds": 7.0}

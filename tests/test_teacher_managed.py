@@ -11,17 +11,18 @@ import sqlite3
 
 import pandas as pd
 import pytest
-
 from fake_vllm_server import fake_vllm_python
+from tests_support import final_states
+from toy_data import PAIRS, toy_config
+
 from flows import mckd_flow
 from mckd_core.config import TeacherConfig, parse_config
 from mckd_core.data import write_parquet
 from mckd_core.errors import MckdInputError, TeacherTransportError
 from mckd_core.failures import is_transient
+from mckd_core.jobs import AnnotateJob
 from mckd_core.steps import annotate_rows, teacher_backend, teacher_session
 from mckd_core.teacher.vllm_server import VLLMServerError, metrics
-from tests_support import final_states
-from toy_data import PAIRS, toy_config
 
 ROWS = 8
 
@@ -32,28 +33,58 @@ def fake(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    return {"python": fake_vllm_python(tmp_path), "starts": tmp_path / "starts.txt", "died": tmp_path / "died",
-            "model": str(model), "cache": tmp_path / "teacher.sqlite", "out": tmp_path / "out"}
+    return {
+        "python": fake_vllm_python(tmp_path),
+        "starts": tmp_path / "starts.txt",
+        "died": tmp_path / "died",
+        "model": str(model),
+        "cache": tmp_path / "teacher.sqlite",
+        "out": tmp_path / "out",
+    }
 
 
 def teacher_cfg(fake, die_after: int = 0, **vllm) -> TeacherConfig:
-    env = {"FAKE_VLLM_STARTS": str(fake["starts"]), "FAKE_VLLM_DIE_AFTER": str(die_after), "FAKE_VLLM_DIED": str(fake["died"])}
+    env = {
+        "FAKE_VLLM_STARTS": str(fake["starts"]),
+        "FAKE_VLLM_DIE_AFTER": str(die_after),
+        "FAKE_VLLM_DIED": str(fake["died"]),
+    }
     # concurrency 1 → 4 rows per backend call; one HTTP retry keeps a dead server's failure quick.
-    return TeacherConfig(backend="vllm-server", model=fake["model"], num_demos=2, concurrency=1, max_retries=1,
-                         vllm={"python": fake["python"], "env": env, "startup_timeout_s": 30, **vllm})
+    return TeacherConfig(
+        backend="vllm-server",
+        model=fake["model"],
+        num_demos=2,
+        concurrency=1,
+        max_retries=1,
+        vllm={"python": fake["python"], "env": env, "startup_timeout_s": 30, **vllm},
+    )
 
 
 def refs(fake):
     words = list(PAIRS)
     demos = pd.DataFrame({"id": [f"l{i}" for i in range(len(words))], "input": words, "target": list(PAIRS.values())})
-    rows = pd.DataFrame({"id": [f"u{i}" for i in range(ROWS)], "input": [f"{words[i]} {words[(i + 3) % 8]}" for i in range(ROWS)],
-                         "target": [None] * ROWS})
+    rows = pd.DataFrame(
+        {
+            "id": [f"u{i}" for i in range(ROWS)],
+            "input": [f"{words[i]} {words[(i + 3) % 8]}" for i in range(ROWS)],
+            "target": [None] * ROWS,
+        }
+    )
     return write_parquet(rows, fake["out"], "rows"), write_parquet(demos, fake["out"], "demos")
 
 
 def annotate(fake, cfg):
     rows, demos = refs(fake)
-    return annotate_rows(rows, demos, cfg, "text", 0, fake["out"], fake["cache"])[1]
+    job = AnnotateJob(
+        examples=rows,
+        demos=demos,
+        teacher=cfg,
+        task="text",
+        seed=0,
+        out_dir=str(fake["out"]),
+        cache_path=str(fake["cache"]),
+    )
+    return annotate_rows(job)[1]
 
 
 def starts(fake) -> list[int]:
@@ -128,8 +159,11 @@ def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tm
 
     monkeypatch.setattr(annotate_task, "retry_delay_seconds", 0)
     teacher = teacher_cfg(fake, die_after=4).model_dump(mode="json")
-    cfg = parse_config(toy_config(tmp_path, tiny_models, teacher=teacher, stages={"num_stages": 1, "partitions": 2},
-                                  student={"epochs": 1}))
+    cfg = parse_config(
+        toy_config(
+            tmp_path, tiny_models, teacher=teacher, stages={"num_stages": 1, "partitions": 2}, student={"epochs": 1}
+        )
+    )
     first = mckd_flow(cfg, return_state=True)
     assert first.is_completed()
     assert len(starts(fake)) == 2 and not any(alive(pid) for pid in starts(fake))  # stopped with the teacher phase

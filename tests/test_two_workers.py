@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from prefect_server import PREFECT, REPO, Server, stop_process_group
 from tests_support import final_task_runs
 from toy_data import toy_config
@@ -75,6 +74,7 @@ class TwoWorkerRun:
 
 # ---- the run ---------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _api(server: Server):
     """A sync client of the session's Prefect server."""
@@ -86,12 +86,17 @@ def _api(server: Server):
 
 
 def _student_runs(client, since: datetime.datetime) -> list:
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterName, FlowRunFilter,
-                                                FlowRunFilterExpectedStartTime)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
 
     return client.read_flow_runs(
         deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["mckd-train-student"])),
-        flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)))
+        flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+    )
 
 
 def _slot_line(client, flow_run_id) -> tuple[str, str, int] | None:
@@ -124,8 +129,15 @@ def _environ(pid: int) -> dict[str, str]:
 
 def _start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _tail(path: Path, n: int = 4000) -> str:
@@ -148,10 +160,21 @@ def two_worker_run(deployed, tiny_models, tmp_path_factory) -> TwoWorkerRun:
     # Each worker is a node: its own process (group), one run at a time. A dispatched student trains in its flow-run
     # process with this env's single thread, as a local CPU slot student does (1 thread each on 2 cores), so the
     # float rounding and therefore every metric match the local run's.
-    worker_env = {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                  "MCKD_FAULT": f"train-student:sleep-{STUDENT_SLEEP_S}:*"}
-    workers = {name: _start([PREFECT, "worker", "start", "--pool", "mckd-process", "--name", name, "--limit", "1"],
-                            worker_env, logs / f"{name}.log") for name in ("node-a", "node-b")}
+    worker_env = {
+        **server.env,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MCKD_FAULT": f"train-student:sleep-{STUDENT_SLEEP_S}:*",
+    }
+    workers = {
+        name: _start(
+            [PREFECT, "worker", "start", "--pool", "mckd-process", "--name", name, "--limit", "1"],
+            worker_env,
+            logs / f"{name}.log",
+        )
+        for name in ("node-a", "node-b")
+    }
     parent_env = {**server.env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
     parent = reference = None
     killed: dict = {}
@@ -166,7 +189,9 @@ def two_worker_run(deployed, tiny_models, tmp_path_factory) -> TwoWorkerRun:
                         if run.name.startswith("stage-2/") and run.state.is_running() and _slot_line(client, run.id):
                             pids = _processes_of_flow_run(run.id)
                             assert pids, f"no process of flow run {run.id} found"
-                            worker = run.labels.get("prefect.worker.name") or _environ(pids[0]).get("PREFECT__WORKER_NAME")
+                            worker = run.labels.get("prefect.worker.name") or _environ(pids[0]).get(
+                                "PREFECT__WORKER_NAME"
+                            )
                             assert worker in workers, (worker, run.labels)
                             os.killpg(workers[worker].pid, signal.SIGKILL)  # the worker and its process group
                             for pid in pids:  # the flow-run process runs in a session of its own
@@ -174,8 +199,13 @@ def two_worker_run(deployed, tiny_models, tmp_path_factory) -> TwoWorkerRun:
                                     os.killpg(os.getpgid(pid), signal.SIGKILL)
                                 with contextlib.suppress(ProcessLookupError):
                                     os.kill(pid, signal.SIGKILL)
-                            killed = {"name": run.name, "id": run.id, "worker": worker, "pids": pids,
-                                      "at": datetime.datetime.now(datetime.timezone.utc)}
+                            killed = {
+                                "name": run.name,
+                                "id": run.id,
+                                "worker": worker,
+                                "pids": pids,
+                                "at": datetime.datetime.now(datetime.timezone.utc),
+                            }
                             workers[worker].wait(timeout=30)
                             # The local reference run, meanwhile: the dispatched run now waits out the heartbeat bound.
                             reference = _start([mckd, "run", str(tmp / "local.yaml")], server.env, logs / "local.log")
@@ -183,8 +213,10 @@ def two_worker_run(deployed, tiny_models, tmp_path_factory) -> TwoWorkerRun:
                 time.sleep(1)
         assert parent.poll() is not None, f"the MCKD run did not finish in 600 s:\n{_tail(logs / 'parent.log')}"
         seconds = {"dispatched_run_s": time.monotonic() - started}
-        assert parent.returncode == 0, f"mckd run exited {parent.returncode}:\n{_tail(logs / 'parent.log')}\n" + \
-            "\n".join(f"--- {w}:\n{_tail(logs / f'{w}.log', 3000)}" for w in workers)
+        assert parent.returncode == 0, (
+            f"mckd run exited {parent.returncode}:\n{_tail(logs / 'parent.log')}\n"
+            + "\n".join(f"--- {w}:\n{_tail(logs / f'{w}.log', 3000)}" for w in workers)
+        )
         assert killed, "no stage-2 student was seen RUNNING: nothing was killed"
         assert reference is not None
         reference.wait(timeout=600)
@@ -201,9 +233,17 @@ def two_worker_run(deployed, tiny_models, tmp_path_factory) -> TwoWorkerRun:
     with _api(server) as client:
         for run in _student_runs(client, since):
             env = (run.job_variables or {}).get("env", {})
-            students.append(StudentRun(run.name, str(run.id), run.state.type.value, run.state.message, run.start_time,
-                                       run.end_time or (run.state.timestamp if run.state.is_final() else None),
-                                       env.get("CUDA_VISIBLE_DEVICES")))
+            students.append(
+                StudentRun(
+                    run.name,
+                    str(run.id),
+                    run.state.type.value,
+                    run.state.message,
+                    run.start_time,
+                    run.end_time or (run.state.timestamp if run.state.is_final() else None),
+                    env.get("CUDA_VISIBLE_DEVICES"),
+                )
+            )
             seen = _slot_line(client, run.id)
             if seen:
                 students[-1].worker, students[-1].gpu, students[-1].heartbeat = seen
@@ -211,25 +251,32 @@ def two_worker_run(deployed, tiny_models, tmp_path_factory) -> TwoWorkerRun:
                 students[-1].last_heartbeat = last_heartbeat(client, run.id, run.start_time)
             assert env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") == str(HEARTBEAT_S), env
         retry_warnings = [log.message for log in _logs_with(client, "submitting it again", since)]
-        workers_seen = {w.name: w.status.value for w in client.read_workers_for_work_pool("mckd-process") if w.name in workers}
+        workers_seen = {
+            w.name: w.status.value for w in client.read_workers_for_work_pool("mckd-process") if w.name in workers
+        }
     crashed = [r for r in students if r.state == "CRASHED"]
     if crashed:
         seconds["kill_to_crashed_s"] = (crashed[0].end - killed["at"]).total_seconds()
     report = json.loads((Path(config["runs_root"]) / "two-workers" / "report.json").read_text())
     local_report = json.loads((Path(local["runs_root"]) / "two-workers" / "report.json").read_text())
-    print(f"\ntwo-worker run: {seconds}; killed {killed['name']} on {killed['worker']}; workers at the end: {workers_seen}")
+    print(
+        f"\ntwo-worker run: {seconds}; killed {killed['name']} on {killed['worker']}; workers at the end: "
+        f"{workers_seen}"
+    )
     return TwoWorkerRun(config, local, report, local_report, students, killed, logs, retry_warnings, seconds)
 
 
 def _logs_with(client, text: str, since: datetime.datetime) -> list:
     from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch, LogFilterTimestamp
 
-    logs = client.read_logs(log_filter=LogFilter(text=LogFilterTextSearch(query=f'"{text}"'),
-                                                 timestamp=LogFilterTimestamp(after_=since)))
+    logs = client.read_logs(
+        log_filter=LogFilter(text=LogFilterTextSearch(query=f'"{text}"'), timestamp=LogFilterTimestamp(after_=since))
+    )
     return [log for log in logs if text in log.message]
 
 
 # ---- what it shows ---------------------------------------------------------------------------------------
+
 
 def _by_name(run: TwoWorkerRun, name: str) -> list[StudentRun]:
     return [s for s in run.students if s.name == name]
@@ -260,7 +307,7 @@ def test_no_slot_is_double_booked(two_worker_run):
     slot = {r.id: r.worker or killed["worker"] for r in runs}
     assert set(slot.values()) == {"node-a", "node-b"}
     for i, x in enumerate(runs):
-        for y in runs[i + 1:]:
+        for y in runs[i + 1 :]:
             if slot[x.id] == slot[y.id]:
                 assert x.end <= y.start or y.end <= x.start, f"slot {slot[x.id]} double-booked: {x} and {y}"
 
@@ -278,10 +325,13 @@ def test_killed_worker_student_is_detected_and_retried(two_worker_run):
     # kill; 30 s of slack for a loaded machine. Not before two periods: a live run is never taken for dead.
     delay = (crashed[0].end - killed["at"]).total_seconds()
     assert 2 * HEARTBEAT_S - 15 <= delay <= 3 * HEARTBEAT_S + POLL_S + 30, delay
-    assert any(killed["name"] in w and "retry 1 of 2" in w for w in two_worker_run.retry_warnings), two_worker_run.retry_warnings
+    assert any(killed["name"] in w and "retry 1 of 2" in w for w in two_worker_run.retry_warnings), (
+        two_worker_run.retry_warnings
+    )
     # The watchdog's view of heartbeats is real: it finds the heartbeat events every student run sent.
-    assert all(r.last_heartbeat is not None and r.start <= r.last_heartbeat <= r.end for r in two_worker_run.students), \
-        [(r.name, r.start, r.last_heartbeat, r.end) for r in two_worker_run.students]
+    assert all(
+        r.last_heartbeat is not None and r.start <= r.last_heartbeat <= r.end for r in two_worker_run.students
+    ), [(r.name, r.start, r.last_heartbeat, r.end) for r in two_worker_run.students]
     # Every other student ran once, to completion.
     others = [r for r in two_worker_run.students if r.name != killed["name"]]
     assert all(r.state == "COMPLETED" for r in others) and len({r.name for r in others}) == len(others) == 3
@@ -289,14 +339,22 @@ def test_killed_worker_student_is_detected_and_retried(two_worker_run):
 
 def _metrics(report: dict) -> dict:
     """What a run learned and scored: no timings, paths or seconds."""
+
     def student(entry: dict) -> dict:
         return {k: entry.get(k) for k in ("partition", "train_rows", "gold_rows", "dev_f1", "epochs", "test")}
 
     return {
         "counts": report["counts"],
         "teacher": report["teacher"],
-        "stages": [{"stage": s["stage"], "pseudolabel_f1": s["pseudolabel_f1"], "changed_fraction": s["changed_fraction"],
-                    "students": [student(x) for x in s["students"]]} for s in report["stages"]],
+        "stages": [
+            {
+                "stage": s["stage"],
+                "pseudolabel_f1": s["pseudolabel_f1"],
+                "changed_fraction": s["changed_fraction"],
+                "students": [student(x) for x in s["students"]],
+            }
+            for s in report["stages"]
+        ],
         "final_student": student(report["final_student"]),
         "baselines": {name: b.get("test") for name, b in report.get("baselines", {}).items()},
         "comparisons": report.get("comparisons"),
@@ -305,9 +363,13 @@ def _metrics(report: dict) -> dict:
 
 def _learned(run_dir: Path) -> dict:
     """Each student's weights hash and loss curve, and every Parquet file (named by its content hash)."""
-    students = {str(m.parent.relative_to(run_dir)): json.loads(m.read_text()) for m in run_dir.glob("*/student*/metrics.json")}
-    return {"students": {k: (m["weights_sha256"], [h["loss"] for h in m["history"]]) for k, m in sorted(students.items())},
-            "parquet": sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.parquet"))}
+    students = {
+        str(m.parent.relative_to(run_dir)): json.loads(m.read_text()) for m in run_dir.glob("*/student*/metrics.json")
+    }
+    return {
+        "students": {k: (m["weights_sha256"], [h["loss"] for h in m["history"]]) for k, m in sorted(students.items())},
+        "parquet": sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.parquet")),
+    }
 
 
 def test_report_equals_the_local_run(two_worker_run):
@@ -333,7 +395,14 @@ def test_finished_nodes_stay_cached(two_worker_run):
     assert state.is_completed(), state.message
     assert _metrics(state.result()) == _metrics(two_worker_run.report)
     tasks = asyncio.run(final_task_runs(state.state_details.flow_run_id))
-    nodes = [t for t in tasks if t.name.startswith(("annotate", "partition", "train-student", "relabel", "merge-labels",
-                                                       "evaluate-student", "score-labels"))]
+    nodes = [
+        t
+        for t in tasks
+        if t.name.startswith(
+            ("annotate", "partition", "train-student", "relabel", "merge-labels", "evaluate-student", "score-labels")
+        )
+    ]
     assert len([t for t in nodes if t.name.startswith("train-student")]) == 5  # 2 x 2 stage students + final
-    assert all(t.state.name == "Cached" for t in nodes), [(t.name, t.state.name) for t in nodes if t.state.name != "Cached"]
+    assert all(t.state.name == "Cached" for t in nodes), [
+        (t.name, t.state.name) for t in nodes if t.state.name != "Cached"
+    ]

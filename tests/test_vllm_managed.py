@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from tests_support import final_states, served_requests
+from vllm_fixture import _vllm_python_or_skip
 
 from flows import mckd_flow
 from mckd_core.atis import write_atis
 from mckd_core.config import parse_config
 from mckd_core.steps import teacher_backend
 from mckd_core.teacher.vllm_server import VLLMServerError
-from tests_support import final_states, served_requests
-from vllm_fixture import _vllm_python_or_skip
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +52,24 @@ def kill_after_first_call(backend, cache: Path, killed: dict) -> None:
 def test_killed_managed_server_fails_the_run_and_a_rerun_sends_only_the_missing_rows(tmp_path, request, tiny_models):
     python = _vllm_python_or_skip()
     paths = write_atis(tmp_path / "data", n_labeled=8, n_unlabeled=UNLABELED, n_test=TEST, seed=1, max_words=10)
-    teacher = {"backend": "vllm-server", "model": "smollm2-135m-instruct", "num_demos": 3, "max_new_tokens": 48,
-               "concurrency": CONCURRENCY, "max_retries": 1, "timeout_s": 600,
-               "vllm": {"cpu": True, "python": python, "max_restarts": 0}}
-    raw = {"run_name": "killed", "runs_root": str(tmp_path / "runs"), "data": {"task": "slots", **paths}, "teacher": teacher,
-           "student": {"model": tiny_models["t5"], "epochs": 1, "max_target_tokens": 48, "max_dev": 2},
-           "stages": {"num_stages": 1, "partitions": 2}}
+    teacher = {
+        "backend": "vllm-server",
+        "model": "smollm2-135m-instruct",
+        "num_demos": 3,
+        "max_new_tokens": 48,
+        "concurrency": CONCURRENCY,
+        "max_retries": 1,
+        "timeout_s": 600,
+        "vllm": {"cpu": True, "python": python, "max_restarts": 0},
+    }
+    raw = {
+        "run_name": "killed",
+        "runs_root": str(tmp_path / "runs"),
+        "data": {"task": "slots", **paths},
+        "teacher": teacher,
+        "student": {"model": tiny_models["t5"], "epochs": 1, "max_target_tokens": 48, "max_dev": 2},
+        "stages": {"num_stages": 1, "partitions": 2},
+    }
     cfg = parse_config(raw)
     cache = tmp_path / "runs" / ".teacher-cache.sqlite"
 
@@ -70,7 +82,9 @@ def test_killed_managed_server_fails_the_run_and_a_rerun_sends_only_the_missing_
 
     assert killed, "the managed server never annotated a first call"
     assert first.is_failed()
-    with pytest.raises(VLLMServerError, match=r"was killed by SIGKILL during annotation; not restarted \(teacher.vllm.max_restarts=0"):
+    with pytest.raises(
+        VLLMServerError, match=r"was killed by SIGKILL during annotation; not restarted \(teacher.vllm.max_restarts=0"
+    ):
         first.result()
     assert final_states(first)["annotate"] == ["Failed"]
     assert backend.server is None  # the teacher phase ended: mckd let go of the dead server
@@ -79,8 +93,9 @@ def test_killed_managed_server_fails_the_run_and_a_rerun_sends_only_the_missing_
 
     # The server is back (here: the session's vLLM server, another port): same model, so the same cache rows.
     server = request.getfixturevalue("vllm_server")
-    rerun = parse_config({**raw, "teacher": {**teacher, "base_url": server.base_url,
-                                             "served_model_name": server.served_model_name}})
+    rerun = parse_config(
+        {**raw, "teacher": {**teacher, "base_url": server.base_url, "served_model_name": server.served_model_name}}
+    )
     before = served_requests(server)
     second = mckd_flow(rerun, return_state=True)
     assert second.is_completed()

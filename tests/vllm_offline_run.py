@@ -14,6 +14,7 @@ import sys
 def main(spec: dict) -> dict:
     from mckd_core.config import TeacherConfig
     from mckd_core.data import ParquetRef
+    from mckd_core.jobs import AnnotateJob
     from mckd_core.steps import annotate_rows, teacher_backend, teacher_session
 
     cfg = TeacherConfig.model_validate(spec["teacher"])
@@ -21,11 +22,26 @@ def main(spec: dict) -> dict:
     runs = []
     for _ in range(2):
         with teacher_session():
-            ref, stats = annotate_rows(rows, demos, cfg, "slots", 0, spec["out_dir"], spec["cache"])
+            job = AnnotateJob(
+                examples=rows,
+                demos=demos,
+                teacher=cfg,
+                task="slots",
+                seed=0,
+                out_dir=spec["out_dir"],
+                cache_path=spec["cache"],
+            )
+            ref, stats = annotate_rows(job)
             engine_built = teacher_backend(cfg)._llm is not None
         labels = ref.read()
-        runs.append({"stats": {k: stats[k] for k in ("requested", "cached", "valid", "invalid")},
-                     "engine_built": engine_built, "raw": list(labels["raw"]), "valid": [bool(v) for v in labels["valid"]]})
+        runs.append(
+            {
+                "stats": {k: stats[k] for k in ("requested", "cached", "valid", "invalid")},
+                "engine_built": engine_built,
+                "raw": list(labels["raw"]),
+                "valid": [bool(v) for v in labels["valid"]],
+            }
+        )
     return {"runs": runs, "engine_freed": teacher_backend(cfg)._llm is None}
 
 

@@ -20,7 +20,8 @@ fixup_prediction (closing brackets, splitting merged tokens) and scores 0 whatev
 this format's check() repairs instead (it also aligns dropped, added or changed words to the input), so an output
 run_eval would reject for a missing word scores here on its repaired tree.
 
-`f1_kim` (Kim et al. 2019, compound PCFG conventions; this format's `f1` until 2026-12-02): unlabeled span F1 over
+`f1_kim` (Kim et al. 2019, compound PCFG conventions; this format's `f1` before the authors' metric): unlabeled span F1
+over
 non-trivial spans, i.e. spans of two or more words that are not the whole sentence, averaged over the sentences
 whose gold tree has at least one non-trivial span (sentences of <= 2 words and flat gold trees are skipped, as Kim
 et al.'s eval.py skips them; `n_sentence_f1` counts the rest); `f1_micro` / `precision` / `recall` pool those span
@@ -45,9 +46,46 @@ from .slots import prf
 PUNCT_TAGS = frozenset({"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$"})
 #: The tags the MCKD authors' metric keeps (their parserlib.word_tags, Kim et al.'s list): the PTB tags minus
 #: PUNCT_TAGS. Other tags go too, e.g. CRAFT's HYPH (the "-" of "wild - type") and AFX, which PUNCT_TAGS keeps.
-WORD_TAGS = frozenset({"CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR", "JJS", "LS", "MD", "NN", "NNS", "NNP", "NNPS",
-                       "PDT", "POS", "PRP", "PRP$", "RB", "RBR", "RBS", "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG",
-                       "VBN", "VBP", "VBZ", "WDT", "WP", "WP$", "WRB"})
+WORD_TAGS = frozenset(
+    {
+        "CC",
+        "CD",
+        "DT",
+        "EX",
+        "FW",
+        "IN",
+        "JJ",
+        "JJR",
+        "JJS",
+        "LS",
+        "MD",
+        "NN",
+        "NNS",
+        "NNP",
+        "NNPS",
+        "PDT",
+        "POS",
+        "PRP",
+        "PRP$",
+        "RB",
+        "RBR",
+        "RBS",
+        "RP",
+        "SYM",
+        "TO",
+        "UH",
+        "VB",
+        "VBD",
+        "VBG",
+        "VBN",
+        "VBP",
+        "VBZ",
+        "WDT",
+        "WP",
+        "WP$",
+        "WRB",
+    }
+)
 
 #: An unlabeled tree: a word, or a list of children.
 Node = Union[str, list]
@@ -139,6 +177,7 @@ def spans(tree: Node) -> set[tuple[int, int]]:
 
 # --- PTB trees -> targets ---------------------------------------------------------------------------
 
+
 def _read_ptb(tokens: Sequence[str], pos: int) -> tuple[tuple[str, list], int]:
     """One `(LABEL child ...)` node starting at tokens[pos] == '('; children are nodes or words."""
     pos += 1
@@ -217,6 +256,7 @@ def tree_to_target(ptb: str, drop_punct: bool = False) -> str:
 
 
 # --- repair -------------------------------------------------------------------------------------
+
 
 def _balance(tokens: list[str]) -> list[str]:
     """Add the missing '(' at the start and ')' at the end that make the brackets balance."""
@@ -309,8 +349,13 @@ class ConstituencyFormat:
     #: Extra gold columns metrics() and row_stats() read where the rows have them (see the module docstring).
     metric_columns = ("pos",)
 
-    def metrics(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None],
-                pos: Sequence[str | None] | None = None) -> dict:
+    def metrics(
+        self,
+        inputs: Sequence[str],
+        golds: Sequence[str],
+        preds: Sequence[str | None],
+        pos: Sequence[str | None] | None = None,
+    ) -> dict:
         rows = self._score_rows(inputs, golds, preds, pos)
         kim = [r.kim_f1 for r in rows if r.kim_f1 is not None]
         micro = prf(sum(r.kim_right for r in rows), sum(r.kim_predicted for r in rows), sum(r.kim_gold for r in rows))
@@ -327,18 +372,28 @@ class ConstituencyFormat:
             "n_sentence_f1": len(kim),
         }
 
-    def row_stats(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None],
-                  pos: Sequence[str | None] | None = None) -> np.ndarray:
+    def row_stats(
+        self,
+        inputs: Sequence[str],
+        golds: Sequence[str],
+        preds: Sequence[str | None],
+        pos: Sequence[str | None] | None = None,
+    ) -> np.ndarray:
         """Per sentence: the authors' F1 (a fraction); `aggregate`, their sentence mean in percent, is `f1`."""
-        return np.array([[r.authors_f1] for r in self._score_rows(inputs, golds, preds, pos)], dtype=float).reshape(-1, 1)
+        return np.array([[r.authors_f1] for r in self._score_rows(inputs, golds, preds, pos)], dtype=float).reshape(
+            -1, 1
+        )
 
     aggregate = staticmethod(mean_f1)
 
-    def _score_rows(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None],
-                    pos: Sequence[str | None] | None) -> list[_SentenceScore]:
+    def _score_rows(
+        self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None], pos: Sequence[str | None] | None
+    ) -> list[_SentenceScore]:
         tags = [None] * len(golds) if pos is None else pos
-        return [self._score_row(row, inp, gold, pred, row_tags)
-                for row, (inp, gold, pred, row_tags) in enumerate(zip(inputs, golds, preds, tags, strict=True))]
+        return [
+            self._score_row(row, inp, gold, pred, row_tags)
+            for row, (inp, gold, pred, row_tags) in enumerate(zip(inputs, golds, preds, tags, strict=True))
+        ]
 
     def _score_row(self, row: int, inp: str, gold: str, pred: str | None, tags: str | None) -> _SentenceScore:
         error = self.target_error(inp, gold)
@@ -355,8 +410,12 @@ class ConstituencyFormat:
         return _SentenceScore(
             authors_f1=authors_sentence_f1(gold_tree, pred_tree, _is_word(tags, n_words, row)),
             kim_f1=prf(right, len(pred_spans), len(gold_spans))["f1"] if gold_spans else None,
-            kim_right=right, kim_predicted=len(pred_spans), kim_gold=len(gold_spans),
-            exact=checked.valid and pred_spans == gold_spans, valid=checked.valid)
+            kim_right=right,
+            kim_predicted=len(pred_spans),
+            kim_gold=len(gold_spans),
+            exact=checked.valid and pred_spans == gold_spans,
+            valid=checked.valid,
+        )
 
 
 class _SentenceScore(NamedTuple):

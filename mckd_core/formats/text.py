@@ -27,12 +27,17 @@ class TextFormat:
         rows = [self._score_row(gold, pred) for gold, pred in zip(golds, preds, strict=True)]
         correct, n_pred, n_gold, exact, invalid = (sum(column) for column in zip(*rows)) if rows else (0,) * 5
         n = max(len(golds), 1)
-        return prf(correct, n_pred, n_gold) | {"exact_match": 100.0 * exact / n, "invalid": 100.0 * invalid / n, "n": len(golds)}
+        return prf(correct, n_pred, n_gold) | {
+            "exact_match": 100.0 * exact / n,
+            "invalid": 100.0 * invalid / n,
+            "n": len(golds),
+        }
 
     def row_stats(self, inputs: Sequence[str], golds: Sequence[str], preds: Sequence[str | None]) -> np.ndarray:
         """Per row: (tokens right, predicted, gold); `aggregate` pools them into the token-bag F1."""
-        return np.array([self._score_row(gold, pred)[:3] for gold, pred in zip(golds, preds, strict=True)],
-                        dtype=float).reshape(-1, 3)
+        return np.array(
+            [self._score_row(gold, pred)[:3] for gold, pred in zip(golds, preds, strict=True)], dtype=float
+        ).reshape(-1, 3)
 
     aggregate = staticmethod(micro_f1)
 

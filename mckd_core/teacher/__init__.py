@@ -15,5 +15,15 @@ from .base import GenParams, ProgressFn, TeacherBackend, local_model_key
 from .cache import ResponseCache, cacheable
 from .transformers import TransformersTeacher, shared_prefix
 
-__all__ = ["AnnotationStats", "GenParams", "ProgressFn", "ResponseCache", "TeacherBackend", "TransformersTeacher",
-           "annotate", "cacheable", "local_model_key", "shared_prefix"]
+__all__ = [
+    "AnnotationStats",
+    "GenParams",
+    "ProgressFn",
+    "ResponseCache",
+    "TeacherBackend",
+    "TransformersTeacher",
+    "annotate",
+    "cacheable",
+    "local_model_key",
+    "shared_prefix",
+]

@@ -41,8 +41,10 @@ def annotate(
     """
     selector = DemoSelector(demos, k, selection, seed)
     prompts = [build_prompt(fmt.instruction, selector.select(text), text) for text in examples["input"]]
-    keys = [ResponseCache.key(backend.model_key, fmt.instruction, p.demo_ids, params, text, chat)
-            for p, text in zip(prompts, examples["input"])]
+    keys = [
+        ResponseCache.key(backend.model_key, fmt.instruction, p.demo_ids, params, text, chat)
+        for p, text in zip(prompts, examples["input"])
+    ]
     raws = cache.get_many(keys)
     missing = [i for i, key in enumerate(keys) if key not in raws]
     stats = AnnotationStats(requested=len(missing), cached=len(keys) - len(missing))
@@ -50,11 +52,16 @@ def annotate(
     if progress:
         progress(done, len(keys))
     for start in range(0, len(missing), chunk_size):
-        idx = missing[start:start + chunk_size]
+        idx = missing[start : start + chunk_size]
         generated = backend.generate([prompts[i] for i in idx], params)
         fresh = {keys[i]: text for i, text in zip(idx, generated)}
-        cache.put_many({key: text for (key, text), i in zip(fresh.items(), idx)
-                        if cacheable(params, fmt, examples["input"].iloc[i], text)})
+        cache.put_many(
+            {
+                key: text
+                for (key, text), i in zip(fresh.items(), idx)
+                if cacheable(params, fmt, examples["input"].iloc[i], text)
+            }
+        )
         raws.update(fresh)
         done += len(idx)
         if progress:

@@ -1,4 +1,5 @@
-"""What every teacher backend shares: generation parameters, the backend protocol, the cache identity of local weights."""
+"""What every teacher backend shares: generation parameters, the backend protocol, the cache identity of local
+weights."""
 
 from __future__ import annotations
 

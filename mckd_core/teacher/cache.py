@@ -32,8 +32,10 @@ class ResponseCache:
         found: dict[str, str] = {}
         with self._lock:
             for start in range(0, len(keys), 500):
-                chunk = list(keys[start:start + 500])
-                rows = self._conn.execute(f"SELECT key, raw FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                chunk = list(keys[start : start + 500])
+                rows = self._conn.execute(
+                    f"SELECT key, raw FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                )
                 found.update(rows.fetchall())
         return found
 

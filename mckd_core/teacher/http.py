@@ -43,9 +43,19 @@ class OpenAITeacher:
     when the server's weights can change under the same name, or cached rows will be reused.
     """
 
-    def __init__(self, base_url: str, model: str, *, chat: bool = True, concurrency: int = 16, timeout_s: float = 120,
-                 max_retries: int = 3, api_key: str | None = None, model_key: str | None = None,
-                 backoff_s: float = 1.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        chat: bool = True,
+        concurrency: int = 16,
+        timeout_s: float = 120,
+        max_retries: int = 3,
+        api_key: str | None = None,
+        model_key: str | None = None,
+        backoff_s: float = 1.0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.chat = chat
@@ -110,9 +120,12 @@ class OpenAITeacher:
             except _Retryable as exc:
                 last_error = str(exc)
         attempts = self.max_retries + 1
-        raise TeacherTransportError(self._redact(
-            f"teacher endpoint {url} failed after {attempts} attempt{'s' * (attempts > 1)}: {' '.join(last_error.split())}"
-        ))
+        raise TeacherTransportError(
+            self._redact(
+                f"teacher endpoint {url} failed after {attempts} attempt{'s' * (attempts > 1)}: "
+                f"{' '.join(last_error.split())}"
+            )
+        )
 
     def _backoff(self, attempt: int) -> float:
         # Jitter, so many requests that failed together do not retry together.
@@ -122,15 +135,19 @@ class OpenAITeacher:
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}: {_server_message(response)}")
         if response.status_code >= 400:
-            raise TeacherRequestError(self._redact(
-                f"teacher endpoint {response.request.url} rejected the request with HTTP {response.status_code}: "
-                f"{_server_message(response)} (model={self.model!r})"
-            ))
+            raise TeacherRequestError(
+                self._redact(
+                    f"teacher endpoint {response.request.url} rejected the request with HTTP {response.status_code}: "
+                    f"{_server_message(response)} (model={self.model!r})"
+                )
+            )
         try:
             choice = response.json()["choices"][0]
             text = choice["message"]["content"] if self.chat else choice["text"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise _Retryable(f"HTTP {response.status_code} without an OpenAI-style completion: {response.text[:200]!r}") from None
+            raise _Retryable(
+                f"HTTP {response.status_code} without an OpenAI-style completion: {response.text[:200]!r}"
+            ) from None
         return text or ""
 
     def _redact(self, message: str) -> str:
@@ -161,10 +178,17 @@ def _server_message(response: httpx.Response) -> str:
 def openai_teacher_from_config(cfg: TeacherConfig, api_key: str | None = None) -> OpenAITeacher:
     """The `vllm-server` backend of a TeacherConfig; the API key is `api_key`, else read from `cfg.api_key_env`."""
     if not cfg.base_url:
-        raise MckdInputError("teacher.base_url is required for teacher.backend=vllm-server, e.g. http://127.0.0.1:8000/v1")
+        raise MckdInputError(
+            "teacher.base_url is required for teacher.backend=vllm-server, e.g. http://127.0.0.1:8000/v1"
+        )
     return OpenAITeacher(
-        cfg.base_url, cfg.served_model_name or cfg.model, chat=cfg.chat, concurrency=cfg.concurrency,
-        timeout_s=cfg.timeout_s, max_retries=cfg.max_retries, api_key=api_key or os.environ.get(cfg.api_key_env) or None,
+        cfg.base_url,
+        cfg.served_model_name or cfg.model,
+        chat=cfg.chat,
+        concurrency=cfg.concurrency,
+        timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        api_key=api_key or os.environ.get(cfg.api_key_env) or None,
         model_key=server_model_key(cfg),
     )
 

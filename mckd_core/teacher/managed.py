@@ -21,9 +21,17 @@ DEATH_LOG_LINES = 10
 def managed_server(cfg: TeacherConfig) -> VLLMServer:
     """The (not yet started) server of a teacher config, on a free ephemeral port."""
     v = cfg.vllm
-    model_args = (["--revision", cfg.revision] if cfg.revision else []) + (["--trust-remote-code"] if cfg.trust_remote_code else [])
-    return VLLMServer(resolve_model(cfg.model), python=v.python, served_model_name=cfg.served_model_name or cfg.model,
-                      extra_args=[*model_args, *v.extra_args], startup_timeout_s=v.startup_timeout_s, **engine_settings(v))
+    model_args = (["--revision", cfg.revision] if cfg.revision else []) + (
+        ["--trust-remote-code"] if cfg.trust_remote_code else []
+    )
+    return VLLMServer(
+        resolve_model(cfg.model),
+        python=v.python,
+        served_model_name=cfg.served_model_name or cfg.model,
+        extra_args=[*model_args, *v.extra_args],
+        startup_timeout_s=v.startup_timeout_s,
+        **engine_settings(v),
+    )
 
 
 class ManagedServerTeacher:
@@ -78,14 +86,18 @@ class ManagedServerTeacher:
         """Transient while a restart is left (the task's retry restarts the server), else permanent."""
         code = self._server.returncode()
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        what = (f"the vLLM server mckd started for teacher.model={self.cfg.model!r} (pid {self._server.pid}) {how} "
-                f"during annotation")
+        what = (
+            f"the vLLM server mckd started for teacher.model={self.cfg.model!r} (pid {self._server.pid}) {how} "
+            f"during annotation"
+        )
         log = f"server log {self._server.log_path}, last lines:\n{self._server.log_tail(DEATH_LOG_LINES)}"
         if self._restarts_left > 0:
             return TeacherTransportError(f"{what}; a retry restarts it ({self._restarts_left} restart(s) left). {log}")
         return VLLMServerError(
-            f"{what}; not restarted (teacher.vllm.max_restarts={self.cfg.vllm.max_restarts} used up). The rows annotated "
-            f"before are in the teacher cache: a re-run sends only the others. {log}")
+            f"{what}; not restarted (teacher.vllm.max_restarts={self.cfg.vllm.max_restarts} used up). The rows "
+            "annotated "
+            f"before are in the teacher cache: a re-run sends only the others. {log}"
+        )
 
     def close(self) -> None:
         """Stop the server (idempotent); the next session gets the full restart budget again."""

@@ -12,23 +12,36 @@ from .base import local_model_key
 class TransformersTeacher:
     """In-process batched greedy generation with a `transformers` causal LM."""
 
-    def __init__(self, model: str, revision: str | None = None, chat: bool = True, batch_size: int = 8,
-                 trust_remote_code: bool = False, precision: str = "auto"):
-        from ..models import resolve_model
-        from ..student import load_tokenizer, pick_device, uses_bf16
-
+    def __init__(
+        self,
+        model: str,
+        revision: str | None = None,
+        chat: bool = True,
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        precision: str = "auto",
+    ):
         import torch
         from transformers import AutoModelForCausalLM
+
+        from ..models import resolve_model
+        from ..student import load_tokenizer, pick_device, uses_bf16
 
         self.model_key = local_model_key(model, revision)
         path = resolve_model(model)
         self.device = pick_device()
-        self.tokenizer = load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code, padding_side="left")
+        self.tokenizer = load_tokenizer(
+            path, revision=revision, trust_remote_code=trust_remote_code, padding_side="left"
+        )
         # bf16 weights, not autocast: autocast would cast the fp32 weights again at every decoding step.
         dtype = torch.bfloat16 if uses_bf16(self.device, precision) else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
-        ).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(
+                path, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+            )
+            .to(self.device)
+            .eval()
+        )
         self.chat = chat and self.tokenizer.chat_template is not None
         self.batch_size = batch_size
 
@@ -49,19 +62,27 @@ class TransformersTeacher:
         # Longest first: batches have similar lengths, and a memory problem shows on the first batch.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         outputs: list[str] = [""] * len(ids)
-        sampling = {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {"do_sample": False}
+        )
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             input_ids, mask = self._batch([ids[i] for i in idx], cut)
             extra = {}
             if prefix_cache is not None:
                 extra["past_key_values"] = copy.deepcopy(prefix_cache)
                 extra["past_key_values"].batch_repeat_interleave(len(idx))
             with torch.inference_mode():
-                out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=params.max_new_tokens,
-                                          pad_token_id=self.tokenizer.pad_token_id, **sampling, **extra)
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=params.max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    **sampling,
+                    **extra,
+                )
             for row, i in enumerate(idx):
-                outputs[i] = self.tokenizer.decode(out[row, input_ids.shape[1]:], skip_special_tokens=True)
+                outputs[i] = self.tokenizer.decode(out[row, input_ids.shape[1] :], skip_special_tokens=True)
             if progress:
                 progress(min(start + self.batch_size, len(order)), len(order))
         return outputs
@@ -83,9 +104,9 @@ class TransformersTeacher:
         for row, tokens in enumerate(rows):
             own = tokens[cut:]
             input_ids[row, :cut] = torch.tensor(tokens[:cut], dtype=torch.long)
-            input_ids[row, cut + width - len(own):] = torch.tensor(own, dtype=torch.long)
+            input_ids[row, cut + width - len(own) :] = torch.tensor(own, dtype=torch.long)
             mask[row, :cut] = 1
-            mask[row, cut + width - len(own):] = 1
+            mask[row, cut + width - len(own) :] = 1
         return input_ids.to(self.device), mask.to(self.device)
 
 
@@ -100,4 +121,4 @@ def shared_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
         while i < n and r[i] == first[i]:
             i += 1
         n = i
-    return list(first[:max(n, 0)])
+    return list(first[: max(n, 0)])

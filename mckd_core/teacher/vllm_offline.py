@@ -41,7 +41,8 @@ class OfflineVLLMTeacher:
         from vllm.sampling_params import StructuredOutputsParams
 
         return SamplingParams(
-            max_tokens=params.max_new_tokens, temperature=params.temperature,
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
             # Plain completion prompts end with "Output:" and the model tends to go on with the next demo.
             stop=None if self._chat else list(COMPLETION_STOP),
             structured_outputs=StructuredOutputsParams(regex=params.regex) if params.regex else None,
@@ -67,13 +68,20 @@ def load_llm(cfg: TeacherConfig):
     except ImportError:
         raise MckdInputError(
             "teacher.backend=vllm-offline needs vLLM in this environment (pip install -e '.[vllm]'); or use "
-            "teacher.backend=vllm-server, which can run vLLM from its own venv (teacher.vllm.python)") from None
+            "teacher.backend=vllm-server, which can run vLLM from its own venv (teacher.vllm.python)"
+        ) from None
     settings = engine_settings(cfg.vllm)
     # vLLM reads these (VLLM_CPU_*, CUDA_VISIBLE_DEVICES) from the environment when the engine starts;
     # as for the managed server, the config's values win over the process's.
     os.environ.update(settings["env"])
     optional = {key: settings[key] for key in ("gpu_memory_utilization", "max_model_len") if settings[key] is not None}
-    return LLM(resolve_model(cfg.model), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
-               dtype=settings["dtype"], enforce_eager=settings["enforce_eager"],
-               tensor_parallel_size=settings["tensor_parallel_size"],
-               enable_prefix_caching=settings["enable_prefix_caching"], **optional)
+    return LLM(
+        resolve_model(cfg.model),
+        revision=cfg.revision,
+        trust_remote_code=cfg.trust_remote_code,
+        dtype=settings["dtype"],
+        enforce_eager=settings["enforce_eager"],
+        tensor_parallel_size=settings["tensor_parallel_size"],
+        enable_prefix_caching=settings["enable_prefix_caching"],
+        **optional,
+    )

@@ -1,7 +1,8 @@
 """A managed vLLM OpenAI-compatible server: start, wait until healthy, stop (whole process group).
 
 vLLM usually lives in its own virtual environment (on CPU: `scripts/setup_vllm_cpu.sh`), so the server is
-started with that environment's python (`python=` or env MCKD_VLLM_PYTHON; default: this interpreter) and the pipeline talks to it
+started with that environment's python (`python=` or env MCKD_VLLM_PYTHON; default: this interpreter) and the pipeline
+talks to it
 over HTTP with `OpenAITeacher(server.base_url, server.served_model_name)`.
 
 Server metrics worth reading with `metrics()` (names measured on vllm-cpu 0.32.0):
@@ -50,16 +51,25 @@ def cpu_defaults() -> dict:
     defaults (bf16, one bound core) were ~10x slower. 2 GiB of KV cache is plenty for small teachers.
     """
     cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    return {"dtype": "float32", "enforce_eager": True,
-            "env": {"VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_KVCACHE_SPACE": "2"}}
+    return {
+        "dtype": "float32",
+        "enforce_eager": True,
+        "env": {"VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_KVCACHE_SPACE": "2"},
+    }
 
 
 def engine_settings(v: VLLMConfig) -> dict:
     """dtype, enforce_eager, env and sizing: the keyword arguments of `VLLMServer` (most of them also `vllm.LLM`'s)."""
     base = cpu_defaults() if v.cpu else {"dtype": "auto", "enforce_eager": False, "env": {}}
-    return {"dtype": v.dtype or base["dtype"], "enforce_eager": base["enforce_eager"], "env": {**base["env"], **v.env},
-            "tensor_parallel_size": v.tensor_parallel_size, "gpu_memory_utilization": v.gpu_memory_utilization,
-            "max_model_len": v.max_model_len, "enable_prefix_caching": v.enable_prefix_caching}
+    return {
+        "dtype": v.dtype or base["dtype"],
+        "enforce_eager": base["enforce_eager"],
+        "env": {**base["env"], **v.env},
+        "tensor_parallel_size": v.tensor_parallel_size,
+        "gpu_memory_utilization": v.gpu_memory_utilization,
+        "max_model_len": v.max_model_len,
+        "enable_prefix_caching": v.enable_prefix_caching,
+    }
 
 
 def metrics(base_url: str, timeout_s: float = 10.0) -> dict[str, float]:
@@ -79,8 +89,8 @@ def parse_prometheus(text: str) -> dict[str, float]:
         if not line or line.startswith("#"):
             continue
         if "{" in line:
-            name = line[:line.index("{")]
-            rest = line[line.rindex("}") + 1:]  # label values may contain spaces: split after the labels
+            name = line[: line.index("{")]
+            rest = line[line.rindex("}") + 1 :]  # label values may contain spaces: split after the labels
         else:
             name, _, rest = line.partition(" ")
         values[name] = values.get(name, 0.0) + float(rest.split()[0])
@@ -93,12 +103,25 @@ class VLLMServer:
     (`vllm serve` is broken in vllm-cpu 0.32.0; the module entry point works everywhere.)
     """
 
-    def __init__(self, model_dir: str | Path, *, python: str | None = None, host: str = "127.0.0.1",
-                 port: int | None = None, dtype: str = "auto", enforce_eager: bool = False,
-                 extra_args: Sequence[str] = (), env: dict[str, str] | None = None, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, served_model_name: str | None = None,
-                 startup_timeout_s: float = 600, log_path: str | Path | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        python: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        dtype: str = "auto",
+        enforce_eager: bool = False,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int | None = None,
+        enable_prefix_caching: bool = True,
+        served_model_name: str | None = None,
+        startup_timeout_s: float = 600,
+        log_path: str | Path | None = None,
+    ):
         self.model_dir = str(model_dir)
         # Default: this interpreter (a GPU install with the `vllm` extra), unless vLLM has its own venv.
         self.python = python or os.environ.get("MCKD_VLLM_PYTHON") or sys.executable
@@ -110,9 +133,18 @@ class VLLMServer:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="mckd-vllm-")) / "server.log"
         self.args = [
-            "--model", self.model_dir, "--served-model-name", self.served_model_name,
-            "--host", host, "--port", str(self.port), "--dtype", dtype,
-            "--tensor-parallel-size", str(tensor_parallel_size),
+            "--model",
+            self.model_dir,
+            "--served-model-name",
+            self.served_model_name,
+            "--host",
+            host,
+            "--port",
+            str(self.port),
+            "--dtype",
+            dtype,
+            "--tensor-parallel-size",
+            str(tensor_parallel_size),
             "--enable-prefix-caching" if enable_prefix_caching else "--no-enable-prefix-caching",
         ]
         if enforce_eager:
@@ -147,8 +179,14 @@ class VLLMServer:
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             # A new session = a new process group: stop() then reaches vLLM's engine/worker children too.
-            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env={**os.environ, **self.env}, start_new_session=True)
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
         atexit.register(self.stop)  # an interrupted caller must not leave a server holding the accelerator
         try:
             self._wait_healthy()
@@ -163,8 +201,10 @@ class VLLMServer:
         url = f"http://{self.host}:{self.port}/health"
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise VLLMServerError(f"vLLM server exited with code {self._proc.returncode} during startup "
-                                      f"(log {self.log_path}):\n{self.log_tail()}")
+                raise VLLMServerError(
+                    f"vLLM server exited with code {self._proc.returncode} during startup "
+                    f"(log {self.log_path}):\n{self.log_tail()}"
+                )
             try:
                 # trust_env=False: we launched it on this machine, an HTTP proxy from the env must not intercept.
                 if httpx.get(url, timeout=5, trust_env=False).status_code == 200:
@@ -172,8 +212,9 @@ class VLLMServer:
             except httpx.TransportError:
                 pass  # not listening yet
             time.sleep(1)
-        raise VLLMServerError(f"vLLM server not healthy after {self.startup_timeout_s:.0f} s "
-                              f"(log {self.log_path}):\n{self.log_tail()}")
+        raise VLLMServerError(
+            f"vLLM server not healthy after {self.startup_timeout_s:.0f} s (log {self.log_path}):\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -1,0 +1,131 @@
+"""The jobs of one MCKD run, built from its config and validated inputs: which rows each student learns from, its
+seed, its name and directory. The flow decides the order; this decides what each node is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import RunConfig, baseline_stages
+from .data import ParquetRef
+from .jobs import AnnotateJob, RelabelJob, StudentJob, StudentRef
+from .partition import cross_assignment
+from .steps import Inputs, gold_labels
+
+
+class RunPlan:
+    def __init__(self, cfg: RunConfig, data: Inputs):
+        self.cfg, self.data = cfg, data
+        # Gold-aware students (student.train_on_labeled) also learn from L's gold rows, less the dev rows they select
+        # on.
+        self.gold = data.labeled_train if cfg.student.train_on_labeled else None
+
+    def path(self, *parts: str) -> str:
+        return str(self.cfg.run_dir.joinpath(*parts))
+
+    @property
+    def teacher_cache(self) -> str:
+        """The per-row teacher cache, shared by every run of the runs root (a re-run asks only new rows)."""
+        return str(self.cfg.run_dir.parent / ".teacher-cache.sqlite")
+
+    def annotate(self, examples: ParquetRef, which: str) -> AnnotateJob:
+        """The teacher labeling `examples` ("unlabeled" or "test"), with its demos from L."""
+        out_dir = self.path("teacher") if which == "unlabeled" else self.path("teacher", which)
+        return AnnotateJob(
+            examples=examples,
+            demos=self.data.labeled,
+            teacher=self.cfg.teacher,
+            task=self.cfg.data.task,
+            seed=self.cfg.seed,
+            out_dir=out_dir,
+            cache_path=self.teacher_cache,
+            what=which,
+        )
+
+    @property
+    def sft_trains_first(self) -> bool:
+        """The SFT-on-L student is needed before the stages: distilled students start from it (student.init: sft), or
+        Y_0 is its labels of U (stages.first_labels: sft)."""
+        return "sft" in (self.cfg.student.init, self.cfg.stages.first_labels)
+
+    def stage_students(
+        self, stage: int, labels: ParquetRef, assignment: ParquetRef, init: StudentRef | None
+    ) -> list[tuple[StudentJob, int]]:
+        """Stage `stage`'s students: student k trains on every part but k and relabels part k; (job, part k)."""
+        jobs = []
+        for k, (train_parts, held_out) in enumerate(cross_assignment(self.cfg.stages.partitions)):
+            name = f"stage-{stage}/student-{k}"
+            job = self._student(
+                name,
+                labels,
+                self.cfg.seed + 100 * stage + k,
+                self.path(name),
+                init,
+                assignment=assignment,
+                parts=train_parts,
+            )
+            jobs.append((job, held_out))
+        return jobs
+
+    def relabel(self, job: StudentJob, part: int, stage: int) -> RelabelJob:
+        """`job`'s trained student labeling its held-out `part` of the labels it learned from."""
+        return job.relabel(part, stage, self.path(f"stage-{stage}", f"partition-{part}"))
+
+    def first_labels_by_sft(self, teacher_labels: ParquetRef) -> RelabelJob:
+        """The SFT student's labels of every row of U (stages.first_labels: sft)."""
+        return RelabelJob(
+            labels=teacher_labels,
+            source="baseline/sft",
+            stage=0,
+            settings=self.cfg.student,
+            task=self.cfg.data.task,
+            out_dir=self.path("sft-labels"),
+        )
+
+    def distilled(self, name: str, labels: ParquetRef, stages: int, init: StudentRef | None) -> StudentJob:
+        """A student on every row of `labels`, with the seed an `stages`-stage run's final student gets: the final
+        student itself ("final"), or a baseline (`mckd-2` is the final student of the same config with 2 stages;
+        vanilla-kd learns from Y_0, the teacher's labels)."""
+        name, out_dir = (
+            ("final/student", self.path("final", "student"))
+            if name == "final"
+            else (f"baseline/{name}", self.path("baselines", name))
+        )
+        return self._student(name, labels, self.cfg.seed + 100 * stages, out_dir, init)
+
+    def supervised(self, name: str) -> StudentJob:
+        """`sft` on L less the dev rows, `sft-n` on data.sft_n_labeled less them; it selects epochs on dev only where
+        dev rows are held out of its training data."""
+        rows = self.data.labeled_train if name == "sft" else self.data.sft_n
+        settings = self.cfg.student.model_copy(update={"select_on_dev": self.data.dev_held_out, "min_valid_rows": 1})
+        return StudentJob(
+            name=f"baseline/{name}",
+            task=self.cfg.data.task,
+            student=settings,
+            seed=self.cfg.seed,
+            labels=gold_labels(rows, self.path("baselines")),
+            dev=self.data.dev,
+            out_dir=self.path("baselines", name),
+        )
+
+    def baseline(self, name: str, label_history: list[ParquetRef], init: StudentRef | None) -> StudentJob:
+        """A comparison student: supervised (sft, sft-n), or distilled from Y_{s-1} like an s-stage final student."""
+        stages = baseline_stages(name)
+        if stages is None:
+            return self.supervised(name)
+        return self.distilled(name, label_history[stages - 1], stages, init)
+
+    def _student(
+        self, name: str, labels: ParquetRef, seed: int, out_dir: str | Path, init: StudentRef | None, **part
+    ) -> StudentJob:
+        return StudentJob(
+            name=name,
+            task=self.cfg.data.task,
+            student=self.cfg.student,
+            seed=seed,
+            labels=labels,
+            dev=self.data.dev,
+            out_dir=str(out_dir),
+            gold=self.gold,
+            init=init,
+            **part,
+        )

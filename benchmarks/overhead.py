@@ -102,12 +102,12 @@ def bench_noop_tasks(n: int, reps: int, work: Path) -> dict:
     policy and persisted results; unique inputs, so nothing is a cache hit), minus the same plain call's time."""
     from prefect import flow, task
 
-    from tasks.common import CACHE, with_storage
+    from tasks.common import NodeCache, with_storage
 
     def tiny(x: int, salt: str) -> int:
         return x + 1
 
-    noop = with_storage(task(tiny, name="bench-noop", cache_policy=CACHE), work / "noop-root")
+    noop = with_storage(task(tiny, name="bench-noop", cache_policy=NodeCache()), work / "noop-root")
 
     def timed_calls(fn, salt: str) -> list[float]:
         out = []

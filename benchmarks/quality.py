@@ -39,10 +39,10 @@ from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.craft import load_craft  # noqa: E402
 from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
 from mckd_core.formats import get_format  # noqa: E402
+from mckd_core.identity import source_hash  # noqa: E402
 from mckd_core.report import choose_deliverable  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
 from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
-from tasks.common import TRAINER_SOURCE  # noqa: E402
 
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
 FORMAT = {"atis": "slots", "craft": "constituency"}
@@ -181,7 +181,7 @@ def run_one(task: str, seed: int, args) -> dict:
         "load_end": os.getloadavg(),
         "sizes": sizes_of(args),
         "metric": METRIC[task],
-        "trainer": TRAINER_SOURCE[:12],
+        "trainer": source_hash(["student"])[:12],
         "scores": scores(report),
         "comparisons": report["comparisons"],
         "deliverable": deliverable(report),

@@ -199,9 +199,10 @@ class StudentConfig(_Section):
     min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
     isolate: Literal["auto", "always", "never"] = Field(
         "auto",
-        description="Train in a spawned child process: auto: on a GPU (a fresh one per student, so a CUDA failure "
-        "cannot poison the next); always: also on CPU with stages.cpu_students 1; never: in this "
-        "process. Students on a share of the CPU cores always train in their slot's own process.",
+        description="Run a student's work (training, relabels, test scoring) in a spawned child process: auto: on a "
+        "GPU (a fresh one each time, so a CUDA failure cannot poison the next); always: also on CPU with "
+        "stages.cpu_students 1; never: in this process. Work on a share of the CPU cores always runs in its slot's "
+        "own process.",
     )
     trust_remote_code: bool = False
 

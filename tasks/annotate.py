@@ -12,12 +12,16 @@ from mckd_core.faults import maybe_inject
 from mckd_core.jobs import AnnotateJob
 from mckd_core.steps import annotate_rows
 
-from .common import CACHE, retry_transient
+from .common import ANNOTATE, retry_transient
 from .progress import progress_reporter
 
 
 @task(
-    name="annotate", cache_policy=CACHE, retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_transient
+    name="annotate",
+    cache_policy=ANNOTATE,
+    retries=3,
+    retry_delay_seconds=[5, 30, 120],
+    retry_condition_fn=retry_transient,
 )
 def annotate_task(job: AnnotateJob) -> ParquetRef:
     logger = get_run_logger()

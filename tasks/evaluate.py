@@ -10,10 +10,12 @@ from mckd_core.gpus import SlotPlan, child_for, device_slot, run_in_slot
 from mckd_core.jobs import StudentRef
 from mckd_core.steps import evaluate_student, score_labels
 
-from .common import CACHE, retry_transient
+from .common import EVALUATE, SCORE, retry_transient
 
 
-@task(name="evaluate-student", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+@task(
+    name="evaluate-student", cache_policy=EVALUATE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient
+)
 def evaluate_student_task(
     student: StudentRef, test: ParquetRef, cfg: StudentConfig, task_name: str, slots: SlotPlan | None = None
 ) -> dict:
@@ -21,8 +23,6 @@ def evaluate_student_task(
         return run_in_slot(slot, evaluate_student, student, test, cfg, task_name, child=child_for(cfg.isolate))
 
 
-@task(name="score-labels", cache_policy=CACHE)
+@task(name="score-labels", cache_policy=SCORE)
 def score_labels_task(labels: ParquetRef, task_name: str) -> dict | None:
-    # The cache key holds this function's source, not score_labels': this comment is new with the per-row statistics
-    # and the authors' constituency F1 (issue #17), so results cached before them are not reused.
     return score_labels(labels, task_name)

@@ -7,9 +7,9 @@ from prefect import task
 from mckd_core.data import ParquetRef
 from mckd_core.steps import make_partition
 
-from .common import CACHE
+from .common import PARTITION
 
 
-@task(name="partition", cache_policy=CACHE)
+@task(name="partition", cache_policy=PARTITION)
 def partition_task(unlabeled: ParquetRef, k: int, seed: int, out_dir: str) -> ParquetRef:
     return make_partition(unlabeled, k, seed, out_dir)

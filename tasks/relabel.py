@@ -10,16 +10,16 @@ from mckd_core.gpus import SlotPlan, child_for, device_slot, run_in_slot
 from mckd_core.jobs import RelabelJob, StudentRef
 from mckd_core.steps import merge_labels, relabel
 
-from .common import CACHE, retry_transient
+from .common import MERGE, RELABEL, retry_transient
 
 
-@task(name="relabel", cache_policy=CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
+@task(name="relabel", cache_policy=RELABEL, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def relabel_task(student: StudentRef, job: RelabelJob, slots: SlotPlan | None = None) -> ParquetRef:
     with device_slot(slots) as slot:
         return run_in_slot(slot, relabel, student, job, child=child_for(job.settings.isolate))
 
 
-@task(name="merge-labels", cache_policy=CACHE)
+@task(name="merge-labels", cache_policy=MERGE)
 def merge_labels_task(
     previous: ParquetRef, relabels: list[ParquetRef], out_dir: str, keep_previous_on_invalid: bool
 ) -> ParquetRef:

@@ -12,13 +12,13 @@ from mckd_core.jobs import StudentJob, StudentRef
 from mckd_core.steps import train_student
 from mckd_core.student import micro_batch
 
-from .common import StudentOnDisk, retry_transient
+from .common import TRAIN, retry_transient
 from .progress import progress_reporter
 
 
 @task(
     name="train-student",
-    cache_policy=StudentOnDisk(),
+    cache_policy=TRAIN,
     retries=3,
     retry_delay_seconds=5,
     retry_condition_fn=retry_transient,

@@ -38,8 +38,8 @@ class DataConfig(_Section):
         None,
         ge=0,
         description="Without data.dev: rows of L held out (seeded) as the dev set that students select on and the "
-        "deliverable guard compares on; no student, SFT included, trains on them (the teacher's demos "
-        "still come from all of L). null: a fifth of L (10 of 50; none below 5 rows); 0: none, the "
+        "deliverable guard compares on; no student, SFT included, trains on them, and no teacher prompt shows "
+        "them as demos. null: a fifth of L (10 of 50; none below 5 rows); 0: none, the "
         "paper's recipe (students select on L; SFT trains on all of L without selection and is left "
         "out of the guard).",
     )

@@ -28,11 +28,12 @@ class RunPlan:
         return str(self.cfg.run_dir.parent / ".teacher-cache.sqlite")
 
     def annotate(self, examples: ParquetRef, which: str) -> AnnotateJob:
-        """The teacher labeling `examples` ("unlabeled" or "test"), with its demos from L."""
+        """The teacher labeling `examples` ("unlabeled", "test" or "dev"), with its demos from L's training rows: a dev
+        row in a prompt would flatter every distilled candidate's dev score against SFT's, which never saw it."""
         out_dir = self.path("teacher") if which == "unlabeled" else self.path("teacher", which)
         return AnnotateJob(
             examples=examples,
-            demos=self.data.labeled,
+            demos=self.data.labeled_train,
             teacher=self.cfg.teacher,
             task=self.cfg.data.task,
             seed=self.cfg.seed,

@@ -172,3 +172,32 @@ def test_gold_aware_students_train_on_l_train_and_never_on_their_dev_rows(tmp_pa
         "sft",
         "vanilla-kd",
     }
+
+
+def test_no_teacher_prompt_shows_a_dev_row(tmp_path, tiny_models, monkeypatch):
+    """The teacher's demos come from L's training rows: a dev row in a prompt would flatter every distilled
+    candidate's dev score against SFT's (issue #27)."""
+    from mckd_core.teacher.transformers import TransformersTeacher
+
+    shown: list[tuple[str, ...]] = []
+    generate = TransformersTeacher.generate
+
+    def recording(self, prompts, params, progress=None):
+        shown.extend(p.demo_ids for p in prompts)
+        return generate(self, prompts, params, progress)
+
+    monkeypatch.setattr(TransformersTeacher, "generate", recording)
+    cfg = parse_config(
+        toy_config(
+            tmp_path,
+            tiny_models,
+            data={"dev_holdout": 2},
+            teacher={"num_demos": 6},
+            stages={"num_stages": 1, "partitions": 2},
+            student={"epochs": 1},
+        )
+    )
+    mckd_flow(cfg)
+    dev = set(pd.read_parquet(next((cfg.run_dir / "data").glob("dev-*.parquet")))["id"])
+    assert len(dev) == 2 and shown and all(len(ids) == 6 for ids in shown)  # every other row of L is shown
+    assert not any(dev & set(ids) for ids in shown)

@@ -12,7 +12,7 @@ from mckd_core.data import ParquetRef
 from mckd_core.gpus import plan_cpu_slots
 from mckd_core.jobs import StudentJob, StudentRef
 from mckd_core.partition import stage_seed
-from mckd_core.plan import RunPlan
+from mckd_core.plan import RunPlan, choose_first_labels
 from mckd_core.report import DevScores, RunResults, build_report, choose_deliverable, dev_scores, student_entry
 from mckd_core.steps import Inputs, changed_fraction, prepare_inputs, teacher_session
 from tasks.annotate import annotate_task
@@ -94,10 +94,10 @@ def mckd_flow(config: RunConfig) -> dict:
         logger.warning(warning)
     plan, tasks = RunPlan(cfg, data), RunTasks(cfg)
 
-    # 1. Teacher: few-shot labels Y_0 of U (and of T). A vLLM server mckd starts stops with this block, also on failure.
+    # 1. Teacher: few-shot labels of U (and T, dev). A vLLM server mckd starts stops with this block, also on failure.
     with _timed(timings, "teacher"), teacher_session():
-        teacher_labels = tasks.annotate(plan.annotate(data.unlabeled, "unlabeled"))
-        teacher_test = tasks.annotate(plan.annotate(data.test, "test")) if data.test else None
+        teacher = {which: tasks.annotate(plan.annotate(rows, which)) for which, rows in plan.teacher_sets().items()}
+    teacher_labels = teacher["unlabeled"]
 
     # 2. Partition U into K disjoint parts (fixed across stages unless redrawn).
     assignment = tasks.partition(data.unlabeled, cfg.stages.partitions, cfg.seed, plan.path("data"))
@@ -105,7 +105,7 @@ def mckd_flow(config: RunConfig) -> dict:
     # The SFT-on-L student first, where distilled students start from it or Y_0 is its labels (also the sft baseline).
     sft = tasks.train(plan.supervised("sft"), tasks.slots) if plan.sft_trains_first else None
     init = sft if cfg.student.init == "sft" else None
-    labels = first_labels = _first_labels(tasks, plan, sft, teacher_labels)
+    labels, _ = y0 = _first_labels(tasks, plan, sft, teacher)  # Y_0, and why it is the teacher's or SFT's
 
     # 3. Intermediate stages s = 1 .. S-1: cross-train and relabel.
     stages, history = [], [teacher_labels]  # the labels of U after each stage; vanilla KD learns from the teacher's
@@ -135,7 +135,7 @@ def mckd_flow(config: RunConfig) -> dict:
     # 6. Report: the scores on T (read for no decision above), the labels' quality, timings, warnings.
     timings["total"] = time.perf_counter() - clock
     results = RunResults(
-        **_teacher_results(tasks, teacher_labels, teacher_test, first_labels),
+        **_teacher_results(tasks, teacher_labels, teacher.get("test"), y0),
         stages=stages,
         final=candidates["final"],
         final_test=tests["final"],
@@ -155,16 +155,22 @@ def _train(tasks: RunTasks, job: StudentJob, gpu: str | None):
     return tasks.train.submit(job, tasks.slots)
 
 
-def _first_labels(tasks: RunTasks, plan: RunPlan, sft: StudentRef | None, teacher_labels: ParquetRef) -> ParquetRef:
-    """Y_0: the teacher's labels, or (stages.first_labels: sft) the SFT student's, the teacher's where SFT's is
-    invalid."""
-    if tasks.cfg.stages.first_labels != "sft":
-        return teacher_labels
+def _first_labels(tasks: RunTasks, plan: RunPlan, sft: StudentRef | None, teacher: dict) -> tuple[ParquetRef, dict]:
+    """Y_0 and its report entry's choice: the teacher's labels, or the SFT student's (the teacher's where SFT's is
+    invalid) with stages.first_labels: sft, or under auto whichever of the two scores higher on the dev rows (the
+    teacher's demos never include one; SFT is compared only where it did not train on them)."""
+    mode, teacher_labels = tasks.cfg.stages.first_labels, teacher["unlabeled"]
+    choice = {"chosen": "sft" if mode == "sft" else "teacher"}
+    if mode == "auto":
+        sft_dev = tasks.test(sft, plan.data.dev).result()["f1"] if plan.data.dev_held_out else None
+        choice = choose_first_labels(tasks.f1(teacher["dev"]), sft_dev)
+    if choice["chosen"] == "teacher":
+        return teacher_labels, choice
     sft_labels = tasks.relabel(sft, plan.first_labels_by_sft(teacher_labels), tasks.slots)
-    return tasks.merge(teacher_labels, [sft_labels], plan.path("sft-labels"), True)
+    return tasks.merge(teacher_labels, [sft_labels], plan.path("sft-labels"), True), choice
 
 
-def _teacher_results(tasks: RunTasks, labels: ParquetRef, test: ParquetRef | None, first_labels: ParquetRef) -> dict:
+def _teacher_results(tasks: RunTasks, labels: ParquetRef, test: ParquetRef | None, first_labels: tuple) -> dict:
     """RunResults' teacher fields: its labels of U (scored where U has gold), its test scores, Y_0."""
     f1 = tasks.f1(labels)
     return {
@@ -182,17 +188,14 @@ def _guard(tasks: RunTasks, data: Inputs, candidates: dict[str, StudentRef]) -> 
 
 
 def _first_labels_entry(
-    tasks: RunTasks, teacher_labels: ParquetRef, teacher_f1: float | None, first_labels: ParquetRef
+    tasks: RunTasks, teacher_labels: ParquetRef, teacher_f1: float | None, first_labels: tuple[ParquetRef, dict]
 ) -> dict:
-    """Y_0 in the report: the teacher's labels (already scored) or the SFT student's."""
-    source = tasks.cfg.stages.first_labels
-    if first_labels is teacher_labels:
-        return {"source": source, "pseudolabel_f1": teacher_f1, "changed_fraction": 0.0}
-    return {
-        "source": source,
-        "pseudolabel_f1": tasks.f1(first_labels),
-        "changed_fraction": changed_fraction(teacher_labels, first_labels),
-    }
+    """Y_0 in the report: the teacher's labels (already scored) or the SFT student's, and why (auto)."""
+    labels, choice = first_labels
+    entry = {"source": tasks.cfg.stages.first_labels, **choice}
+    if labels is teacher_labels:
+        return {**entry, "pseudolabel_f1": teacher_f1, "changed_fraction": 0.0}
+    return {**entry, "pseudolabel_f1": tasks.f1(labels), "changed_fraction": changed_fraction(teacher_labels, labels)}
 
 
 def _dev_scores(tasks: RunTasks, dev: ParquetRef, students: dict[str, StudentRef]) -> DevScores:

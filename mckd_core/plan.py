@@ -27,6 +27,14 @@ class RunPlan:
         """The per-row teacher cache, shared by every run of the runs root (a re-run asks only new rows)."""
         return str(self.cfg.run_dir.parent / ".teacher-cache.sqlite")
 
+    def teacher_sets(self) -> dict[str, ParquetRef]:
+        """What the teacher labels: U, T when given (its own score), the dev rows where stages.first_labels: auto
+        compares its labels with the SFT student's."""
+        sets = {"unlabeled": self.data.unlabeled, "test": self.data.test}
+        if self.cfg.stages.first_labels == "auto":
+            sets["dev"] = self.data.dev
+        return {which: rows for which, rows in sets.items() if rows is not None}
+
     def annotate(self, examples: ParquetRef, which: str) -> AnnotateJob:
         """The teacher labeling `examples` ("unlabeled", "test" or "dev"), with its demos from L's training rows: a dev
         row in a prompt would flatter every distilled candidate's dev score against SFT's, which never saw it."""
@@ -46,7 +54,7 @@ class RunPlan:
     def sft_trains_first(self) -> bool:
         """The SFT-on-L student is needed before the stages: distilled students start from it (student.init: sft), or
         Y_0 is its labels of U (stages.first_labels: sft)."""
-        return "sft" in (self.cfg.student.init, self.cfg.stages.first_labels)
+        return self.cfg.student.init == "sft" or self.cfg.stages.first_labels != "teacher"
 
     def stage_students(
         self, stage: int, labels: ParquetRef, assignment: ParquetRef, init: StudentRef | None
@@ -130,3 +138,18 @@ class RunPlan:
             init=init,
             **part,
         )
+
+
+def choose_first_labels(teacher_dev_f1: float | None, sft_dev_f1: float | None) -> dict:
+    """stages.first_labels: auto: Y_0 from the SFT student where it labels the dev rows better than the teacher, else
+    from the teacher (ties, or SFT not comparable: it trained on the dev rows). report.json keeps the choice."""
+    dev = {"teacher": teacher_dev_f1, "sft": sft_dev_f1}
+    if sft_dev_f1 is None or teacher_dev_f1 is None:
+        return {
+            "chosen": "teacher",
+            "dev": dev,
+            "why": "the SFT student could not be scored on dev rows it did not "
+            "train on (no dev rows held out): the teacher's labels, as in the paper",
+        }
+    chosen = "sft" if sft_dev_f1 > teacher_dev_f1 else "teacher"
+    return {"chosen": chosen, "dev": dev, "why": f"dev F1: sft {sft_dev_f1:.1f}, teacher {teacher_dev_f1:.1f}"}

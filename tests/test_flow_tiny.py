@@ -40,6 +40,7 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     # Y_0 is the teacher's labels by default (stages.first_labels: teacher), scored once.
     assert report["first_labels"] == {
         "source": "teacher",
+        "chosen": "teacher",
         "pseudolabel_f1": report["teacher"]["pseudolabel_f1"],
         "changed_fraction": 0.0,
     }

@@ -122,8 +122,8 @@ def test_first_labels_sft_are_the_sft_students_labels_of_u_and_the_teachers_wher
     assert report["baselines"]["vanilla-kd"]["train_rows"] == report["counts"]["teacher_valid"] + 6
 
 
-def test_first_labels_is_teacher_or_sft():
-    with pytest.raises(MckdInputError, match=r"stages.first_labels: Input should be 'teacher' or 'sft'"):
+def test_first_labels_is_teacher_sft_or_auto():
+    with pytest.raises(MckdInputError, match=r"stages.first_labels: Input should be 'teacher', 'sft' or 'auto'"):
         parse_config({"data": {"task": "text", "labeled": "a", "unlabeled": "b"}, "stages": {"first_labels": "gold"}})
 
 
@@ -138,3 +138,38 @@ def test_first_labels_sft_needs_a_stage_to_distill_through():
                 "stages": {"first_labels": "sft", "num_stages": 1},
             }
         )
+
+
+def test_first_labels_auto_takes_the_source_that_labels_a_hand_made_dev_set_better():
+    from mckd_core.formats import get_format
+    from mckd_core.plan import choose_first_labels
+
+    fmt = get_format("text")
+    words, gold = ["cat", "sun", "red", "hot"], ["dog", "moon", "blue", "cold"]
+    teacher = fmt.metrics(words, gold, ["dog", "moon", "x", "y"])["f1"]  # half right
+    sft = fmt.metrics(words, gold, ["dog", "moon", "blue", "y"])["f1"]  # three of four
+    assert choose_first_labels(teacher, sft)["chosen"] == "sft"
+    assert choose_first_labels(sft, teacher)["chosen"] == "teacher"
+    assert choose_first_labels(teacher, teacher)["chosen"] == "teacher"  # a tie keeps the paper's recipe
+    unseen = choose_first_labels(teacher, None)
+    assert unseen["chosen"] == "teacher" and "no dev rows held out" in unseen["why"]
+
+
+def test_a_first_labels_auto_run_reports_both_dev_scores_and_follows_them(tmp_path_factory, tiny_models):
+    tmp = tmp_path_factory.mktemp("first-labels-auto")
+    cfg = parse_config(
+        toy_config(
+            tmp,
+            tiny_models,
+            data={"dev_holdout": 2},
+            student={"max_dev": 2, "epochs": 2},
+            stages={"num_stages": 2, "partitions": 2, "evaluate_students": False, "first_labels": "auto"},
+        )
+    )
+    entry = mckd_flow(cfg)["first_labels"]
+    dev = entry["dev"]
+    assert entry["source"] == "auto" and set(dev) == {"teacher", "sft"} and None not in dev.values()
+    assert entry["chosen"] == ("sft" if dev["sft"] > dev["teacher"] else "teacher")
+    assert (entry["changed_fraction"] == 0.0) == (entry["chosen"] == "teacher") or entry["changed_fraction"] == 0.0
+    with pytest.raises(MckdInputError, match=r"stages.first_labels: auto needs stages.num_stages >= 2"):
+        parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 1, "first_labels": "auto"}))

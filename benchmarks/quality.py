@@ -4,13 +4,16 @@ Each (task, seed) is ONE real mckd run (Prefect flow, real SmolLM2 teacher and s
 3-stage MCKD run with `baselines: [sft, vanilla-kd, mckd-2, sft-n]`, so every row trains on the same
 samples and the distillation rows share the teacher's labels and stage 1. Selection never sees the test
 set: CRAFT students select epochs on the official dev split, ATIS students (since 2026-12-02; on L before) on
---dev pool rows outside L / U / T (ATIS has no dev split here); the same rows decide the run's deliverable.
+--dev pool rows outside L / U / T (ATIS has no dev split here); the same rows decide the run's deliverable. T shares
+no normalised sentence with L, U, the dev rows or SFT-N, nor repeats one (issue #27; runs recorded before run again).
 
 Usage (results are added to --out after every run; a re-run skips (task, seed) pairs finished with the same
 sizes, and the Prefect cache skips finished nodes of an interrupted one):
   .venv/bin/python benchmarks/quality.py --tasks atis craft --seeds 0 1 2
 Prints one JSON object: per task and row, test F1 mean/sd over seeds, wall times, and MCKD-3 minus every other row
-with a 95% CI pooled over seeds (paired bootstrap on each run's test rows, from the run dirs' test-rows.json).
+pooled over seeds with two 95% CIs: `ci95`, a paired bootstrap of each run's test rows (the trained models held
+fixed), and `ci95_seeds`, a hierarchical bootstrap that redraws the seeds too, beside the per-seed gaps (from the
+per-row statistics each run records in --out).
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 from mckd_core.atis import load_atis  # noqa: E402
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.craft import load_craft  # noqa: E402
-from mckd_core.data import sample_sets, within_words, write_sets  # noqa: E402
+from mckd_core.data import normalized_input, sample_sets, within_words, write_sets  # noqa: E402
 from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.identity import source_hash  # noqa: E402
 from mckd_core.report import choose_deliverable  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
-from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
+from mckd_core.stats import hierarchical_paired_bootstrap, pooled_paired_bootstrap  # noqa: E402
 
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
 FORMAT = {"atis": "slots", "craft": "constituency"}
@@ -69,14 +72,17 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
         splits = {s: load_craft(CRAFT_DIR, s, max_words=args.max_words) for s in ("train", "dev", "test")}
         pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
     sets = sample_sets(pool, test, args.labeled, args.unlabeled, args.test, seed, args.max_words, dev=dev)
-    used = set(sets["labeled"]["input"]) | set(sets["unlabeled"]["input"]) | set(sets["test"]["input"])
+    # Compared normalised (data.normalized_input), so T shares no input with the dev rows or SFT-N either, and
+    # SFT-N none with the dev rows.
+    used = {normalized_input(text) for df in sets.values() for text in df["input"]}  # L, U, T (CRAFT: and dev)
     short = within_words(pool, args.max_words).drop_duplicates("input")
+    unused = lambda: short[~short["input"].map(normalized_input).isin(used)]  # noqa: E731
     if task == "atis":
         # ATIS has no dev split: dev rows from the training pool outside L / U / T, so SFT keeps all of L and no
         # row of L is held out for selection (the run's data.dev).
-        sets["dev"] = short[~short["input"].isin(used)].sample(n=args.dev, random_state=seed).reset_index(drop=True)
-        used |= set(sets["dev"]["input"])
-    extra = short[~short["input"].isin(used)].sample(n=args.sft_n - args.labeled, random_state=seed)
+        sets["dev"] = unused().sample(n=args.dev, random_state=seed).reset_index(drop=True)
+        used |= set(sets["dev"]["input"].map(normalized_input))
+    extra = unused().sample(n=args.sft_n - args.labeled, random_state=seed)
     sets["sft_n_labeled"] = pd.concat([sets["labeled"], extra]).reset_index(drop=True)
     return sets
 
@@ -181,6 +187,8 @@ def run_one(task: str, seed: int, args) -> dict:
         "load_end": os.getloadavg(),
         "sizes": sizes_of(args),
         "metric": METRIC[task],
+        # T shares no normalised input with L, U, dev or SFT-N, nor repeats one (data.draw_test; issue #27).
+        "t_disjoint": True,
         "trainer": source_hash(["student"])[:12],
         "scores": scores(report),
         "comparisons": report["comparisons"],
@@ -207,17 +215,24 @@ def mean_sd(values: list[float]) -> dict:
 
 
 def pooled_comparisons(runs_rows: list[dict], task: str) -> dict:
-    """MCKD-3 minus every other row, pooled over seeds (stats.pooled_paired_bootstrap): each run's test rows
-    resampled within that run, the runs' differences averaged per resample. `runs_rows`: per run, the `systems`
+    """MCKD-3 minus every other row, pooled over seeds (`pooled_with_seeds`). `runs_rows`: per run, the `systems`
     of its test-rows.json (name -> {"id", "stats"})."""
     aggregate = get_format(FORMAT[task]).aggregate
     return {
-        f"{FINAL} - {row}": pooled_paired_bootstrap(
+        f"{FINAL} - {row}": pooled_with_seeds(
             [aligned(rows[SYSTEM[FINAL]], rows[SYSTEM[row]]) for rows in runs_rows], aggregate
         )
         for row in ROWS
         if row != FINAL
     }
+
+
+def pooled_with_seeds(pairs: list[tuple], aggregate) -> dict:
+    """One pooled comparison: `diff` and `ci95` with the trained models held fixed (stats.pooled_paired_bootstrap:
+    each run's test rows resampled within that run), `ci95_seeds` with the seeds resampled too
+    (stats.hierarchical_paired_bootstrap), and `per_seed`, the runs' own differences."""
+    seeds = hierarchical_paired_bootstrap(pairs, aggregate)
+    return {**pooled_paired_bootstrap(pairs, aggregate), "ci95_seeds": seeds["ci95"], "per_seed": seeds["per_seed"]}
 
 
 def per_row_stats(runs: list[dict]) -> list[dict] | None:
@@ -268,14 +283,27 @@ def markdown(summary: dict) -> str:
         )
     for task, s in summary.items():
         pooled = (
-            "; ".join(
-                f"{name} {c['diff']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]"
-                for name, c in (s["comparisons"] or {}).items()
-            )
+            "; ".join(f"{name} {pooled_interval(c)}" for name, c in (s["comparisons"] or {}).items())
             or "no per-row statistics for a CI"
         )
-        lines.append(f"\n{task}: test F1 is {s['metric']}. Pooled over seeds, 95% CI: {pooled}")
+        lines.append(
+            f"\n{task}: test F1 is {s['metric']}. Pooled over seeds, 95% CI over test rows / over seeds and "
+            f"test rows (per-seed gaps): {pooled}"
+        )
     return "\n".join(lines)
+
+
+def pooled_interval(cmp: dict) -> str:
+    """ "+d [lo, hi] / [lo, hi] (g1, g2, ...)": the row-level CI, the CI that resamples seeds too, the per-seed gaps
+    (the row-level CI alone for a comparison made without them)."""
+    text = f"{cmp['diff']:+.1f} {_brackets(cmp['ci95'])}"
+    if "ci95_seeds" in cmp:
+        text += f" / {_brackets(cmp['ci95_seeds'])} ({', '.join(f'{gap:+.1f}' for gap in cmp['per_seed'])})"
+    return text
+
+
+def _brackets(ci: list[float]) -> str:
+    return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
 def sizes_of(args) -> dict:
@@ -305,9 +333,10 @@ def sizes_of(args) -> dict:
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
-    """The runs recorded in `out` (only those made with `sizes` and today's recipe when given)."""
+    """The runs recorded in `out` (only those made with `sizes` and today's recipe when given, T drawn disjoint from
+    every other set: a run made before that (issue #27) still counts in the tables, but runs again here)."""
     runs = json.loads(out.read_text())["runs"] if out.exists() else []
-    return [r for r in runs if sizes is None or (r.get("sizes") == sizes and current(r))]
+    return [r for r in runs if sizes is None or (r.get("sizes") == sizes and current(r) and r.get("t_disjoint"))]
 
 
 def current(run: dict) -> bool:

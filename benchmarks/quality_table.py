@@ -3,7 +3,8 @@
 One line per (task, recipe): the paper's recipe and each option (gold-aware students, init sft, first_labels sft) and
 U, over the seeds that recipe ran; test F1 means of teacher / SFT-L / vanilla KD / MCKD-3 / the deliverable / SFT-N,
 (the guard's pick, and its pick among what a user with only L trains, i.e. without SFT-N), and MCKD-3 minus teacher,
-SFT-L and vanilla KD with 95% CIs pooled over those seeds (quality.summarize). SFT-L is retrained in every run (its
+SFT-L and vanilla KD pooled over those seeds (quality.summarize) with two 95% CIs, over test rows / over seeds and
+test rows (hierarchical bootstrap), and the per-seed gaps. SFT-L is retrained in every run (its
 config holds the run's options), and on 50 rows its epoch choice on 20 dev rows is noisy: the last column pairs each
 run's MCKD-3 with the mean of every distinct SFT-L trained on the same seed and test rows in any recipe (per test
 row), so a gap that comes from one run's weak SFT-L shows. Only runs
@@ -29,7 +30,6 @@ import quality  # noqa: E402  (puts the repo root on sys.path)
 
 from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.scoring import aligned  # noqa: E402
-from mckd_core.stats import pooled_paired_bootstrap  # noqa: E402
 
 MIN_TEST = 200
 #: The options that make a recipe, in the order a recipe's name lists them.
@@ -49,8 +49,8 @@ def table(runs: list[dict]) -> str:
             groups.setdefault((run["task"], recipe(run["sizes"])), []).append(run)
     lines = [
         "| task | recipe | seeds | teacher | SFT-50 | vanilla KD | **MCKD-3** | deliverable: guard / L only | SFT-N | "
-        + " | ".join(f"MCKD-3 − {quality_name(row)} [95% CI]" for row in GAPS)
-        + " | MCKD-3 − every SFT-50 of its seeds (trainings) |",
+        + " | ".join(f"MCKD-3 − {quality_name(row)} [CI rows] / [CI seeds] (per seed)" for row in GAPS)
+        + " | MCKD-3 − every SFT-50 of its seeds |",
         "|---|---|---|" + "---:|" * (7 + len(GAPS)),
     ]
     counted = [run for group in groups.values() for run in group]
@@ -90,8 +90,8 @@ def against_every_sft(group: list[dict], runs: list[dict]) -> str:
         stats = [aligned(final, sft)[1] for sft in distinct.values()]
         pairs.append((np.asarray(final["stats"], dtype=float), np.mean(stats, axis=0)))
         trainings += len(stats)
-    aggregate = get_format(quality.FORMAT[group[0]["task"]]).aggregate
-    return f"{_interval(pooled_paired_bootstrap(pairs, aggregate))} ({trainings})"
+    pooled = quality.pooled_with_seeds(pairs, get_format(quality.FORMAT[group[0]["task"]]).aggregate)
+    return f"{quality.pooled_interval(pooled)}, {trainings} trainings"
 
 
 def quality_name(row: str) -> str:
@@ -100,11 +100,7 @@ def quality_name(row: str) -> str:
 
 def _gap(comparisons: dict | None, row: str) -> str:
     cmp = (comparisons or {}).get(f"{quality.FINAL} - {row}")
-    return _interval(cmp) if cmp else "–"
-
-
-def _interval(cmp: dict) -> str:
-    return f"{cmp['diff']:+.1f} [{cmp['ci95'][0]:+.1f}, {cmp['ci95'][1]:+.1f}]"
+    return quality.pooled_interval(cmp) if cmp else "–"
 
 
 if __name__ == "__main__":

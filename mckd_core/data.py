@@ -278,6 +278,31 @@ def within_words(df: pd.DataFrame, max_words: int | None) -> pd.DataFrame:
     return df[df["input"].str.split().str.len() <= max_words] if max_words else df
 
 
+def normalized_input(text: str) -> str:
+    """An input as the split checks compare it: lowercase, whitespace collapsed ("Figure 1" is "figure  1")."""
+    return " ".join(str(text).lower().split())
+
+
+def shuffled_for_t(test: pd.DataFrame, seed: int, exclude: set[str]) -> tuple[pd.DataFrame, pd.Series]:
+    """`test` in a seeded random order, and per row why T may not take it: "overlap" (its normalised input is in
+    `exclude`), "duplicate" (an earlier row's normalised input) or "" (T may take it)."""
+    shuffled = test.sample(frac=1.0, random_state=seed)
+    keys = shuffled["input"].map(normalized_input)
+    reason = pd.Series("", index=shuffled.index)
+    reason[keys.duplicated()] = "duplicate"
+    reason[keys.isin(exclude)] = "overlap"
+    return shuffled, reason
+
+
+def draw_test(test: pd.DataFrame, n_test: int, seed: int, exclude: set[str]) -> pd.DataFrame:
+    """T: the first `n_test` rows of `test`'s seeded order (`shuffled_for_t`) that no set a model trains, selects or
+    is prompted on shares (`exclude`: their normalised inputs) and that repeat no earlier row. A sentence both in T
+    and in U or L ("Abstract", "Figure 1" in CRAFT) scores memory, not distillation. Where nothing is skipped, T is
+    the rows `test.sample(n=n_test, random_state=seed)` gave before the rule."""
+    shuffled, reason = shuffled_for_t(test, seed, exclude)
+    return shuffled[reason == ""].iloc[:n_test]
+
+
 def sample_sets(
     pool: pd.DataFrame,
     test: pd.DataFrame,
@@ -288,7 +313,8 @@ def sample_sets(
     max_words: int | None = None,
     dev: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Seeded, disjoint L / U / T samples (plus the dev set when given); U keeps its gold targets for diagnostics."""
+    """Seeded, disjoint L / U / T samples (plus the dev set when given); U keeps its gold targets for diagnostics.
+    T shares no normalised input with L, U or the dev set, nor repeats one within itself (`draw_test`)."""
     pool = within_words(pool, max_words).sample(frac=1.0, random_state=seed)
     # Distinct inputs, so L and U never share a sentence under different ids.
     pool = pool.drop_duplicates("input")
@@ -296,15 +322,12 @@ def sample_sets(
         raise MckdInputError(
             f"only {len(pool)} pool sentences for {n_labeled} labeled + {n_unlabeled} unlabeled; lower the counts"
         )
-    test = within_words(test, max_words)
-    sets = {
-        "labeled": pool.iloc[:n_labeled],
-        "unlabeled": pool.iloc[n_labeled : n_labeled + n_unlabeled],
-        "test": test.sample(n=min(n_test, len(test)), random_state=seed),
-    }
+    sets = {"labeled": pool.iloc[:n_labeled], "unlabeled": pool.iloc[n_labeled : n_labeled + n_unlabeled]}
     if dev is not None:
         sets["dev"] = within_words(dev, max_words)
-    return {name: df.reset_index(drop=True) for name, df in sets.items()}
+    seen = {normalized_input(text) for df in sets.values() for text in df["input"]}
+    sets["test"] = draw_test(within_words(test, max_words), n_test, seed, seen)
+    return {name: sets[name].reset_index(drop=True) for name in ("labeled", "unlabeled", "test", "dev") if name in sets}
 
 
 def write_sets(sets: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, str]:

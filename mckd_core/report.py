@@ -11,7 +11,7 @@ from statistics import mean
 from typing import TYPE_CHECKING, NamedTuple
 
 from .config import RunConfig, baseline_stages
-from .scoring import comparisons
+from .scoring import comparisons, dev_margins
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,6 +128,18 @@ def _simplicity(name: str) -> float:
 
 #: Fewer dev rows than this cannot show a candidate beyond noise: a bootstrap over 1-5 rows has (almost) no width.
 MIN_GUARD_ROWS = 10
+#: The guard's family-wise one-sided level: an equal candidate ships at most this often, however many compete
+#: (Bonferroni: each of m candidates needs p <= GUARD_ALPHA / m). The level a 95% CI above 0 meant for one.
+GUARD_ALPHA = 0.025
+
+
+def beyond_noise(cmp: dict, compared: int) -> bool:
+    """Whether `cmp` (a candidate minus the final student on the dev rows, one of `compared` candidates) shows a lead
+    beyond noise: its one-sided randomization p at most GUARD_ALPHA / compared; a margin recorded without `p` (before
+    2026-12-03) by its paired bootstrap 95% CI above 0, the rule of then."""
+    if "p" in cmp:
+        return cmp["p"] <= GUARD_ALPHA / max(compared, 1)
+    return cmp["ci95"][0] > 0
 
 
 def choose_deliverable(
@@ -141,10 +153,13 @@ def choose_deliverable(
     """The deliverable guard (report.json `deliverable`) over candidates scored on the same dev rows, none of which any
     of them trained on (`dev`: {name: F1}; the final student is "final").
 
-    The final student ships unless a candidate beats it beyond noise: `vs_final` {name: {"diff", "ci95"}} is each
-    candidate minus the final student, paired bootstrap on the dev rows, and only candidates whose CI is above 0
-    compete (the dev-best of them ships; ties go to the simpler model). Picking the plain dev-best on 10-20 dev rows
-    traded the final student away on noise (BENCHMARKS.md 'deliverable guard').
+    The final student ships unless a candidate beats it beyond noise: `vs_final` {name: {"diff", "ci95", "p"}} is each
+    candidate minus the final student on the dev rows (scoring.dev_margins), and a candidate competes only if its
+    one-sided paired randomization p is at most GUARD_ALPHA / m, m the number of candidates compared (Bonferroni), so
+    candidates no better than the final student ship at most GUARD_ALPHA of the time in all (simulated in
+    benchmarks/guard_sim.py); the dev-best of those that compete ships, ties going to the simpler model. Picking the
+    plain dev-best, or a per-candidate bootstrap CI above 0, on 10-20 dev rows traded the final student away on noise
+    (BENCHMARKS.md 'Deliverable guard').
     Without a final student to compare with (it trained on the dev rows), the dev-best ships. `excluded`: candidates
     that could not be compared there, with the reason. With fewer than MIN_GUARD_ROWS `dev_rows` no candidate can be
     shown beyond noise, so the final student ships.
@@ -165,18 +180,15 @@ def choose_deliverable(
         f"{name} {dev[name]:.1f}" for name in sorted(dev, key=lambda name: (-dev[name], _simplicity(name)))
     )
     if "final" in dev:
-        better = [] if too_few else [name for name, cmp in vs_final.items() if name in dev and cmp["ci95"][0] > 0]
+        compared = [name for name in vs_final if name in dev]
+        better = [] if too_few else [name for name in compared if beyond_noise(vs_final[name], len(compared))]
         best = min(better, key=lambda name: (-dev[name], _simplicity(name))) if better else "final"
-        margins = ", ".join(
-            f"{name} {cmp['diff']:+.1f} {fmt_ci(cmp['ci95'], signed=True)}" for name, cmp in vs_final.items()
-        )
+        test = _guard_test(vs_final, len(compared))
         why = (
-            f"{best} beats the final student beyond noise on {dev_source} (candidate - final, paired 95% CI: "
-            f"{margins}); dev F1: {scores}"
+            f"{best} beats the final student beyond noise on {dev_source} ({test}); dev F1: {scores}"
             if better
-            else f"no candidate beats the final student beyond noise on {dev_source} "
-            "(candidate - final, paired 95% CI: "
-            f"{margins or 'none scored row by row'}): the paper's final student ships; dev F1: {scores}"
+            else f"no candidate beats the final student beyond noise on {dev_source} ({test}): the paper's final "
+            f"student ships; dev F1: {scores}"
         )
         if too_few:
             why += f" (only {dev_rows} dev rows: at least {MIN_GUARD_ROWS} are needed to ship another candidate)"
@@ -197,6 +209,22 @@ def choose_deliverable(
     }
 
 
+def _guard_test(vs_final: dict[str, dict], compared: int) -> str:
+    """The test and every candidate's margin, for the guard's `why`."""
+    if not vs_final:
+        return "candidate - final: none scored row by row"
+    if all("p" in cmp for cmp in vs_final.values()):
+        margins = ", ".join(f"{name} {cmp['diff']:+.1f} p={cmp['p']:.3f}" for name, cmp in vs_final.items())
+        return (
+            f"candidate - final, one-sided paired randomization test, shipped only at p <= "
+            f"{GUARD_ALPHA}/{compared} (Bonferroni over the {compared} candidates): {margins}"
+        )
+    margins = ", ".join(
+        f"{name} {cmp['diff']:+.1f} {fmt_ci(cmp['ci95'], signed=True)}" for name, cmp in vs_final.items()
+    )
+    return f"candidate - final, paired 95% CI: {margins}"
+
+
 def deliverable_warnings(report: dict) -> list[str]:
     """Where the final student scores below plain fine-tuning on L (sft) on the dev rows: say so and what to change."""
     shipped = report.get("deliverable") or {}
@@ -208,16 +236,18 @@ def deliverable_warnings(report: dict) -> list[str]:
         "more unlabeled rows",
         "a stronger teacher or prompt (teacher.model, teacher.num_demos, teacher.demo_selection: bm25)",
     ]
-    margin = (shipped.get("vs_final") or {}).get("sft")
+    margins = shipped.get("vs_final") or {}
+    margin = margins.get("sft")
     verdict = (
         "not resolved row by row"
         if not margin
         else "plain fine-tuning on L beats the distilled student here"
-        if margin["ci95"][0] > 0
+        if beyond_noise(margin, len([name for name in margins if name in dev]))
         else "within dev noise"
     )
     if margin:
-        verdict += f" (sft - final {margin['diff']:+.1f} {fmt_ci(margin['ci95'], signed=True)})"
+        verdict += f" (sft - final {margin['diff']:+.1f} {fmt_ci(margin['ci95'], signed=True)}"
+        verdict += f", p={margin['p']:.3f})" if "p" in margin else ")"
     return [
         f"final student: dev F1 {dev['final']:.1f} is below sft's {dev['sft']:.1f} on {shipped['dev_source']}: "
         f"{verdict}, so the deliverable is {shipped['name']} (`deliverable/` in the run dir). To make MCKD's student "
@@ -508,13 +538,9 @@ def dev_scores(
     students: dict[str, StudentRef], scored: dict[str, dict], excluded: dict[str, str], task: str
 ) -> DevScores:
     """DevScores from each compared candidate's dev metrics (with per-row statistics)."""
-    margins = {key.removeprefix("final - "): cmp for key, cmp in comparisons(scored, task).items()}
-    vs_final = {
-        name: {"diff": -cmp["diff"], "ci95": [-cmp["ci95"][1], -cmp["ci95"][0]]} for name, cmp in margins.items()
-    }
     return DevScores(
         {name: result["f1"] for name, result in scored.items()},
-        vs_final,
+        dev_margins(scored, task),
         {name: s.dir for name, s in students.items()},
         excluded,
     )

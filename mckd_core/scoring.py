@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .formats import get_format
-from .stats import bootstrap_ci, paired_bootstrap
+from .stats import bootstrap_ci, paired_bootstrap, paired_randomization_p
 
 #: Next to report.json: the per-row statistics of every system scored on the test set (for pooling over runs).
 TEST_ROWS_FILE = "test-rows.json"
@@ -54,6 +54,25 @@ def comparisons(tests: dict[str, dict | None], task: str, base: str = "final") -
         for name, rows in scored.items()
         if name != base
     }
+
+
+def dev_margins(scored: dict[str, dict | None], task: str, base: str = "final") -> dict[str, dict]:
+    """Each other system minus `base` on the dev rows, for the deliverable guard (report.json `deliverable.vs_final`):
+    {name: {"diff", "ci95": paired bootstrap 95% CI, "p": one-sided paired randomization test that it scores above
+    `base`}}. Systems without per-row statistics are left out, as in `comparisons`."""
+    fmt = get_format(task)
+    rows = {name: result["rows"] for name, result in scored.items() if result and "rows" in result}
+    if base not in rows or not hasattr(fmt, "aggregate"):
+        return {}
+    margins = {}
+    for name, candidate_rows in rows.items():
+        if name != base:
+            candidate, final = aligned(candidate_rows, rows[base])
+            margins[name] = {
+                **paired_bootstrap(candidate, final, fmt.aggregate),
+                "p": paired_randomization_p(candidate, final, fmt.aggregate),
+            }
+    return margins
 
 
 def aligned(rows_a: dict, rows_b: dict) -> tuple[np.ndarray, np.ndarray]:

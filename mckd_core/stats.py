@@ -3,7 +3,8 @@
 A system's test score is `aggregate(stats)`: `stats` holds one row of per-example statistics per test row (e.g. a
 sentence's chunks right / predicted / gold for micro F1, or a sentence's F1 for a sentence mean) and `aggregate`
 reduces the row axis (-2) to the corpus metric, so a resample of rows is scored exactly as the full set is.
-Intervals are percentile intervals of `resamples` seeded resamples of the rows, drawn with replacement.
+Intervals are percentile intervals of `resamples` seeded resamples of the rows, drawn with replacement; the
+hierarchical one also redraws the runs (seeds), so it holds the run-to-run variance that row resampling leaves out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 Aggregate = Callable[[np.ndarray], np.ndarray]
 
 RESAMPLES = 1000
+#: Resamples of the hierarchical bootstrap: its seed level has few distinct draws, so the tails need more resamples.
+HIERARCHICAL_RESAMPLES = 2000
 #: Cells of stats[indices] scored at once: a block of resamples at a time keeps memory flat for big test sets.
 _BLOCK_CELLS = 4_000_000
 
@@ -71,6 +74,64 @@ def pooled_paired_bootstrap(
         total += _resampled(a, indices, aggregate) - _resampled(b, indices, aggregate)
         point.append(float(aggregate(a) - aggregate(b)))
     return {"diff": float(np.mean(point)), "ci95": _interval(total / len(pairs)), "runs": len(pairs)}
+
+
+def hierarchical_paired_bootstrap(
+    pairs: Sequence[tuple], aggregate: Aggregate, resamples: int = HIERARCHICAL_RESAMPLES, seed: int = 0
+) -> dict:
+    """`a - b` averaged over runs (seeds) with the seeds resampled too: {"diff", "ci95", "runs", "per_seed"}.
+
+    Two-stage bootstrap: each resample draws as many runs as there are, with replacement, then each drawn run's test
+    rows with replacement (a run drawn twice gets two independent row draws), and averages the drawn runs' paired
+    differences. Unlike `pooled_paired_bootstrap`, which holds the trained models fixed, the interval widens when the
+    runs disagree: with gaps of +5, +5 and -4 it crosses 0 however many test rows each run has. `diff` is the mean
+    of the runs' differences and `per_seed` lists them in the order of `pairs`. Resampling both levels slightly
+    overstates the variance (Davison & Hinkley 1997, sec. 3.8): the conservative side.
+    """
+    if not pairs:
+        raise ValueError("no runs to pool")
+    runs = []
+    for stats_a, stats_b in pairs:
+        a, b = _rows(stats_a), _rows(stats_b)
+        _check_paired(a, b)
+        runs.append((a, b))
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(runs), size=(resamples, len(runs)))  # the seed level
+    total = np.zeros(resamples)
+    for run, (a, b) in enumerate(runs):
+        resample_of_slot = np.nonzero(drawn == run)[0]  # one entry per time this run was drawn
+        indices = rng.integers(0, len(a), size=(len(resample_of_slot), len(a)))  # the row level, fresh per draw
+        if len(indices):
+            np.add.at(total, resample_of_slot, _resampled(a, indices, aggregate) - _resampled(b, indices, aggregate))
+    per_seed = [float(aggregate(a) - aggregate(b)) for a, b in runs]
+    return {
+        "diff": float(np.mean(per_seed)),
+        "ci95": _interval(total / len(runs)),
+        "runs": len(runs),
+        "per_seed": per_seed,
+    }
+
+
+def paired_randomization_p(stats_a, stats_b, aggregate: Aggregate, resamples: int = RESAMPLES, seed: int = 0) -> float:
+    """One-sided p-value that `a` scores above `b` on the same rows: a paired approximate randomization test.
+
+    Each resample swaps the two systems' statistics on every row with probability 1/2 and scores the difference;
+    p = (1 + resamples at least as far above 0 as the observed one) / (1 + resamples). If the two systems are
+    interchangeable row by row, every swap is as likely as the observed assignment, so P(p <= alpha) <= alpha for any
+    number of rows and any aggregate (Noreen 1989; Riezler & Maxwell 2005) -- unlike a percentile bootstrap, whose
+    interval is too narrow on 10-20 rows. Identical systems get p = 1.
+    """
+    a, b = _rows(stats_a), _rows(stats_b)
+    _check_paired(a, b)
+    observed = float(aggregate(a) - aggregate(b))
+    swaps = np.random.default_rng(seed).random((resamples, len(a))) < 0.5
+    block = max(1, _BLOCK_CELLS // a.size)
+    at_least = 0
+    for start in range(0, resamples, block):
+        swapped = swaps[start : start + block, :, None]
+        diffs = aggregate(np.where(swapped, b, a)) - aggregate(np.where(swapped, a, b))
+        at_least += int(np.sum(diffs >= observed - 1e-9))  # ties count against `a`: float noise never helps it
+    return (1 + at_least) / (1 + resamples)
 
 
 def _rows(stats) -> np.ndarray:

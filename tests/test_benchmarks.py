@@ -232,7 +232,25 @@ def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count
         ["paper recipe, U=400", "0"],
     ]
     # The paper recipe's final student finds every chunk where the rest find half: MCKD-3 100.0, gaps with CIs.
-    assert "**100.0**" in lines[1] and "+33.3 [+33.3, +33.3]" in lines[1] and "100.0 / 100.0" in lines[1]
+    assert "**100.0**" in lines[1] and "100.0 / 100.0" in lines[1]
     # Against every SFT-50 of its seeds: seed 0's two SFT-50 trainings averaged per row (F1 40.0), seed 1's one (66.7).
-    gap = f"{100 - (40.0 + 200 / 3) / 2:+.1f}"  # every row alike: each resample gives the same gap
-    assert lines[1].endswith(f"| {gap} [{gap}, {gap}] (3) |"), lines[1]
+    gap = f"{100 - (40.0 + 200 / 3) / 2:+.1f}"  # every row alike: each row resample gives the same gap
+    # ... but the seeds' gaps differ (+60.0 and +33.3), and the interval that redraws the seeds spans them.
+    assert lines[1].endswith(f"| {gap} [{gap}, {gap}] / [+33.3, +60.0] (+60.0, +33.3), 3 trainings |"), lines[1]
+    assert "+33.3 [+33.3, +33.3] / [+33.3, +33.3] (+33.3, +33.3)" in lines[1]
+
+
+def test_the_guard_ships_an_equal_candidate_less_often_than_the_bar_and_a_clearly_better_one_mostly():
+    """guard_sim's model of dev rows, fixed seeds: the real guard (dev_margins + choose_deliverable) against the rule
+    before issue #27 (a percentile-bootstrap CI above 0 per candidate) on the same draws."""
+    sim = _load("guard_sim")
+    import numpy as np
+
+    equal, better = sim.skill_for("slots", 65.0, rows=20_000), sim.skill_for("slots", 85.0, rows=20_000)
+    old, new = sim.cell("slots", 20, np.full(4, equal), sim.CANDIDATES[:3], draws=300, seed=0, target=None)
+    assert new <= 5.0 < old  # three candidates as good as the final student: the old rule shipped one too often
+    names = [sim.BETTER, "sft", "mckd-2", "sft-n"]
+    _, caught = sim.cell(
+        "slots", 30, np.array([equal, better, equal, equal, equal]), names, draws=50, seed=1, target=sim.BETTER
+    )
+    assert caught >= 80.0  # +20 F1 on 30 dev rows, among three equal candidates

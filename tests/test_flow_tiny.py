@@ -87,6 +87,7 @@ def test_flow_completes_and_report_follows_contract(toy_run):
             cmp["diff"] == pytest.approx(shipped["dev"][name] - shipped["dev"]["final"])
             and cmp["ci95"][0] <= cmp["ci95"][1]
         )
+        assert 0 < cmp["p"] <= 1  # issue #27: the randomization test the guard decides by
     assert shipped["dev_rows"] == 1 and shipped["name"] == "final" and "only 1 dev rows" in shipped["why"]
     assert (cfg.run_dir / "deliverable").resolve() == Path(shipped["dir"]).resolve()
     card = (cfg.run_dir / "final/student/README.md").read_text()

@@ -128,6 +128,26 @@ def test_among_candidates_beyond_noise_the_dev_best_then_the_simpler_model_ships
     )
 
 
+def test_each_candidate_needs_a_randomization_p_below_the_level_divided_by_the_candidates_compared():
+    dev = {"final": 50.0, "sft": 58.0, "vanilla-kd": 52.0, "mckd-2": 49.0}
+    below_0 = margins(dev, dict.fromkeys(dev, -1.0))
+    with_p = lambda ps: {name: {**cmp, "p": ps[name]} for name, cmp in below_0.items() if name in ps}  # noqa: E731
+    # p = 0.01 beats 0.025 for one candidate, not 0.025 / 3 among three: the CI (below 0 here) no longer decides.
+    alone = choose_deliverable({"final": 50.0, "sft": 58.0}, DIRS, "dev", vs_final=with_p({"sft": 0.01}))
+    assert alone["name"] == "sft"
+    assert (
+        "one-sided paired randomization test, shipped only at p <= 0.025/1 (Bonferroni over the 1 candidates): "
+        "sft +8.0 p=0.010" in alone["why"]
+    )
+    three = choose_deliverable(dev, DIRS, "dev", vs_final=with_p({"sft": 0.01, "vanilla-kd": 0.5, "mckd-2": 0.9}))
+    assert three["name"] == "final" and "p <= 0.025/3 (Bonferroni over the 3 candidates)" in three["why"]
+    lower = with_p({"sft": 0.008, "vanilla-kd": 0.5, "mckd-2": 0.9})
+    assert choose_deliverable(dev, DIRS, "dev", vs_final=lower)["name"] == "sft"
+    # A candidate not scored on the dev rows is not counted among those compared.
+    two = with_p({"sft": 0.01, "vanilla-kd": 0.5, "mckd-2": 0.9})
+    assert choose_deliverable({"final": 50.0, "sft": 58.0}, DIRS, "dev", vs_final=two)["name"] == "sft"
+
+
 def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
     shipped = choose_deliverable(
         {"final": 40.0}, DIRS, "the labeled set L (50 rows, none held out)", {"sft": "trained on 50 of the 50 dev rows"}

@@ -16,8 +16,16 @@ from flows.cli import app
 from mckd_core.formats import get_format
 from mckd_core.formats.slots import prf
 from mckd_core.report import plotted, render_markdown, write_report
-from mckd_core.scoring import comparisons, score_predictions, write_test_rows
-from mckd_core.stats import bootstrap_ci, mean_f1, micro_f1, paired_bootstrap, pooled_paired_bootstrap
+from mckd_core.scoring import comparisons, dev_margins, score_predictions, write_test_rows
+from mckd_core.stats import (
+    bootstrap_ci,
+    hierarchical_paired_bootstrap,
+    mean_f1,
+    micro_f1,
+    paired_bootstrap,
+    paired_randomization_p,
+    pooled_paired_bootstrap,
+)
 
 SLOTS = get_format("slots")
 
@@ -90,6 +98,64 @@ def test_pooled_bootstrap_averages_the_seeds():
     assert lo < 0 < hi
 
 
+def test_hierarchical_bootstrap_of_identical_systems_is_zero_and_of_exchangeable_ones_brackets_zero():
+    rng = np.random.default_rng(8)
+    seeds = [rng.random((n, 1)) for n in (30, 40, 50)]
+    same = hierarchical_paired_bootstrap([(b, b.copy()) for b in seeds], mean_f1)
+    assert (same["diff"], same["ci95"], same["runs"], same["per_seed"]) == (0.0, [0.0, 0.0], 3, [0.0, 0.0, 0.0])
+    counts = rng.integers(0, 3, size=(3, 40, 3))
+    assert hierarchical_paired_bootstrap([(c, c) for c in counts], micro_f1)["ci95"] == [0.0, 0.0]
+    # Two systems drawn alike on every seed: the interval is around 0, and contains it.
+    alike = [(rng.random((60, 1)), rng.random((60, 1))) for _ in range(4)]
+    lo, hi = hierarchical_paired_bootstrap(alike, mean_f1)["ci95"]
+    assert lo < 0 < hi and abs(lo + hi) < hi - lo
+
+
+def test_one_seed_flipping_the_sign_makes_the_hierarchical_interval_cross_zero_where_the_row_level_one_does_not():
+    rng = np.random.default_rng(9)
+    pairs = []
+    for gain in (0.05, 0.05, -0.04):  # +5, +5 and -4 F1: the third seed's models rank the other way
+        b = rng.random((400, 1)) * 0.8
+        pairs.append((b + gain + rng.normal(0, 0.02, size=b.shape), b))
+    rows_only = pooled_paired_bootstrap(pairs, mean_f1)
+    seeds = hierarchical_paired_bootstrap(pairs, mean_f1)
+    assert seeds["diff"] == pytest.approx(rows_only["diff"]) and seeds["diff"] == pytest.approx(2.0, abs=0.1)
+    assert [round(gap) for gap in seeds["per_seed"]] == [5, 5, -4]
+    assert rows_only["ci95"][0] > 0  # the trained models held fixed: 1,200 rows make +2 look certain
+    assert seeds["ci95"][0] < 0 < seeds["ci95"][1]  # all three draws from the third seed happen 1 time in 27
+    assert seeds["ci95"][0] == pytest.approx(-4.0, abs=0.5) and seeds["ci95"][1] == pytest.approx(5.0, abs=0.5)
+
+
+def test_hierarchical_bootstrap_is_reproducible_with_its_seed():
+    rng = np.random.default_rng(10)
+    pairs = [(rng.integers(0, 3, size=(25, 3)), rng.integers(0, 3, size=(25, 3))) for _ in range(3)]
+    once = hierarchical_paired_bootstrap(pairs, micro_f1, seed=3)
+    assert once == hierarchical_paired_bootstrap(pairs, micro_f1, seed=3)
+    assert once["ci95"] != hierarchical_paired_bootstrap(pairs, micro_f1, seed=4)["ci95"]
+    with pytest.raises(ValueError, match="same test rows"):
+        hierarchical_paired_bootstrap([(np.zeros((3, 1)), np.zeros((4, 1)))], mean_f1)
+
+
+def test_randomization_p_is_one_for_identical_systems_and_its_floor_for_one_better_on_every_row():
+    rng = np.random.default_rng(11)
+    counts = rng.integers(0, 3, size=(30, 3))
+    assert paired_randomization_p(counts, counts.copy(), micro_f1) == 1.0
+    low = rng.random((30, 1)) * 0.5
+    assert paired_randomization_p(low + 0.3, low, mean_f1) == pytest.approx(1 / 1001)  # no swap does as well
+    assert paired_randomization_p(low, low + 0.3, mean_f1) == 1.0  # one-sided: worse is never "above"
+    noisy = low + rng.normal(0, 0.1, size=low.shape)
+    assert paired_randomization_p(noisy, low, mean_f1, seed=2) == paired_randomization_p(noisy, low, mean_f1, seed=2)
+
+
+def test_randomization_p_of_interchangeable_systems_is_below_alpha_at_most_alpha_of_the_time():
+    rng = np.random.default_rng(12)
+    ps = []
+    for draw in range(300):
+        pair = rng.integers(0, 3, size=(2, 12, 3))  # 12 rows, the two systems drawn alike
+        ps.append(paired_randomization_p(pair[0], pair[1], micro_f1, resamples=200, seed=draw))
+    assert np.mean(np.asarray(ps) <= 0.05) <= 0.05 + 0.03  # 300 draws: 0.05 plus three standard errors
+
+
 # --- per-row scoring and comparisons -----------------------------------------------------------------------------
 
 
@@ -148,6 +214,23 @@ def test_comparisons_pair_the_rows_by_id(tmp_path):
         comparisons({"final": final, "teacher": score_predictions(df.iloc[:2], gold[:2], "slots")}, "slots")
     path = write_test_rows({"final": final, "sft": None}, "slots", tmp_path)
     assert json.loads(path.read_text()) == {"task": "slots", "systems": {"final": final["rows"]}}
+
+
+def test_dev_margins_are_each_candidate_minus_the_final_student_with_its_ci_and_p():
+    df = _slots_rows()
+    gold = list(df["target"])
+    final = score_predictions(df, ["fly now"] * 3, "slots")  # finds nothing
+    perfect = score_predictions(df.iloc[::-1], gold[::-1], "slots")  # every chunk, rows in another order
+    margins = dev_margins(
+        {"final": final, "sft": perfect, "mckd-2": score_predictions(df, ["fly now"] * 3, "slots"), "vanilla-kd": None},
+        "slots",
+    )
+    assert list(margins) == ["sft", "mckd-2"]
+    assert margins["sft"]["diff"] == pytest.approx(100.0) and margins["sft"]["ci95"][1] == pytest.approx(100.0)
+    # 2 rows with a chunk, both found by sft only: 1 swap in 4 does as well (1 + ~250) / 1001.
+    assert margins["sft"]["p"] == pytest.approx(0.25, abs=0.04)
+    assert margins["mckd-2"] == {"diff": 0.0, "ci95": [0.0, 0.0], "p": 1.0}
+    assert dev_margins({"sft": perfect}, "slots") == {}  # no final student: nothing to compare with
 
 
 # --- report.md, the figure, mckd eval ----------------------------------------------------------------------------
@@ -310,8 +393,16 @@ def test_quality_pools_each_comparison_over_seeds():
         "mckd-3 - sft-n",
     ]
     assert pooled["mckd-3 - teacher"]["diff"] == pytest.approx(30.0) and pooled["mckd-3 - teacher"]["runs"] == 2
-    assert pooled["mckd-3 - mckd-2"] == {"diff": 0.0, "ci95": [0.0, 0.0], "runs": 2}
+    assert pooled["mckd-3 - mckd-2"] == {
+        "diff": 0.0,
+        "ci95": [0.0, 0.0],
+        "runs": 2,
+        "ci95_seeds": [0.0, 0.0],
+        "per_seed": [0.0, 0.0],
+    }
     assert pooled["mckd-3 - sft-n"]["ci95"] == pytest.approx([-10.0, -10.0])
+    assert pooled["mckd-3 - sft-n"]["ci95_seeds"] == pytest.approx([-10.0, -10.0])  # the seeds agree: no wider
+    assert quality.pooled_interval(pooled["mckd-3 - sft-n"]) == "-10.0 [-10.0, -10.0] / [-10.0, -10.0] (-10.0, -10.0)"
     # a run without per-row statistics (recorded before them): no pooled CI
     assert quality.per_row_stats(runs + [{"task": "craft", "seed": 2}]) is None
 
@@ -322,8 +413,17 @@ def test_quality_reruns_runs_of_an_older_metric_or_recipe(tmp_path):
     guard = {"name": "final", "dev": {}}
     old = {"task": "craft", "seed": 0, "sizes": sizes, "deliverable": guard}  # before `metric`: f1 is Kim et al.'s
     old_atis = {"task": "atis", "seed": 0, "sizes": sizes}  # ATIS's metric did not change, its recipe did (dev rows)
-    atis = {"task": "atis", "seed": 1, "sizes": sizes, "deliverable": guard}
-    new = {"task": "craft", "seed": 1, "sizes": sizes, "metric": quality.METRIC["craft"], "deliverable": guard}
-    (tmp_path / "q.json").write_text(json.dumps({"runs": [old, old_atis, atis, new]}))
+    atis = {"task": "atis", "seed": 1, "sizes": sizes, "deliverable": guard, "t_disjoint": True}
+    new = {
+        "task": "craft",
+        "seed": 1,
+        "sizes": sizes,
+        "metric": quality.METRIC["craft"],
+        "deliverable": guard,
+        "t_disjoint": True,
+    }
+    overlapping_t = {**new, "seed": 2, "t_disjoint": None}  # T drawn before issue #27: it may share sentences with U
+    (tmp_path / "q.json").write_text(json.dumps({"runs": [old, old_atis, atis, new, overlapping_t]}))
     assert quality.finished_runs(tmp_path / "q.json", sizes) == [atis, new]
-    assert len(quality.finished_runs(tmp_path / "q.json")) == 4  # all are kept in the file
+    assert len(quality.finished_runs(tmp_path / "q.json")) == 5  # all are kept in the file
+    assert quality.current(overlapping_t)  # and still in the tables of what was measured

@@ -1,4 +1,4 @@
-"""The `mckd` command line: demo, run, predict, eval, report, data."""
+"""The `mckd` command line: demo, run, predict, eval, formats, report, data."""
 
 from __future__ import annotations
 
@@ -206,26 +206,39 @@ def predict(
     task: Optional[str] = typer.Option(
         None, help="Validate/repair outputs with this format (default: from the model card)."
     ),
+    schema: Optional[str] = typer.Option(
+        None,
+        help="With --task json: a JSON Schema file (or inline JSON) outputs must follow (default: the model card's).",
+    ),
     batch_size: int = typer.Option(16),
 ) -> None:
     """Label new inputs with a trained student."""
     _quiet_libraries()
+    from mckd_core.config import load_schema
     from mckd_core.data import normalize_examples, read_table
     from mckd_core.errors import MckdInputError
-    from mckd_core.formats import get_format
+    from mckd_core.formats import format_ref, get_format
+    from mckd_core.formats.base import split_ref
     from mckd_core.student import predict as run_predict
 
     model_dir = _student_dir(model_dir)
+    card = model_dir / "metrics.json"
+    # The model card's task is the format reference the student trained with (its schema included).
+    task = task or (json.loads(card.read_text()).get("task") if card.is_file() else None)
     try:
         df = normalize_examples(read_table(input, "input"), "input", need_target=False)
+        # --schema replaces the card's schema (split_ref: the card's format name without it).
+        fmt = (
+            get_format(format_ref(split_ref(task)[0], load_schema(schema, "--schema")) if schema else task)
+            if task
+            else None
+        )
     except MckdInputError as exc:
         _fail(str(exc))
-    card = model_dir / "metrics.json"
-    task = task or (json.loads(card.read_text()).get("task") if card.is_file() else None)
     raws = run_predict(str(model_dir), list(df["input"]), batch_size)
     df["raw"] = raws
-    if task:
-        checked = [get_format(task).check(x, r) for x, r in zip(df["input"], raws)]
+    if fmt is not None:
+        checked = [fmt.check(x, r) for x, r in zip(df["input"], raws)]
         df["label"], df["valid"] = [c.label for c in checked], [c.valid for c in checked]
     if output is None:
         sys.stdout.write(df.to_json(orient="records", lines=True, force_ascii=False))
@@ -253,26 +266,36 @@ def _student_dir(path: Path) -> Path:
 
 @app.command("eval")
 def eval_(
-    task: str = typer.Option(..., help="Format name: slots, constituency, text."),
+    task: str = typer.Option(
+        ..., help="Format: slots, constituency, text, json, a plugin's name or module:attribute (`mckd formats`)."
+    ),
     gold: Path = typer.Option(..., help="File with id, input, target."),
     pred: Path = typer.Option(..., help="File with id and a 'label' (or 'prediction'/'raw') column."),
+    schema: Optional[str] = typer.Option(
+        None,
+        help="With --task json: a JSON Schema file (or inline JSON); gold "
+        "must follow it, predictions that do not are invalid.",
+    ),
 ) -> None:
     """Score predictions against gold; prints JSON metrics, with `ci95`, the bootstrap 95% CI of `f1` over the rows.
 
     Constituency prints both conventions: `f1` (the MCKD authors', the paper's numbers) and `f1_kim` (Kim et al.);
     a gold `pos` column (gold POS tags of the input words, as `mckd data craft` writes) drops non-word tokens for `f1`.
     """
-    from mckd_core.data import normalize_examples, read_table
+    from mckd_core.config import load_schema
+    from mckd_core.data import canonical_targets, check_targets, normalize_examples, read_table
     from mckd_core.errors import MckdInputError
-    from mckd_core.formats import get_format
+    from mckd_core.formats import format_ref, get_format
     from mckd_core.scoring import score_predictions
 
     try:
-        get_format(task)  # an unknown task fails here, naming the known ones
-        g = normalize_examples(read_table(gold, "gold"), "gold", need_target=True)
+        ref = format_ref(task, load_schema(schema, "--schema"))
+        fmt = get_format(ref)  # an unknown task fails here, naming the known ones
+        g = canonical_targets(normalize_examples(read_table(gold, "gold"), "gold", need_target=True), fmt)
+        check_targets(g, "gold", fmt, gold)
         p = read_table(pred, "pred")
-    except (MckdInputError, KeyError) as exc:
-        _fail(str(exc).strip('"'))
+    except MckdInputError as exc:
+        _fail(str(exc))
     column = next((c for c in ("label", "prediction", "raw") if c in p.columns), None)
     if column is None or "id" not in p.columns:
         _fail(f"pred: need an 'id' and a 'label' (or 'prediction'/'raw') column; found {list(p.columns)}")
@@ -281,9 +304,29 @@ def eval_(
     if missing:
         _fail(f"pred: {len(missing)} gold ids have no prediction (e.g. {missing[0]!r})")
     preds = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in by_id.loc[g["id"]]]
-    metrics = score_predictions(g, preds, task)
+    metrics = score_predictions(g, preds, ref)
     metrics.pop("rows", None)  # per-row statistics: for comparisons, not for reading
     print(json.dumps(metrics, indent=2))
+
+
+@app.command()
+def formats() -> None:
+    """List the task formats data.task can name: built-in and installed (entry point group mckd.formats)."""
+    from rich.markup import escape
+
+    from mckd_core.formats import available_formats
+
+    table = Table(title="task formats (data.task)")
+    for column in ("name", "from", "description"):
+        table.add_column(column, overflow="fold")
+    for name, source, description in available_formats():
+        table.add_row(escape(name), escape(source), escape(description))
+    Console().print(table)
+    Console().print(
+        "Your own: data.task: module:attribute (a TaskFormat on the Python path), or install a package with "
+        "an entry point in the group mckd.formats (README, 'Your own task').",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -309,6 +352,28 @@ def data_atis(
 
     for name, path in write_atis(out, labeled, unlabeled, test, seed, max_words).items():
         console.print(f"{name}: {path}")
+
+
+@data_app.command("atis-json")
+def data_atis_json(
+    out: Path = typer.Option(..., help="Output dir."),
+    labeled: int = 50,
+    unlabeled: int = 200,
+    test: int = 200,
+    seed: int = 0,
+    max_words: Optional[int] = None,
+) -> None:
+    """ATIS intent + slots as JSON objects (task json) and their schema.json, as labeled/unlabeled/test Parquet."""
+    from mckd_core.atis import write_atis_json
+    from mckd_core.errors import MckdInputError
+
+    try:
+        written = write_atis_json(out, labeled, unlabeled, test, seed, max_words)
+    except MckdInputError as exc:
+        _fail(str(exc))
+    for name, path in written.items():
+        console.print(f"{name}: {path}")
+    console.print(f"run it with data.task: json and data.schema: {written['schema']}", highlight=False)
 
 
 @data_app.command("craft")

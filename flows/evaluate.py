@@ -9,9 +9,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from mckd_core.data import check_targets, normalize_examples, read_table
+from mckd_core.config import load_schema
+from mckd_core.data import canonical_targets, check_targets, normalize_examples, read_table
 from mckd_core.errors import MckdInputError
-from mckd_core.formats import format_names, get_format
+from mckd_core.formats import format_ref, get_format
 from mckd_core.scoring import score_predictions
 from mckd_core.student import predict
 
@@ -19,23 +20,30 @@ METRIC_KEYS = ("f1", "f1_kim", "precision", "recall", "exact_match", "invalid")
 
 
 @flow(name="mckd-evaluate", log_prints=True)
-def evaluate_flow(model_dir: str, test: str, task: str, batch_size: int = 16, max_new_tokens: int = 128) -> dict:
+def evaluate_flow(
+    model_dir: str,
+    test: str,
+    task: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 128,
+    schema: dict | str | None = None,
+) -> dict:
     """Predict `test` (Parquet/JSONL/CSV with `input` and gold `target`) with the student in `model_dir`
-    and score it with the task format's metrics (percent). Publishes the markdown artifact `mckd-evaluate`."""
+    and score it with the task format's metrics (percent); `schema`: a JSON Schema (inline or a file) for task json.
+    Publishes the markdown artifact `mckd-evaluate`."""
     logger = get_run_logger()
-    if task not in format_names():
-        raise MckdInputError(f"task: {task!r} is not a known format ({', '.join(format_names())})")
+    ref = format_ref(task, load_schema(schema, "schema"))
+    fmt = get_format(ref)  # an unknown task fails here, naming the known ones
     if not (Path(model_dir) / "config.json").is_file():
         raise MckdInputError(
             f"model_dir: {model_dir} is not a saved student (no config.json); point at e.g. <run dir>/final/student"
         )
-    fmt = get_format(task)
-    df = normalize_examples(read_table(test, "test"), "test", need_target=True)
-    check_targets(df, "test", fmt)
+    df = canonical_targets(normalize_examples(read_table(test, "test"), "test", need_target=True), fmt)
+    check_targets(df, "test", fmt, test)
     started = time.perf_counter()
     preds = predict(model_dir, list(df["input"]), batch_size=batch_size, max_new_tokens=max_new_tokens)
     seconds = time.perf_counter() - started
-    metrics = score_predictions(df, preds, task)  # reads gold columns such as constituency's `pos`; adds `ci95`
+    metrics = score_predictions(df, preds, ref)  # reads gold columns such as constituency's `pos`; adds `ci95`
     metrics.pop("rows", None)  # per-row statistics: for comparisons, not for a flow result
     logger.info(
         "%s on %s (%d rows): F1 %.2f, exact match %.2f, %.1fs",

@@ -42,12 +42,16 @@ class RunTasks:
 
     def f1(self, labels: ParquetRef) -> float | None:
         """F1 of label rows against U's gold (only where U carries gold: benchmarks); a diagnostic, never a decision."""
-        metrics = self.score(labels, self.cfg.data.task)
+        metrics = self.score(labels, self.cfg.data.format_ref)
         return None if metrics is None else metrics["f1"]
 
     def test(self, student, test: ParquetRef | None):
         """A student's test scoring, submitted (None without a test set)."""
-        return self.evaluate.submit(student, test, self.cfg.student, self.cfg.data.task, self.slots) if test else None
+        return (
+            self.evaluate.submit(student, test, self.cfg.student, self.cfg.data.format_ref, self.slots)
+            if test
+            else None
+        )
 
 
 @flow(name="mckd-stage", flow_run_name="stage-{stage}")
@@ -175,7 +179,7 @@ def _teacher_results(tasks: RunTasks, labels: ParquetRef, test: ParquetRef | Non
     f1 = tasks.f1(labels)
     return {
         "teacher_labels": labels.read(),
-        "teacher_test": tasks.score(test, tasks.cfg.data.task) if test else None,
+        "teacher_test": tasks.score(test, tasks.cfg.data.format_ref) if test else None,
         "teacher_f1": f1,
         "first_labels": _first_labels_entry(tasks, labels, f1, first_labels),
     }
@@ -207,7 +211,7 @@ def _dev_scores(tasks: RunTasks, dev: ParquetRef, students: dict[str, StudentRef
         if s.metrics.get("dev_overlap")
     }
     runs = {name: tasks.test(s, dev) for name, s in students.items() if name not in excluded}
-    return dev_scores(students, {name: run.result() for name, run in runs.items()}, excluded, tasks.cfg.data.task)
+    return dev_scores(students, {name: run.result() for name, run in runs.items()}, excluded, tasks.cfg.data.format_ref)
 
 
 @contextlib.contextmanager

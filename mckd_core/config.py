@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -23,7 +24,22 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    task: str = Field("slots", description="Task format name: slots, constituency, text, or a registered one.")
+    # `schema` is a deprecated BaseModel method: the field is `schema_` in Python, `schema` everywhere else.
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
+
+    task: str = Field(
+        "slots",
+        description="Task format: a built-in (slots, constituency, text, json), an installed plugin's "
+        "name (entry point group mckd.formats), or module:attribute of your own format "
+        "(`mckd formats` lists them).",
+    )
+    schema_: dict | str | None = Field(
+        None,
+        alias="schema",
+        description="JSON Schema of the targets (data.task: json): the schema itself, or a .json / .yaml "
+        "file path. Gold targets must follow it; outputs that do not are invalid; with "
+        "teacher.structured_outputs the teacher's decoding follows it.",
+    )
     labeled: str = Field(..., description="Gold examples L: Parquet/JSONL/CSV file or a saved `datasets` dir.")
     unlabeled: str = Field(
         ..., description="Unlabeled inputs U (a `target` column, if present, is only used for diagnostics)."
@@ -60,11 +76,30 @@ class DataConfig(_Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        from .formats import format_names
+        from .formats import get_format
 
-        if task not in format_names():
-            raise ValueError(f"{task!r} is not a known format ({', '.join(format_names())})")
+        get_format(task)  # built-ins, installed plugins, module:attribute: the lookup every process makes
         return task
+
+    @model_validator(mode="after")
+    def _usable_schema(self) -> DataConfig:
+        if self.schema_ is not None:
+            from .formats import get_format
+
+            get_format(self.format_ref)  # the file is readable, the schema valid, the format takes one
+        return self
+
+    def resolved_schema(self) -> dict | None:
+        """data.schema as a dict: inline, JSON text, or read from its file."""
+        return load_schema(self.schema_)
+
+    @property
+    def format_ref(self) -> str:
+        """What every node is handed to find the run's format (formats.get_format): the task name, or the name bound to
+        data.schema (formats.format_ref), so the schema is part of every cache key that holds the format."""
+        from .formats import format_ref
+
+        return format_ref(self.task, self.resolved_schema())
 
     @model_validator(mode="after")
     def _one_dev_set(self) -> DataConfig:
@@ -370,6 +405,37 @@ def parse_config(raw: dict, source: str = "config") -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise MckdInputError(describe_validation_error(exc, source)) from None
+
+
+def run_format(data: DataConfig):
+    """The run's task format, bound to data.schema where one is given."""
+    from .formats import get_format
+
+    return get_format(data.format_ref)
+
+
+def load_schema(schema: dict | str | None, what: str = "data.schema") -> dict | None:
+    """A JSON Schema given inline (a dict, or JSON text) or as a .json / .yaml file path, as a dict."""
+    if schema is None or isinstance(schema, dict):
+        return schema
+    if schema.lstrip().startswith("{"):
+        return _schema_object(lambda: json.loads(schema), "the inline JSON", what)
+    path = Path(schema)
+    if not path.is_file():
+        raise MckdInputError(f"{what}: file not found: {path} (give a JSON Schema file, or the schema inline)")
+    return _schema_object(
+        lambda: (yaml.safe_load if path.suffix in (".yaml", ".yml") else json.loads)(path.read_text()), str(path), what
+    )
+
+
+def _schema_object(load, where: str, what: str) -> dict:
+    try:
+        schema = load()
+    except (ValueError, yaml.YAMLError) as exc:
+        raise MckdInputError(f"{what}: cannot read {where}: {' '.join(str(exc).split())[:160]}") from None
+    if not isinstance(schema, dict):
+        raise MckdInputError(f"{what}: {where} holds a {type(schema).__name__}, not a JSON Schema object")
+    return schema
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

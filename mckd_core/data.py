@@ -224,16 +224,35 @@ def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: in
     return df.reset_index(drop=True)
 
 
-def check_targets(df: pd.DataFrame, what: str, fmt) -> None:
-    """Every gold target must be valid for the task format."""
+def check_targets(df: pd.DataFrame, what: str, fmt, file: str | Path | None = None) -> None:
+    """Every gold target must be valid for the task format; the error names the set (and its `file`), row and id."""
+    where = f"{what} ({file})" if file else what
     for row, (rid, inp, tgt) in enumerate(zip(df["id"], df["input"], df["target"])):
         if tgt is None:
             continue
         error = fmt.target_error(inp, tgt)
         if error:
             raise MckdInputError(
-                f"{what}: row {row} (id {rid!r}): field 'target' is not a valid {fmt.name} target: {error}"
+                f"{where}: row {row} (id {rid!r}): field 'target' is not a valid {fmt.name} target: {error}"
             )
+
+
+def canonical_targets(df: pd.DataFrame, fmt) -> pd.DataFrame:
+    """The rows with their targets in the format's canonical form (`canonical_target`, e.g. json's sorted compact
+    object), the form students train on and the teacher sees in its demos; targets it cannot read stay as written."""
+    canonical = getattr(fmt, "canonical_target", None)
+    if canonical is None or df["target"].isna().all():
+        return df
+
+    def one(target):
+        if target is None or (not isinstance(target, str) and pd.isna(target)):
+            return None
+        try:
+            return canonical(target)
+        except (ValueError, TypeError):  # unchecked targets (U's diagnostics) that are not valid: left as they are
+            return target
+
+    return df.assign(target=[one(t) for t in df["target"]])
 
 
 def check_disjoint(sets: dict[str, pd.DataFrame]) -> None:

@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -78,19 +77,6 @@ def source_hash(modules: Iterable[str]) -> str:
         for file in files:
             digest.update(str(file.relative_to(_CORE)).encode())
             digest.update(_file_digest(str(file)).encode())
-    return digest.hexdigest()
-
-
-def format_source(task: str) -> str:
-    """sha256 of the code of the task format `task` (its module, and the format interface it builds on): a changed
-    metric or check re-runs what uses it. Formats defined in several modules hash the one their class lives in."""
-    from .formats import get_format
-
-    module = sys.modules.get(type(get_format(task)).__module__)
-    origin = getattr(module, "__file__", None)
-    digest = hashlib.sha256(source_hash(["formats.base"]).encode())
-    if origin:
-        digest.update(_file_digest(str(Path(origin).resolve())).encode())
     return digest.hexdigest()
 
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import RunConfig, StudentConfig, TeacherConfig
+from .config import RunConfig, StudentConfig, TeacherConfig, run_format
 from .errors import MckdInputError
-from .formats import get_format
 from .models import resolve_model, unconverted_gguf
 from .prompting import Demo, DemoSelector, build_prompt
 from .student import causal_prompt, is_seq2seq, load_tokenizer
@@ -98,7 +97,7 @@ def teacher_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong 
         return None
     tok, _ = _tokenizer(t.model, t.revision, t.trust_remote_code)
     chat = t.chat and tok.chat_template is not None
-    instruction = get_format(cfg.data.task).instruction
+    instruction = run_format(cfg.data).instruction
     labeled = sets["labeled"]
     # The prompts annotate() builds: the same demos (labeled rows, run seed) around each input.
     selector = DemoSelector(

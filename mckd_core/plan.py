@@ -43,7 +43,7 @@ class RunPlan:
             examples=examples,
             demos=self.data.labeled_train,
             teacher=self.cfg.teacher,
-            task=self.cfg.data.task,
+            task=self.cfg.data.format_ref,
             seed=self.cfg.seed,
             out_dir=out_dir,
             cache_path=self.teacher_cache,
@@ -86,7 +86,7 @@ class RunPlan:
             source="baseline/sft",
             stage=0,
             settings=self.cfg.student,
-            task=self.cfg.data.task,
+            task=self.cfg.data.format_ref,
             out_dir=self.path("sft-labels"),
         )
 
@@ -108,7 +108,7 @@ class RunPlan:
         settings = self.cfg.student.model_copy(update={"select_on_dev": self.data.dev_held_out, "min_valid_rows": 1})
         return StudentJob(
             name=f"baseline/{name}",
-            task=self.cfg.data.task,
+            task=self.cfg.data.format_ref,
             student=settings,
             seed=self.cfg.seed,
             labels=gold_labels(rows, self.path("baselines")),
@@ -128,7 +128,7 @@ class RunPlan:
     ) -> StudentJob:
         return StudentJob(
             name=name,
-            task=self.cfg.data.task,
+            task=self.cfg.data.format_ref,
             student=self.cfg.student,
             seed=seed,
             labels=labels,

@@ -597,7 +597,7 @@ def build_report(cfg: RunConfig, data: Inputs, run: RunResults) -> dict:
         },
         "deliverable": run.deliverable,
         "timings": run.timings,
-        "comparisons": comparisons(run.tests, cfg.data.task),
+        "comparisons": comparisons(run.tests, cfg.data.format_ref),
         "overlong": data.overlong,
     }
     report["warnings"] = data.warnings + degradation_warnings(report) + deliverable_warnings(report)

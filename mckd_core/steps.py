@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from .config import RunConfig, StudentConfig, TeacherConfig
+from .config import RunConfig, StudentConfig, TeacherConfig, run_format
 from .data import (
     ParquetRef,
     assert_conserved,
+    canonical_targets,
     check_disjoint,
     check_targets,
     label_frame,
@@ -58,7 +59,7 @@ class Inputs(BaseModel):
 
 def prepare_inputs(cfg: RunConfig) -> Inputs:
     """Load and validate every input (before any model loads) and write them as ParquetRefs."""
-    fmt = get_format(cfg.data.task)
+    fmt = run_format(cfg.data)
     d = cfg.data
     sets = {
         "labeled": normalize_examples(
@@ -76,9 +77,11 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
         sets["sft_n"] = normalize_examples(
             read_table(d.sft_n_labeled, "sft_n_labeled"), "sft_n_labeled", need_target=True
         )
+    files = {"labeled": d.labeled, "test": d.test, "dev": d.dev, "sft_n": d.sft_n_labeled}
     for name in ("labeled", "test", "dev", "sft_n"):
         if name in sets:
-            check_targets(sets[name], name, fmt)
+            check_targets(sets[name], name, fmt, files[name])
+    sets = {name: canonical_targets(df, fmt) for name, df in sets.items()}
     check_disjoint({k: v for k, v in sets.items() if k in ("labeled", "unlabeled", "test")})
     if "sft_n" in sets and "test" in sets:
         # The upper bound may share examples with L and U (all gold from the training pool), never with T.
@@ -214,9 +217,8 @@ def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -
     rows = job.examples.read()
     demo_rows = job.demos.read()
     demo_list = [Demo(i, x, y) for i, x, y in zip(demo_rows["id"], demo_rows["input"], demo_rows["target"])]
-    regex = getattr(fmt, "regex", None)
     params = GenParams(
-        cfg.max_new_tokens, cfg.temperature, regex if (cfg.structured_outputs and isinstance(regex, str)) else None
+        cfg.max_new_tokens, cfg.temperature, **(structured_constraint(fmt) if cfg.structured_outputs else {})
     )
     cache = ResponseCache(job.cache_path)
     started = time.time()
@@ -247,6 +249,17 @@ def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -
         "invalid": int((~labels["valid"]).sum()),
         "repaired": int((labels["error"] == "repaired").sum()),
     }
+
+
+def structured_constraint(fmt) -> dict:
+    """The GenParams constraint of a format for structured outputs: its JSON Schema, else its regex, else none."""
+    schema = getattr(fmt, "json_schema", None)
+    if isinstance(schema, dict):
+        import json
+
+        return {"json_schema": json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)}
+    regex = getattr(fmt, "regex", None)
+    return {"regex": regex} if isinstance(regex, str) else {}
 
 
 # ---- partition / students ----------------------------------------------------------------------------

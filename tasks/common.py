@@ -11,7 +11,8 @@ from prefect.utilities.hashing import hash_objects
 
 from mckd_core.data import ParquetRef
 from mckd_core.failures import is_transient
-from mckd_core.identity import format_source, key_view, package_versions, source_hash, weights_identity
+from mckd_core.formats import format_source_hash as format_source
+from mckd_core.identity import key_view, package_versions, source_hash, weights_identity
 from mckd_core.jobs import StudentRef
 from mckd_core.student import holds_student
 

@@ -28,7 +28,9 @@ def test_every_error_is_listed_with_its_field_path():
 
 
 def test_unknown_task_is_rejected():
-    with pytest.raises(MckdInputError, match="data.task.*not a known format"):
+    with pytest.raises(
+        MckdInputError, match="data.task.*unknown task format .pos-tagging.; built-in: constituency, json"
+    ):
         parse_config({"data": {"labeled": "a", "unlabeled": "b", "task": "pos-tagging"}})
 
 

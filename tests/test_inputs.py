@@ -64,7 +64,7 @@ def test_valid_inputs_become_content_addressed_refs(tmp_path):
         ("empty_unlabeled", r"unlabeled: the set is empty"),
         ("duplicate_ids", r"labeled: duplicate id 'a'"),
         ("too_few_labeled", r"labeled: 3 rows but teacher.num_demos=5"),
-        ("bad_target", r"labeled: row 1 \(id 'b'\): field 'target' is not a valid slots target"),
+        ("bad_target", r"labeled \(\S*labeled.jsonl\): row 1 \(id 'b'\): field 'target' is not a valid slots target"),
         ("overlap", r"ids overlap between labeled and unlabeled"),
         ("unknown_model", r"student.model: unknown model 'no-such-model'"),
         ("missing_file", r"labeled: file not found"),

@@ -120,6 +120,43 @@ def test_regex_sent_as_structured_outputs(endpoint_factory, chat):
     assert ep.requests[0]["json"]["structured_outputs"] == {"regex": "[a-z]+"}
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_a_runs_json_schema_goes_to_the_server_as_structured_outputs(endpoint_factory, tmp_path, chat):
+    """annotate_rows with the run's format reference (json bound to data.schema) and structured outputs on."""
+    import pandas as pd
+
+    from mckd_core.data import write_parquet
+    from mckd_core.formats import format_ref
+    from mckd_core.jobs import AnnotateJob
+    from mckd_core.steps import annotate_rows
+
+    schema = {"type": "object", "properties": {"intent": {"enum": ["flight", "fare"]}}, "required": ["intent"]}
+    ep = endpoint_factory([(200, completion('```json\n{"intent": "fare",}\n```'))])
+    rows = write_parquet(pd.DataFrame({"id": ["u0"], "input": ["how much is it"], "target": [None]}), tmp_path, "u")
+    demos = write_parquet(
+        pd.DataFrame({"id": ["l0"], "input": ["flights to denver"], "target": ['{"intent":"flight"}']}), tmp_path, "l"
+    )
+    cfg = TeacherConfig(
+        backend="vllm-server", base_url=ep.base_url, model="m", chat=chat, num_demos=1, structured_outputs=True
+    )
+    job = AnnotateJob(
+        examples=rows,
+        demos=demos,
+        teacher=cfg,
+        task=format_ref("json", schema),
+        seed=0,
+        out_dir=str(tmp_path / "out"),
+        cache_path=str(tmp_path / "cache.sqlite"),
+    )
+    labels, stats = annotate_rows(job)
+    (req,) = ep.requests
+    assert req["json"]["structured_outputs"] == {"json": schema}
+    prompt = req["json"]["messages"][0]["content"] if chat else req["json"]["prompt"]
+    assert '"intent" (required, one of "flight", "fare")' in prompt  # the instruction names the schema's fields
+    row = labels.read().iloc[0]
+    assert (row["label"], row["valid"], row["error"]) == ('{"intent":"fare"}', True, "repaired")
+
+
 def test_order_kept_and_progress_reported(endpoint_factory):
     # The reply echoes the query, so a reordering would show.
     ep = endpoint_factory([(200, lambda body: completion(body["messages"][-1]["content"].upper()))], delay_s=0.01)

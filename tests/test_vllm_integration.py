@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import time
 from pathlib import Path
@@ -11,9 +12,10 @@ import pandas as pd
 import pytest
 from tests_support import served_requests
 
-from mckd_core.formats import get_format
+from mckd_core.formats import format_ref, get_format
 from mckd_core.formats.slots import bio_to_bracketed
 from mckd_core.prompting import Demo, build_prompt, extract_output
+from mckd_core.steps import structured_constraint
 from mckd_core.teacher import GenParams, ResponseCache, annotate
 from mckd_core.teacher.http import OpenAITeacher
 
@@ -84,3 +86,21 @@ def test_structured_output_regex_is_obeyed(vllm_server, chat):
     prompts = [build_prompt(get_format("slots").instruction, DEMOS, q) for q, _ in atis(3, skip=300)]
     outputs = teacher_for(vllm_server, chat).generate(prompts, GenParams(16, regex=regex))
     assert all(re.fullmatch(regex, o) for o in outputs), outputs
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_structured_output_json_schema_is_obeyed(vllm_server, chat):
+    """The json format's schema reaches the server as structured outputs (request field `structured_outputs`)."""
+    # A shape the model would never write unprompted: only constrained decoding can produce it.
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}, "n": {"enum": [7, 11]}},
+        "required": ["code", "n"],
+        "additionalProperties": False,
+    }
+    fmt = get_format(format_ref("json", schema))
+    prompts = [build_prompt(fmt.instruction, [], q) for q, _ in atis(3, skip=300)]
+    outputs = teacher_for(vllm_server, chat).generate(prompts, GenParams(64, **structured_constraint(fmt)))
+    checked = [fmt.check(q, fmt.extract_output(o)) for (q, _), o in zip(atis(3, skip=300), outputs)]
+    assert all(c.valid for c in checked), outputs
+    assert all(set(json.loads(c.label)) == {"code", "n"} for c in checked)

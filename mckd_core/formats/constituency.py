@@ -309,6 +309,10 @@ def _splice(node: Node, carried: Iterator[list[str]]) -> list[Node]:
 
 class ConstituencyFormat:
     name = "constituency"
+    description = (
+        "Unlabeled constituency trees of bare bracketed words, `( ( The cat ) sat )`; the MCKD authors' "
+        "sentence-mean span F1 (and Kim et al.'s as f1_kim)."
+    )
     #: For structured outputs: one line of "(", ")" and words, opening with "(". Balance (not regular) and
     #: agreement with the input words are left to check(), which repairs both.
     regex = r" ?\((?: (?:\(|\)|[^\s()]+))+"

@@ -101,6 +101,7 @@ def align_tags(input_words: Sequence[str], words: Sequence[str], tags: Sequence[
 
 class SlotsFormat:
     name = "slots"
+    description = "Slot filling as bracketed spans, `from [fromloc.city_name boston]`; conlleval chunk F1 (micro)."
     #: For structured outputs: one line of words and [type words] spans (an optional leading space, which
     #: completion prompts ending in "Output:" produce). Word-for-word agreement with the input is left to check().
     regex = rf" ?{_ITEM}(?: {_ITEM})*"

@@ -14,6 +14,7 @@ from .slots import prf
 
 class TextFormat:
     name = "text"
+    description = "Free text: any non-empty first line is valid; token-bag F1. For toy tasks and tests."
     instruction = "Answer with the output for the input, on one line."
 
     def check(self, input: str, output: str) -> Checked:

@@ -8,9 +8,9 @@ from typing import Sequence
 import pandas as pd
 
 from ..data import label_frame
-from ..prompting import Demo, DemoSelector, build_prompt, extract_output
+from ..prompting import Demo, DemoSelector, build_prompt
 from .base import GenParams, ProgressFn, TeacherBackend
-from .cache import ResponseCache, cacheable
+from .cache import ResponseCache, cacheable, output_of
 
 
 @dataclass
@@ -69,7 +69,7 @@ def annotate(
     labels, raw_list, valids, errors = [], [], [], []
     for key, text in zip(keys, examples["input"]):
         raw = raws[key]
-        checked = fmt.check(text, extract_output(raw))
+        checked = fmt.check(text, output_of(fmt, raw))
         labels.append(checked.label)
         raw_list.append(raw)
         valids.append(checked.valid)

@@ -17,6 +17,23 @@ class GenParams:
     temperature: float = 0.0
     #: Regex the output must match (structured outputs); backends that cannot constrain ignore it.
     regex: str | None = None
+    #: JSON Schema (as canonical JSON text) the output must follow (structured outputs); instead of `regex`.
+    json_schema: str | None = None
+
+    def cache_fields(self) -> dict:
+        """What identifies these parameters in the response cache; a constraint that is not set leaves the key as it
+        was before that kind of constraint existed, so cached responses stay valid."""
+        return {k: v for k, v in self.__dict__.items() if v is not None or k != "json_schema"}
+
+    def structured_outputs(self) -> dict | None:
+        """vLLM's `structured_outputs` (request field / StructuredOutputsParams arguments); None: unconstrained."""
+        if self.json_schema is not None:
+            import json
+
+            # (vLLM 0.32 reads disable_any_whitespace from the engine's config only, not per request: a server
+            # that should write compact JSON takes --structured-outputs-config '{"disable_any_whitespace": true}'.)
+            return {"json": json.loads(self.json_schema)}
+        return {"regex": self.regex} if self.regex else None
 
 
 class TeacherBackend(Protocol):

@@ -25,7 +25,7 @@ class ResponseCache:
 
     @staticmethod
     def key(model_key: str, template: str, demo_ids: Sequence[str], params: GenParams, input: str, chat: bool) -> str:
-        payload = json.dumps([model_key, template, list(demo_ids), params.__dict__, input, chat], sort_keys=True)
+        payload = json.dumps([model_key, template, list(demo_ids), params.cache_fields(), input, chat], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
@@ -50,4 +50,9 @@ class ResponseCache:
 def cacheable(params: GenParams, fmt, input: str, raw: str) -> bool:
     """Valid outputs are always cached. Invalid ones only under greedy decoding, where asking again would
     return the same answer; when sampling, a later run gets a fresh chance at them."""
-    return params.temperature == 0 or fmt.check(input, extract_output(raw)).valid
+    return params.temperature == 0 or fmt.check(input, output_of(fmt, raw)).valid
+
+
+def output_of(fmt, generation: str) -> str:
+    """What the format's check() reads of a generation: its `extract_output`, else the first non-empty line."""
+    return getattr(fmt, "extract_output", extract_output)(generation)

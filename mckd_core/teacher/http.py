@@ -98,9 +98,9 @@ class OpenAITeacher:
         else:
             body["prompt"] = prompt.text
             body["stop"] = COMPLETION_STOP
-        if params.regex:
-            # vLLM >= 0.11 reads `structured_outputs`; the older `guided_regex` is silently ignored there.
-            body["structured_outputs"] = {"regex": params.regex}
+        if params.structured_outputs():
+            # vLLM >= 0.11 reads `structured_outputs`; the older `guided_*` fields are silently ignored there.
+            body["structured_outputs"] = params.structured_outputs()
         return body
 
     async def _request_with_retries(self, client: httpx.AsyncClient, prompt: Prompt, params: GenParams) -> str:

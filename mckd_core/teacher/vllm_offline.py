@@ -45,7 +45,9 @@ class OfflineVLLMTeacher:
             temperature=params.temperature,
             # Plain completion prompts end with "Output:" and the model tends to go on with the next demo.
             stop=None if self._chat else list(COMPLETION_STOP),
-            structured_outputs=StructuredOutputsParams(regex=params.regex) if params.regex else None,
+            structured_outputs=StructuredOutputsParams(**constraint)
+            if (constraint := params.structured_outputs())
+            else None,
         )
 
     def _engine(self):

@@ -37,18 +37,19 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # loaded 2-core machine
 
-from mckd_core.atis import load_atis  # noqa: E402
+from mckd_core.atis import json_schema, load_atis, load_atis_json  # noqa: E402
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.craft import load_craft  # noqa: E402
 from mckd_core.data import normalized_input, sample_sets, within_words, write_sets  # noqa: E402
 from mckd_core.formats import get_format  # noqa: E402
+from mckd_core.formats.json_format import JsonFormat  # noqa: E402
 from mckd_core.identity import source_hash  # noqa: E402
 from mckd_core.report import choose_deliverable  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
 from mckd_core.stats import hierarchical_paired_bootstrap, pooled_paired_bootstrap  # noqa: E402
 
 CRAFT_DIR = Path(os.environ.get("MCKD_CRAFT_DIR", ROOT.parent / "shared" / "data" / "craft"))
-FORMAT = {"atis": "slots", "craft": "constituency"}
+FORMAT = {"atis": "slots", "craft": "constituency", "atis-json": "json"}
 ROWS = ["teacher", "sft", "vanilla-kd", "mckd-2", "mckd-3", "sft-n"]
 #: The row every other row is compared with, and each row's name in a run's comparisons / test-rows.json.
 FINAL = "mckd-3"
@@ -58,16 +59,23 @@ SYSTEM = {row: "final" if row == FINAL else row for row in ROWS}
 METRIC = {
     "atis": "conlleval chunk F1 (micro)",
     "craft": "MCKD authors' sentence-mean span F1 (whole sentence included, every sentence counted)",
+    "atis-json": "micro F1 over leaf (path, value) pairs of intent + slots JSON (format json, ATIS schema)",
 }
-LEGACY_METRIC = {"atis": METRIC["atis"], "craft": "Kim et al. (2019) sentence-mean span F1"}
+LEGACY_METRIC = {
+    "atis": METRIC["atis"],
+    "craft": "Kim et al. (2019) sentence-mean span F1",
+    "atis-json": METRIC["atis-json"],
+}
 # Most tokens of one output (teacher generation and student targets): bracketed trees need more than slot spans.
-OUTPUT_TOKENS = {"atis": 64, "craft": 80}
+OUTPUT_TOKENS = {"atis": 64, "craft": 80, "atis-json": 96}
 
 
 def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
     """Seeded L / U / T (+ CRAFT dev) samples and the SFT-N gold set (L plus other pool rows, never U or T)."""
     if task == "atis":
         pool, test, dev = load_atis("train"), load_atis("test"), None
+    elif task == "atis-json":
+        pool, test, dev = atis_json_pool()
     else:
         splits = {s: load_craft(CRAFT_DIR, s, max_words=args.max_words) for s in ("train", "dev", "test")}
         pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
@@ -77,7 +85,7 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
     used = {normalized_input(text) for df in sets.values() for text in df["input"]}  # L, U, T (CRAFT: and dev)
     short = within_words(pool, args.max_words).drop_duplicates("input")
     unused = lambda: short[~short["input"].map(normalized_input).isin(used)]  # noqa: E731
-    if task == "atis":
+    if task != "craft":
         # ATIS has no dev split: dev rows from the training pool outside L / U / T, so SFT keeps all of L and no
         # row of L is held out for selection (the run's data.dev).
         sets["dev"] = unused().sample(n=args.dev, random_state=seed).reset_index(drop=True)
@@ -85,6 +93,14 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
     extra = unused().sample(n=args.sft_n - args.labeled, random_state=seed)
     sets["sft_n_labeled"] = pd.concat([sets["labeled"], extra]).reset_index(drop=True)
     return sets
+
+
+def atis_json_pool() -> tuple[pd.DataFrame, pd.DataFrame, None]:
+    """ATIS as intent + slots JSON: the training pool and the test sentences whose gold fits the schema drawn from
+    the training split (a few test intents and slot types never occur in training)."""
+    train, test = load_atis_json("train"), load_atis_json("test")
+    fmt = JsonFormat(json_schema(train))
+    return train, test[[fmt.target_error(x, t) is None for x, t in zip(test["input"], test["target"])]], None
 
 
 def run_name(task: str, seed: int, args) -> str:
@@ -99,12 +115,17 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
             "run_name": run_name(task, seed, args),
             "runs_root": str(args.runs_root),
             "seed": seed,
-            "data": {"task": FORMAT[task], **paths},
+            "data": {
+                "task": FORMAT[task],
+                **paths,
+                **({"schema": json_schema(load_atis_json("train"))} if task == "atis-json" else {}),
+            },
             "teacher": {
                 "num_demos": args.teacher_demos,
                 "demo_selection": args.demo_selection,
                 "max_new_tokens": OUTPUT_TOKENS[task],
                 "batch_size": 32,
+                "structured_outputs": args.structured_outputs,
                 **teacher_backend(args),
             },
             "student": {
@@ -189,6 +210,7 @@ def run_one(task: str, seed: int, args) -> dict:
         "metric": METRIC[task],
         # T shares no normalised input with L, U, dev or SFT-N, nor repeats one (data.draw_test; issue #27).
         "t_disjoint": True,
+        **recipe_of(args),
         "trainer": source_hash(["student"])[:12],
         "scores": scores(report),
         "comparisons": report["comparisons"],
@@ -199,7 +221,11 @@ def run_one(task: str, seed: int, args) -> dict:
         "unlabeled": report["counts"]["unlabeled"],
         "pseudolabel_f1": {
             "teacher": report["teacher"]["pseudolabel_f1"],
-            **({"sft": report["first_labels"]["pseudolabel_f1"]} if args.first_labels == "sft" else {}),
+            **(
+                {"sft": report["first_labels"]["pseudolabel_f1"]}
+                if report["first_labels"].get("chosen") == "sft"
+                else {}
+            ),
             **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]},
         },
         "timings_s": {k: round(v, 1) for k, v in report["timings"].items()},
@@ -328,8 +354,23 @@ def sizes_of(args) -> dict:
         "train_on_labeled": args.train_on_labeled,
         "init": args.init,
         "first_labels": args.first_labels,
+        "structured_outputs": args.structured_outputs,
     }
     return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained", "teacher")}}
+
+
+def recipe_of(args) -> dict:
+    """The recipe options of a run and whether each is the product's default (RunConfig's), for quality.json."""
+    defaults = RunConfig.model_validate({"data": {"labeled": "l", "unlabeled": "u"}})
+    options = {
+        "train_on_labeled": (args.train_on_labeled, defaults.student.train_on_labeled),
+        "init": (args.init, defaults.student.init),
+        "first_labels": (args.first_labels, defaults.stages.first_labels),
+        "teacher_demos": (args.teacher_demos, defaults.teacher.num_demos),
+        "demo_selection": (args.demo_selection, defaults.teacher.demo_selection),
+        "structured_outputs": (args.structured_outputs, defaults.teacher.structured_outputs),
+    }
+    return {"recipe": {k: v for k, (v, _) in options.items()}, "defaults": all(v == d for v, d in options.values())}
 
 
 def finished_runs(out: Path, sizes: dict | None = None) -> list[dict]:
@@ -403,9 +444,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--first-labels",
-        choices=["teacher", "sft"],
+        choices=["teacher", "sft", "auto"],
         default="teacher",
         help="sft: stage 1 learns from the SFT-on-L student's labels of U (stages.first_labels).",
+    )
+    parser.add_argument(
+        "--structured-outputs",
+        action="store_true",
+        help="Constrain the teacher's decoding (teacher.structured_outputs).",
     )
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).

@@ -211,6 +211,11 @@ def predict(
         help="With --task json: a JSON Schema file (or inline JSON) outputs must follow (default: the model card's).",
     ),
     batch_size: int = typer.Option(16),
+    max_new_tokens: Optional[int] = typer.Option(
+        None,
+        help="Most tokens per output (default: the student's max_target_tokens, from its metrics.json "
+        "or its run's report.json).",
+    ),
 ) -> None:
     """Label new inputs with a trained student."""
     _quiet_libraries()
@@ -235,7 +240,7 @@ def predict(
         )
     except MckdInputError as exc:
         _fail(str(exc))
-    raws = run_predict(str(model_dir), list(df["input"]), batch_size)
+    raws = run_predict(str(model_dir), list(df["input"]), batch_size, max_new_tokens or _max_target_tokens(model_dir))
     df["raw"] = raws
     if fmt is not None:
         checked = [fmt.check(x, r) for x, r in zip(df["input"], raws)]
@@ -246,6 +251,23 @@ def predict(
         df.to_parquet(output, index=False)
     else:
         df.to_json(output, orient="records", lines=True, force_ascii=False)
+
+
+def _max_target_tokens(model_dir: Path) -> int:
+    """The output length the student trained and was scored with: its metrics.json, else its run's config (a run dir
+    up to two levels above it: RUN/deliverable, RUN/final/student), else the config's default."""
+    from mckd_core.config import StudentConfig
+
+    card = model_dir / "metrics.json"
+    if card.is_file() and json.loads(card.read_text()).get("max_target_tokens"):
+        return int(json.loads(card.read_text())["max_target_tokens"])
+    for folder in list(model_dir.absolute().parents)[:3]:
+        if (folder / "report.json").is_file():
+            student = json.loads((folder / "report.json").read_text()).get("config", {}).get("student", {})
+            if student.get("max_target_tokens"):
+                return int(student["max_target_tokens"])
+            break
+    return StudentConfig.model_fields["max_target_tokens"].default
 
 
 def _student_dir(path: Path) -> Path:

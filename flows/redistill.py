@@ -1,11 +1,13 @@
 """Scheduled re-distillation: when new unlabeled data lands in a folder, run MCKD again on the grown set.
 
 The unlabeled set of a re-distillation is `data.unlabeled` (the seed set; set it to `watch_dir` itself to use
-the folder only) plus every `.parquet` / `.jsonl` file in `watch_dir`, deduplicated by `id` (content-hash ids
-where a file has none). The combined set is written (content-addressed) to `<run dir>/incoming/`. Its ids are
-compared with those of the last successful re-distillation (`<run dir>/redistill-state.json`, written only
-after a run succeeds): nothing new → return at once; new rows → the MCKD flow runs as a subflow on the
-combined set. The per-row teacher cache sends only the new rows to the teacher; students retrain.
+the folder only) plus every `.parquet` / `.jsonl` file in `watch_dir`, combined on content (`mckd_core.incoming`:
+one row per distinct one-line input; a row reusing another row's id for a new input gets its content-hash id) and
+written (content-addressed) to `<run dir>/incoming/`. It is compared with the set of the last successful
+re-distillation (`<run dir>/redistill-state.json`, written only after a run succeeds): no input the last run did not
+see → return at once; new inputs → the MCKD flow runs as a subflow on the combined set. Either way the result lists
+the duplicates dropped, the ids reassigned, and the rows edited or removed since the last run. The per-row teacher
+cache sends only the new rows to the teacher; students retrain.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from prefect.runtime import flow_run
 
 from flows.mckd import mckd_flow
 from mckd_core.config import RunConfig
-from mckd_core.data import ParquetRef, content_id, normalize_examples, read_table, write_parquet
+from mckd_core.data import ParquetRef, normalize_examples, read_table, write_parquet
 from mckd_core.errors import MckdInputError
+from mckd_core.incoming import changes, combine_sources
 
 WATCHED_SUFFIXES = (".parquet", ".jsonl")
 STATE_FILE = "redistill-state.json"
@@ -34,7 +37,10 @@ def redistill_flow(config: RunConfig, watch_dir: str) -> dict:
     """Re-run MCKD on `data.unlabeled` + the files in `watch_dir` when they hold rows the last run did not see."""
     logger = get_run_logger()
     run_dir = config.run_dir
-    combined, sources = collect_unlabeled(config, watch_dir)
+    state_path = run_dir / STATE_FILE
+    previous = load_state(state_path)
+    last = previous_rows(previous, logger)
+    combined, sources, rows = collect_unlabeled(config, watch_dir, last)
     if combined is None:
         logger.info("no new data: no rows in %s yet", watch_dir)
         return {
@@ -44,17 +50,16 @@ def redistill_flow(config: RunConfig, watch_dir: str) -> dict:
             "sources": sources,
             "watch_dir": str(watch_dir),
         }
-    state_path = run_dir / STATE_FILE
-    previous = load_state(state_path)
-    seen = previous_ids(previous, logger)
-    ids = set(combined.read()["id"])
-    new_ids = ids - seen
+    found = changes(rows, last)
+    report_changes(found, logger)
+    new_ids = found.pop("new_ids")
     summary = {
         "unlabeled_rows": combined.rows,
         "unlabeled": combined.path,
         "sources": sources,
         "watch_dir": str(watch_dir),
         "last_success": previous.get("finished_at") if previous else None,
+        **found,
     }
     if not new_ids:
         logger.info(
@@ -63,10 +68,8 @@ def redistill_flow(config: RunConfig, watch_dir: str) -> dict:
             watch_dir,
             summary["last_success"] or "none",
         )
-        return {"status": "no new data", "new_rows": 0, **summary}
-    logger.info(
-        "%d new unlabeled rows (%d in all, %d seen before): distilling", len(new_ids), combined.rows, len(ids & seen)
-    )
+        return {"status": "no new data", **summary}
+    logger.info("%d new unlabeled rows (%d in all): distilling", len(new_ids), combined.rows)
     data = config.data.model_copy(update={"unlabeled": combined.path, "max_unlabeled": None})
     if config.data.max_unlabeled is not None:
         logger.warning(
@@ -84,7 +87,19 @@ def redistill_flow(config: RunConfig, watch_dir: str) -> dict:
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    return {**report, "status": "distilled", "new_rows": len(new_ids), **summary}
+    return {**report, "status": "distilled", **summary}
+
+
+def report_changes(found: dict, logger) -> None:
+    """One warning per kind of row that did not go in as it came (the result dict lists them)."""
+    for key, what in (
+        ("duplicates", "duplicate inputs dropped"),
+        ("reassigned_ids", "rows whose id another row uses got their content-hash id"),
+        ("edited", "rows edited since the last run"),
+        ("removed", "rows of the last run removed"),
+    ):
+        if found[key]["count"]:
+            logger.warning("%d %s, e.g. %s", found[key]["count"], what, found[key]["rows"][0])
 
 
 def watched_files(watch_dir: str | Path) -> list[Path]:
@@ -99,9 +114,10 @@ def watched_files(watch_dir: str | Path) -> list[Path]:
     )
 
 
-def collect_unlabeled(config: RunConfig, watch_dir: str | Path) -> tuple[ParquetRef | None, list[str]]:
-    """data.unlabeled + every watched file → one deduplicated, validated Parquet under `<run dir>/incoming/`
-    (None when there is no row at all yet)."""
+def collect_unlabeled(config: RunConfig, watch_dir: str | Path, last: dict[str, str] | None = None):
+    """data.unlabeled + every watched file → one validated Parquet of distinct inputs under `<run dir>/incoming/`
+    (None when there is no row at all yet), the source paths, and the `Combined` rows (what was dropped or renamed).
+    `last`: id → input of the last distilled set, whose rows keep their ids."""
     sources: list[Path] = []
     seed = Path(config.data.unlabeled)
     if seed.resolve() != Path(watch_dir).resolve():
@@ -114,16 +130,13 @@ def collect_unlabeled(config: RunConfig, watch_dir: str | Path) -> tuple[Parquet
             continue
         if "input" not in df.columns:
             raise MckdInputError(f"{path}: missing column 'input' (found: {', '.join(map(str, df.columns))})")
-        if "id" not in df.columns:
-            df.insert(0, "id", df["input"].astype(str).map(content_id))
-        df["id"] = df["id"].astype(str)
-        frames.append(df)
+        frames.append((str(path), df))
     if not frames:
-        return None, [str(p) for p in sources]
-    combined = pd.concat(frames, ignore_index=True).drop_duplicates("id", keep="first")
-    combined = normalize_examples(combined, "unlabeled (re-distillation)", need_target=False)
+        return None, [str(p) for p in sources], None
+    found = combine_sources(frames, last)
+    combined = normalize_examples(found.frame, "unlabeled (re-distillation)", need_target=False)
     ref = write_parquet(combined, config.run_dir / "incoming", "unlabeled")
-    return ref, [str(p) for p in sources]
+    return ref, [str(p) for p in sources], found
 
 
 def load_state(path: Path) -> dict | None:
@@ -135,15 +148,16 @@ def load_state(path: Path) -> dict | None:
         return None
 
 
-def previous_ids(state: dict | None, logger) -> set[str]:
-    """The ids of the unlabeled set the last successful run used (empty: never ran, or its file is gone)."""
+def previous_rows(state: dict | None, logger) -> dict[str, str] | None:
+    """id → input of the unlabeled set the last successful run used (None: never ran, or its file is gone)."""
     if not state:
-        return set()
+        return None
     ref = ParquetRef.model_validate(state["unlabeled"])
     if not Path(ref.path).is_file():
         logger.warning("the last run's unlabeled set %s is gone; treating every row as new", ref.path)
-        return set()
-    return set(pd.read_parquet(ref.path, columns=["id"])["id"].astype(str))
+        return None
+    rows = pd.read_parquet(ref.path, columns=["id", "input"])
+    return dict(zip(rows["id"].astype(str), rows["input"].astype(str)))
 
 
 def save_state(path: Path, state: dict) -> None:

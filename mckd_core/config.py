@@ -70,7 +70,8 @@ class DataConfig(_Section):
     overlong: Literal["warn", "error"] = Field(
         "warn",
         description="Inputs longer than student.max_input_tokens (or, where known, the teacher's "
-        "teacher.vllm.max_model_len), counted before any model loads: warn (log and report.json) or error (stop).",
+        "teacher.vllm.max_model_len) and gold targets longer than student.max_target_tokens, "
+        "counted before any model loads: warn (log and report.json) or error (stop).",
     )
 
     @field_validator("task")
@@ -230,6 +231,15 @@ class StudentConfig(_Section):
         "baselines) starts from: `model` (pretrained), or the SFT-on-L student (sft: it trains "
         "first, on L less the dev rows, and is also the `sft` baseline).",
     )
+    cpu_threads: int = Field(
+        1,
+        ge=1,
+        description="Torch threads a student trains with on a CPU, whatever slot or process runs it: float "
+        "sums split across threads, so the weights depend on this count (a config value, in the "
+        "student's cache key) and not on where it runs. 1 matches the default slots of a 2-core "
+        "box (one core per student); on a box with more cores than students at once, raise it to "
+        "their share (stages.cpu_threads) for speed. Ignored on GPUs.",
+    )
     max_dev: int = Field(50, ge=1, description="Dev rows used for checkpoint selection.")
     min_valid_rows: int = Field(1, ge=1, description="Fewer valid pseudolabels than this → stop with an error.")
     isolate: Literal["auto", "always", "never"] = Field(
@@ -323,6 +333,17 @@ class RunConfig(_Section):
                 "student.train_on_labeled (on by default) needs dev rows no student trains on: give data.dev, "
                 "or leave data.dev_holdout at null (a fifth of L) or set it to a number of rows, not 0; or set "
                 "student.train_on_labeled: false (the paper's recipe)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sft_init_needs_dev_rows(self) -> RunConfig:
+        # The distilled students start from weights that learned L: with dev = L they would select on learned rows.
+        if self.student.init == "sft" and not self.data.dev and self.data.dev_holdout == 0:
+            raise ValueError(
+                "student.init: sft starts every distilled student from the SFT student, which trains "
+                "on L, so dev rows must not be L: give data.dev, or leave data.dev_holdout at null (a "
+                "fifth of L) or set it to a number of rows, not 0; or set student.init: pretrained"
             )
         return self
 

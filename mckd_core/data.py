@@ -79,6 +79,12 @@ def content_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def input_id(text: str) -> str:
+    """The id of a row without one: the content hash of its one-line input (`one_line`), so the same sentence gets
+    the same id however its source broke its lines."""
+    return content_id(one_line(text))
+
+
 def read_table(path: str | Path, what: str) -> pd.DataFrame:
     """Load Parquet / JSONL / JSON / CSV or a saved `datasets` directory; errors name the file and a fix."""
     p = Path(path)
@@ -203,7 +209,7 @@ def normalize_examples(df: pd.DataFrame, what: str, need_target: bool, limit: in
         raise MckdInputError(f"{what}: row {row}: field 'input' is empty; remove the row or fill it in")
     df["input"] = df["input"].astype(str).map(one_line)
     if "id" not in df.columns:
-        df.insert(0, "id", df["input"].map(content_id))
+        df.insert(0, "id", df["input"].map(input_id))
     df["id"] = df["id"].astype(str)
     dupes = df["id"][df["id"].duplicated()]
     if len(dupes):

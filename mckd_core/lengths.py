@@ -1,10 +1,11 @@
-"""Over-long inputs, counted before any model loads: each model's own tokenizer (never its weights) over the prompt
-it will see.
+"""Over-long inputs and gold targets, counted before any model loads: each model's own tokenizer (never its weights)
+over the prompt it will see.
 
-Students cut a prompt at `student.max_input_tokens`. A vLLM teacher refuses (or cuts the answer of) a prompt that
-leaves no room for `teacher.max_new_tokens` within `teacher.vllm.max_model_len`; the teacher is checked only where
-that length is set and mckd runs the engine (a managed server, vllm-offline): the context of an external server
-or of the transformers backend is not known here.
+Students cut a prompt at `student.max_input_tokens` and a target at `student.max_target_tokens` (they learn it cut,
+and generate no more tokens than that for dev selection and scores). A vLLM teacher refuses (or cuts the answer of)
+a prompt that leaves no room for `teacher.max_new_tokens` within `teacher.vllm.max_model_len`; the teacher is
+checked only where that length is set and mckd runs the engine (a managed server, vllm-offline): the context of an
+external server or of the transformers backend is not known here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Overlong:
     limit: int
     rows: dict[str, list[int]]
     consequence: str
+    what: str = "inputs"
 
     def summary(self) -> dict:
         return {"limit": self.limit, "rows": {name: len(rows) for name, rows in self.rows.items()}}
@@ -39,7 +41,7 @@ class Overlong:
         name, rows = next(iter(over.items()))
         counts = ", ".join(f"{len(rows)} of {len(sets[name])} {name}" for name, rows in over.items())
         return (
-            f"over-long inputs: {counts} row(s) are longer than {self.named} "
+            f"over-long {self.what}: {counts} row(s) are longer than {self.named} "
             f"(first: {name} row {rows[0]}, id {sets[name]['id'].iloc[rows[0]]!r}); {self.consequence}"
         )
 
@@ -47,8 +49,14 @@ class Overlong:
 def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, list[str]]:
     """report.json's `overlong` ({"student": {"limit", "rows": {set: count}}, "teacher": ... where known}) and the
     warnings to log; with data.overlong=error, an over-long row, or a count that cannot be made, stops the run."""
-    summary, warnings = {}, []
-    for who, count in (("student", student_overlong), ("teacher", teacher_overlong)):
+    summary, warnings, failed = {}, [], set()
+    for key, who, count in (
+        ("student", "student", student_overlong),
+        ("student_target", "student", target_overlong),
+        ("teacher", "teacher", teacher_overlong),
+    ):
+        if who in failed:
+            continue  # said once per model
         try:
             found = count(cfg, sets)
         except Exception as exc:  # a tokenizer that cannot load: the model load reports it properly later
@@ -59,10 +67,11 @@ def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, 
             if cfg.data.overlong == "error":
                 raise MckdInputError(f"{problem}; data.overlong=error needs the count") from None
             warnings.append(problem)
+            failed.add(who)
             continue
         if found is None:
             continue
-        summary[who] = found.summary()
+        summary[key] = found.summary()
         message = found.message(sets)
         if message and cfg.data.overlong == "error":
             raise MckdInputError(f"{message} (data.overlong=error)")
@@ -86,6 +95,34 @@ def student_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong:
         s.max_input_tokens,
         rows,
         "students cut them; raise student.max_input_tokens or shorten those inputs",
+    )
+
+
+def target_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong:
+    """Rows whose gold target is longer than a student writes: L (SFT and gold-aware students learn it cut), dev
+    and test (scored against outputs that stop at the limit). U's targets, where a benchmark has them, only score
+    pseudolabels, and no student learns them."""
+    s: StudentConfig = cfg.student
+    tok, path = _tokenizer(s.model, s.revision, s.trust_remote_code)
+    seq2seq = is_seq2seq(path, s.arch, s.revision, s.trust_remote_code) if path else s.arch == "seq2seq"
+    rows = {}
+    for name, df in sets.items():
+        if name == "unlabeled" or "target" not in df.columns:
+            continue
+        where = [row for row, t in enumerate(df["target"]) if isinstance(t, str)]
+        targets = [df["target"].iloc[row] for row in where]
+        if seq2seq:  # as the student encodes them (student._Encoder): with the tokenizer's end token
+            ids = tok(text_target=targets)["input_ids"] if targets else []
+        else:  # " " + target, and the end token the student appends
+            encoded = tok([" " + t for t in targets], add_special_tokens=False)["input_ids"] if targets else []
+            ids = [seq + [0] for seq in encoded]
+        rows[name] = [row for row, seq in zip(where, ids) if len(seq) > s.max_target_tokens]
+    return Overlong(
+        f"student.max_target_tokens={s.max_target_tokens} tokens",
+        s.max_target_tokens,
+        rows,
+        "students learn them cut and write no longer outputs; raise student.max_target_tokens or shorten those targets",
+        what="targets",
     )
 
 

@@ -23,6 +23,8 @@ class Prompt:
     messages: tuple[dict, ...]
     text: str
     demo_ids: tuple[str, ...]
+    #: (input, target) of each demo, in prompt order: what the answer depends on, so the response cache keys on it.
+    demo_content: tuple[tuple[str, str], ...] = ()
 
 
 class DemoSelector:
@@ -58,7 +60,9 @@ def build_prompt(instruction: str, demos: Sequence[Demo], query: str) -> Prompt:
         lines += [f"Input: {demo.input}", f"Output: {demo.target}", ""]
     messages.append({"role": "user", "content": query})
     lines += [f"Input: {query}", "Output:"]
-    return Prompt(tuple(messages), "\n".join(lines), tuple(d.id for d in demos))
+    return Prompt(
+        tuple(messages), "\n".join(lines), tuple(d.id for d in demos), tuple((d.input, d.target) for d in demos)
+    )
 
 
 def extract_output(generation: str) -> str:

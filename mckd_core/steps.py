@@ -35,7 +35,7 @@ from .models import check_model_ref
 from .partition import partition_ids
 from .prompting import Demo
 from .scoring import score_predictions
-from .student import TrainSpec, predict, train
+from .student import TrainSpec, cpu_threads, predict, train
 from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate
 
 
@@ -147,7 +147,12 @@ def _holdout_size(cfg: RunConfig, rows: int) -> int:
 def _check_dev_unseen(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> None:
     """data.dev shares no row with the test set nor with a set some student trains on (U; L with sft or gold-aware
     students): a student never selects on a row it trained on, and no decision reads T."""
-    trained_on_l = cfg.student.train_on_labeled or cfg.student.init == "sft" or "sft" in cfg.baselines
+    trained_on_l = (
+        cfg.student.train_on_labeled
+        or cfg.student.init == "sft"
+        or cfg.stages.first_labels == "sft"
+        or "sft" in cfg.baselines
+    )
     for name in ("unlabeled", "labeled" if trained_on_l else "", "test"):
         shared = set(sets["dev"]["id"]) & set(sets[name]["id"]) if name in sets else set()
         if shared:
@@ -160,7 +165,7 @@ def _check_dev_unseen(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> None:
 
 # ---- teacher -------------------------------------------------------------------------------------------
 
-# Backends holding a server or an engine that mckd started (see teacher_session).
+# Backends holding a server, an engine or weights that mckd started or loaded (see teacher_session).
 _closable_backends: list = []
 
 
@@ -168,9 +173,11 @@ _closable_backends: list = []
 def _teacher_backend(cfg_json: str, api_key: str | None):
     cfg = TeacherConfig.model_validate_json(cfg_json)
     if cfg.backend == "transformers":
-        return TransformersTeacher(
+        teacher = TransformersTeacher(
             cfg.model, cfg.revision, cfg.chat, cfg.batch_size, cfg.trust_remote_code, cfg.precision
         )
+        _closable_backends.append(teacher)
+        return teacher
     if cfg.backend == "vllm-server" and cfg.base_url:
         from .teacher.http import openai_teacher_from_config
 
@@ -186,8 +193,9 @@ def _teacher_backend(cfg_json: str, api_key: str | None):
 @contextlib.contextmanager
 def teacher_session():
     """The teacher phase of a run: on leaving it — done or failed — every vLLM server mckd started is stopped
-    and every in-process vLLM engine freed (the students need the memory; a dead run must not leave a server
-    holding a GPU). Such backends start lazily, so a fully cached teacher phase starts nothing."""
+    and every in-process vLLM engine and transformers teacher's weights freed (the students need the memory; a
+    dead run must not leave a server holding a GPU). vLLM backends start lazily, so a fully cached teacher phase
+    starts nothing."""
     try:
         yield
     finally:
@@ -339,7 +347,8 @@ def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
     if job.assignment is not None:
         df = df[df["id"].map(job.assignment.read().set_index("id")["part"]) == job.part]
     examples = df[[c for c in df.columns if c not in ("label", "raw", "valid", "error", "source", "stage")]]
-    raws = predict(student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+    with cpu_threads(cfg.cpu_threads):  # like training: the labels do not depend on the slot's core count
+        raws = predict(student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
     checked = [fmt.check(x, r) for x, r in zip(examples["input"], raws)]
     out = label_frame(
         examples,
@@ -399,7 +408,8 @@ def score_labels(labels: ParquetRef, task: str) -> dict | None:
 def evaluate_student(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str) -> dict:
     """The student's test metrics, with `ci95` and per-row `rows` (scoring.score_predictions)."""
     df = test.read()
-    preds = predict(student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+    with cpu_threads(cfg.cpu_threads):
+        preds = predict(student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
     return score_predictions(df, preds, task)
 
 

@@ -319,6 +319,31 @@ def make_optimizer(model, spec: "TrainSpec"):
 
 def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     """Train, select the best epoch on dev, save it (safetensors) with metrics.json to spec.out_dir."""
+    with cpu_threads(getattr(spec.student, "cpu_threads", None)):
+        return _train(spec, progress)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """Run the block with `threads` torch threads on a CPU (restored after; GPUs and None leave them alone).
+
+    A slot's worker does not decide it: its thread count follows the slot's share of the cores, and even that only
+    where torch was not imported before the worker set OMP_NUM_THREADS (a launching script that imports torch gives
+    every worker all the cores' threads)."""
+    import torch
+
+    if threads is None or pick_device().type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, get_linear_schedule_with_warmup
 
@@ -407,6 +432,7 @@ def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         "train_tokens": tokens,
         "micro_batch": micro,
         "grad_accum": accum,
+        "max_target_tokens": cfg.max_target_tokens,  # what `mckd predict` generates up to
         "arch": "seq2seq" if seq2seq else "causal",
         "device": device.type,
         "threads": torch.get_num_threads(),

@@ -99,6 +99,7 @@ def make_spec(model: str, out_dir: str, rows: int, batch_size: int):
         attention="auto",
         select_on_dev=False,
         trust_remote_code=False,
+        cpu_threads=None,
     )
     xs = [f"flights from city{i % 97:02d} to city{i * 7 % 89:02d} on day{i % 7}" for i in range(rows)]
     ys = [f"[ fromloc city{i % 97:02d} ] [ toloc city{i * 7 % 89:02d} ]" for i in range(rows)]

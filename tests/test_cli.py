@@ -160,3 +160,45 @@ def test_predict_takes_a_run_dir_and_uses_its_deliverable(tmp_path, tiny_models)
         assert (f"using{run_dir / 'deliverable'}" in _unwrapped(result.output)) == (target == run_dir)
     result = runner.invoke(app, ["predict", str(tmp_path), "--input", str(tmp_path / "new.jsonl")])
     assert result.exit_code == 2 and "isneitheratrainedmodeldir" in _unwrapped(result.output)
+
+
+def test_predict_generates_up_to_the_runs_max_target_tokens(tmp_path, tiny_models, monkeypatch):
+    """Long targets (constituency trees) are not cut at 128 tokens: the run's student.max_target_tokens applies."""
+    import shutil
+
+    from mckd_core import student
+
+    asked = []
+    monkeypatch.setattr(
+        student,
+        "predict",
+        lambda model_dir, inputs, batch_size, max_new_tokens: asked.append(max_new_tokens) or ["x"] * len(inputs),
+    )
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_models["t5"], run_dir / "final" / "student")
+    (run_dir / "report.json").write_text(json.dumps({"config": {"student": {"max_target_tokens": 300}}}))
+    pd.DataFrame({"input": ["cat"]}).to_json(tmp_path / "new.jsonl", orient="records", lines=True)
+    for target in (run_dir, run_dir / "final" / "student"):
+        assert runner.invoke(app, ["predict", str(target), "--input", str(tmp_path / "new.jsonl")]).exit_code == 0
+    (run_dir / "final" / "student" / "metrics.json").write_text(json.dumps({"task": "text", "max_target_tokens": 512}))
+    runner.invoke(app, ["predict", str(run_dir), "--input", str(tmp_path / "new.jsonl")])
+    runner.invoke(app, ["predict", str(run_dir), "--input", str(tmp_path / "new.jsonl"), "--max-new-tokens", "40"])
+    assert asked == [300, 300, 512, 40]
+
+
+def test_a_trained_student_records_its_max_target_tokens(tmp_path, tiny_models):
+    from mckd_core.student import TrainSpec, train
+
+    metrics = train(
+        TrainSpec(
+            model=tiny_models["t5"],
+            out_dir=str(tmp_path / "s"),
+            task="text",
+            train_inputs=["cat"],
+            train_targets=["dog"],
+            epochs=1,
+            max_target_tokens=24,
+            select_on_dev=False,
+        )
+    )
+    assert metrics["max_target_tokens"] == 24

@@ -253,21 +253,23 @@ def test_redistill_sends_only_new_rows(tiny_models, tmp_path_factory):
     t0 = time.monotonic()
     out1 = redistill_flow(cfg, str(watch))
     t_first = time.monotonic() - t0
-    assert out1["status"] == "distilled" and out1["new_rows"] == 12 + 4  # the seed set (data.unlabeled) + the folder
-    assert out1["counts"]["unlabeled"] == 16 and out1["final_student"]["dir"]
+    # The seed set (data.unlabeled) + the folder, one row per distinct input: the toy seed set repeats 4 of its 12
+    # inputs under other ids (u8-u11), and a.jsonl its first row.
+    assert out1["status"] == "distilled" and out1["new_rows"] == 8 + 4
+    assert out1["duplicates"]["count"] == 5 and {"file": str(watch / "a.jsonl"), "row": 4} in [
+        {k: d[k] for k in ("file", "row")} for d in out1["duplicates"]["rows"]
+    ]
+    assert out1["counts"]["unlabeled"] == 12 and out1["final_student"]["dir"]
     incoming = pd.read_parquet(out1["unlabeled"])
-    assert (
-        Path(out1["unlabeled"]).parent == cfg.run_dir / "incoming" and incoming["id"].is_unique and len(incoming) == 16
-    )
+    assert Path(out1["unlabeled"]).parent == cfg.run_dir / "incoming"
+    assert incoming["id"].is_unique and len(incoming) == 12
     state1 = json.loads(state_path.read_text())
-    assert state1["rows"] == 16 and state1["unlabeled"]["path"] == out1["unlabeled"]
+    assert state1["rows"] == 12 and state1["unlabeled"]["path"] == out1["unlabeled"]
     cache_after_first = _cache_rows(runs_root)
 
-    # Second drop: 3 new rows with ids + one row whose id the seed set already has (dropped as a duplicate).
-    added = ["red red hot", "big small up", "night yes no"]
-    pd.DataFrame({"id": ["n1", "n2", "n3", "u0"], "input": added + ["ignored duplicate id"]}).to_parquet(
-        watch / "b.parquet"
-    )
+    # Second drop: 3 new rows with ids + one row whose id the seed set already has (kept under its content-hash id).
+    added = ["red red hot", "big small up", "night yes no", "reused id"]
+    pd.DataFrame({"id": ["n1", "n2", "n3", "u0"], "input": added}).to_parquet(watch / "b.parquet")
     (watch / ".partial.parquet").write_bytes(b"not parquet yet")  # hidden / in-flight files are ignored
 
     # A run that fails (a student model that does not exist) must not record these rows as used.
@@ -279,16 +281,16 @@ def test_redistill_sends_only_new_rows(tiny_models, tmp_path_factory):
     t0 = time.monotonic()
     out2 = redistill_flow(cfg, str(watch))
     t_second = time.monotonic() - t0
-    assert out2["status"] == "distilled" and out2["new_rows"] == 3
-    assert out2["counts"]["unlabeled"] == 19
-    assert _cache_rows(runs_root) - cache_after_first == 3  # exactly the new rows reached the teacher
-    assert json.loads(state_path.read_text())["rows"] == 19
+    assert out2["status"] == "distilled" and out2["new_rows"] == 4
+    assert out2["counts"]["unlabeled"] == 16 and out2["reassigned_ids"]["rows"][0]["id"] == "u0"
+    assert _cache_rows(runs_root) - cache_after_first == 4  # exactly the new rows reached the teacher
+    assert json.loads(state_path.read_text())["rows"] == 16
 
     t0 = time.monotonic()
     out3 = redistill_flow(cfg, str(watch))
     t_none = time.monotonic() - t0
-    assert out3["status"] == "no new data" and out3["new_rows"] == 0 and out3["unlabeled_rows"] == 19
-    assert _cache_rows(runs_root) - cache_after_first == 3
+    assert out3["status"] == "no new data" and out3["new_rows"] == 0 and out3["unlabeled_rows"] == 16
+    assert _cache_rows(runs_root) - cache_after_first == 4
     assert t_none < 30, t_none
     print(f"\nredistill timings: first={t_first:.1f}s second={t_second:.1f}s no-new-data={t_none:.1f}s")
 

@@ -35,7 +35,10 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert (counts["labeled"], counts["unlabeled"], counts["test"]) == (8, 12, 4)
     assert counts["teacher_valid"] + counts["teacher_invalid"] == counts["unlabeled"]
     # Counted with the T5 student's tokenizer before any model loaded; the transformers teacher's context is not known.
-    assert report["overlong"] == {"student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}}}
+    assert report["overlong"] == {
+        "student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}},
+        "student_target": {"limit": 8, "rows": {"labeled": 0, "test": 0}},
+    }
     assert [s["stage"] for s in report["stages"]] == [1, 2]
     # Y_0 is the teacher's labels by default (stages.first_labels: teacher), scored once.
     assert report["first_labels"] == {

@@ -170,3 +170,19 @@ def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
         )
     )
     assert (unselected.metrics["dev_rows"], unselected.metrics["dev_overlap"]) == (0, 10)  # the guard leaves it out
+
+
+def test_dev_rows_in_l_fail_before_the_teacher_when_the_sft_student_makes_the_first_labels(tmp_path):
+    """stages.first_labels: sft trains the SFT student on L, so data.dev may not share a row with L (issue #26)."""
+    cfg = config(tmp_path, dev=LABELED.iloc[:1], student={"train_on_labeled": False}, stages={"first_labels": "sft"})
+    with pytest.raises(MckdInputError, match=r"^dev: 1 id\(s\) also in labeled \(e.g. 'l0'\); students train on"):
+        prepare_inputs(cfg)
+
+
+def test_sft_init_with_no_dev_rows_held_out_is_a_one_line_config_error(tmp_path):
+    with pytest.raises(MckdInputError) as info:
+        config(tmp_path, data={"dev_holdout": 0}, student={"train_on_labeled": False, "init": "sft"})
+    assert "student.init: sft starts every distilled student from the SFT student" in str(info.value)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid config (1 error):" and len(lines) == 2 and "give data.dev, or leave" in lines[1]
+    config(tmp_path, data={"dev_holdout": 2}, student={"train_on_labeled": False, "init": "sft"})  # held-out rows: fine

@@ -262,12 +262,15 @@ def overlong_sets(tmp_path, model, student=None, **cfg):
 def test_overlong_inputs_are_counted_before_any_model_loads(tmp_path, weightless_model):
     inputs = prepare_inputs(overlong_sets(tmp_path, weightless_model))
     # The transformers teacher's context is not known: only the student is counted.
-    assert inputs.overlong == {"student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 1, "test": 1}}}
-    assert inputs.warnings == [
+    assert inputs.overlong == {
+        "student": {"limit": 128, "rows": {"labeled": 0, "unlabeled": 1, "test": 1}},
+        "student_target": {"limit": 128, "rows": {"labeled": 0, "test": 1}},
+    }
+    assert inputs.warnings[0] == (
         "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than student.max_input_tokens=128 tokens "
         "(first: unlabeled row 1, id 'u2'); students cut them; raise student.max_input_tokens or shorten those inputs "
         "(data.overlong=error stops such a run)"
-    ]
+    )
 
 
 def test_data_overlong_error_stops_the_run_naming_the_rows(tmp_path, weightless_model):
@@ -301,15 +304,52 @@ def test_teacher_prompts_are_counted_against_vllm_max_model_len(tmp_path, weight
     # raised.
     assert inputs.overlong == {
         "student": {"limit": 30000, "rows": {"labeled": 0, "unlabeled": 0, "test": 0}},
+        "student_target": {"limit": 128, "rows": {"labeled": 0, "test": 1}},
         "teacher": {"limit": 4000, "rows": {"unlabeled": 1, "test": 1}},
     }
-    assert inputs.warnings == [
+    assert inputs.warnings[1:] == [
         "over-long inputs: 1 of 3 unlabeled, 1 of 2 test row(s) are longer than teacher.vllm.max_model_len=4096 less "
         "teacher.max_new_tokens=96 tokens (first: unlabeled row 1, id 'u2'); vLLM refuses those prompts or cuts their "
         "answers; raise teacher.vllm.max_model_len, lower teacher.num_demos or teacher.max_new_tokens, or shorten "
         "those "
         "inputs (data.overlong=error stops such a run)"
     ]
+
+
+def test_gold_targets_longer_than_the_student_writes_are_counted_and_warned(tmp_path, weightless_model):
+    """A cut gold target is learned cut and scored against an output that stops at the limit: never silent."""
+    long_target = " ".join(["on"] * 40)  # byte-level: " " + 119 characters, then the end token: 121
+    labeled = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "input": ["from boston", long_target, "on monday"],
+            "target": ["from boston", long_target, "on monday"],
+        }
+    )
+    student = {"model": weightless_model, "max_target_tokens": 120, "max_input_tokens": 1000}
+    inputs = prepare_inputs(make(tmp_path, labeled=labeled, student=student))
+    assert inputs.overlong["student_target"] == {"limit": 120, "rows": {"labeled": 1}}
+    assert inputs.warnings == [
+        "over-long targets: 1 of 3 labeled row(s) are longer than student.max_target_tokens=120 tokens (first: labeled "
+        "row 1, id 'b'); students learn them cut and write no longer outputs; raise student.max_target_tokens or "
+        "shorten those targets (data.overlong=error stops such a run)"
+    ]
+    assert prepare_inputs(
+        make(
+            tmp_path,
+            labeled=labeled,
+            student={"model": weightless_model, "max_target_tokens": 121, "max_input_tokens": 1000},
+        )
+    ).overlong["student_target"]["rows"] == {"labeled": 0}
+    with pytest.raises(MckdInputError, match=r"^over-long targets: 1 of 3 labeled .*\(data.overlong=error\)$"):
+        prepare_inputs(
+            make(
+                tmp_path,
+                labeled=labeled,
+                student={"model": weightless_model, "max_target_tokens": 120, "max_input_tokens": 1000},
+                data={"overlong": "error"},
+            )
+        )
 
 
 def test_a_count_that_cannot_be_made_is_said(tmp_path):

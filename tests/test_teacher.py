@@ -141,3 +141,53 @@ def test_teacher_precision_picks_the_weights_dtype(tiny_models, monkeypatch, pre
     assert str(teacher.model.dtype) == f"torch.{dtype}"
     prompts = [build_prompt("Map each word to its partner word.", [Demo("d1", "cat", "dog")], q) for q in ("red", "up")]
     assert all(isinstance(text, str) for text in teacher.generate(prompts, GenParams(max_new_tokens=4)))
+
+
+def test_corrected_demo_target_is_asked_again_only_for_the_rows_whose_prompt_showed_it(tmp_path):
+    """The row cache keys on each demo's input and target: ids hash only the input, so they miss a corrected label."""
+    cache, backend = ResponseCache(tmp_path / "c.sqlite"), CountingBackend()
+    rows = pd.DataFrame(
+        {"id": ["1", "2"], "input": ["flights from boston", "ground transport in dallas"], "target": None}
+    )
+
+    def annotate_with(demos):
+        return annotate(
+            rows,
+            demos,
+            get_format("slots"),
+            backend,
+            cache,
+            k=1,
+            selection="bm25",
+            seed=0,
+            params=GenParams(32),
+            chat=True,
+        )[1]
+
+    boston = Demo("b", "from boston", "from [fromloc.city_name boston]")
+    fare = Demo("f", "cheapest fare", "cheapest fare")
+    dallas = Demo("d", "in dallas", "in dallas")
+    assert annotate_with([boston, fare, dallas]).requested == 2
+    corrected = Demo("d", "in dallas", "in [city_name dallas]")  # same input, so the same content-hash id
+    stats = annotate_with([boston, fare, corrected])
+    assert (stats.requested, stats.cached, backend.calls) == (1, 1, 3)
+    assert annotate_with([boston, fare, corrected]).requested == 0
+
+
+def test_the_transformers_teachers_weights_are_freed_when_the_teacher_phase_ends(tiny_models):
+    """Students train after the teacher phase: the teacher's weights must not stay in memory beside them."""
+    import gc
+    import weakref
+
+    from mckd_core.config import TeacherConfig
+    from mckd_core.steps import teacher_backend, teacher_session
+
+    cfg = TeacherConfig(model=tiny_models["teacher"], chat=False, batch_size=2)
+    prompts = [build_prompt("Map each word to its partner word.", [Demo("d1", "cat", "dog")], "red")]
+    with teacher_session():
+        backend = teacher_backend(cfg)
+        before = backend.generate(prompts, GenParams(max_new_tokens=4))
+        weights = weakref.ref(backend.model)
+    gc.collect()
+    assert teacher_backend(cfg) is backend and backend.model is None and weights() is None
+    assert backend.generate(prompts, GenParams(max_new_tokens=4)) == before  # a later phase loads them again

@@ -91,8 +91,10 @@ WORD_TAGS = frozenset(
 Node = Union[str, list]
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
-#: Deeper outputs (degenerate generations) are invalid: the tree functions recurse once per level.
-MAX_DEPTH = 500
+#: Deeper outputs (degenerate generations) are invalid and deeper gold targets rejected: the tree functions recurse
+#: up to twice per level (a comprehension is a frame of its own before Python 3.12), and what calls them (a Prefect
+#: task thread, a test runner) needs room below Python's default limit of 1000 frames.
+MAX_DEPTH = 200
 
 
 class BracketError(ValueError):
@@ -135,9 +137,15 @@ def parse_brackets(text: str) -> Node:
 
 
 def leaves(tree: Node) -> list[str]:
-    if isinstance(tree, str):
-        return [tree]
-    return [word for child in tree for word in leaves(child)]
+    words: list[str] = []
+    stack = [tree]
+    while stack:  # iterative: called on every tree, however deep, before and after the depth checks
+        node = stack.pop()
+        if isinstance(node, str):
+            words.append(node)
+        else:
+            stack.extend(reversed(node))
+    return words
 
 
 def collapse(tree: Node) -> Node | None:
@@ -327,10 +335,12 @@ class ConstituencyFormat:
         if not text:
             return Checked(None, False, error="empty output")
         tokens = _tokens(text)
-        if _depth(tokens) > MAX_DEPTH:
+        # A missing outer pair or stray items after it are read as one sentence-level group. Depth is measured
+        # after balancing: the '(' that balancing adds for stray ')' nest too.
+        balanced = _balance(tokens)
+        if _depth(balanced) > MAX_DEPTH:
             return Checked(None, False, error=f"brackets nested deeper than {MAX_DEPTH}")
-        # A missing outer pair or stray items after it are read as one sentence-level group.
-        tree = collapse(_read_groups(_balance(tokens)))
+        tree = collapse(_read_groups(balanced))
         if tree is None:
             return Checked(None, False, error="no words in output")
         input_words = input.split()
@@ -342,6 +352,8 @@ class ConstituencyFormat:
         return Checked(label, True, repaired=_tokens(label) != tokens)
 
     def target_error(self, input: str, target: str) -> str | None:
+        if _depth(_tokens(target)) > MAX_DEPTH:
+            return f"brackets nested deeper than {MAX_DEPTH}"
         try:
             tree = parse_brackets(target)
         except BracketError as exc:

@@ -42,7 +42,7 @@ def annotate(
     selector = DemoSelector(demos, k, selection, seed)
     prompts = [build_prompt(fmt.instruction, selector.select(text), text) for text in examples["input"]]
     keys = [
-        ResponseCache.key(backend.model_key, fmt.instruction, p.demo_ids, params, text, chat)
+        ResponseCache.key(backend.model_key, fmt.instruction, p.demo_content, params, text, chat)
         for p, text in zip(prompts, examples["input"])
     ]
     raws = cache.get_many(keys)

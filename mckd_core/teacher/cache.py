@@ -24,8 +24,14 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(model_key: str, template: str, demo_ids: Sequence[str], params: GenParams, input: str, chat: bool) -> str:
-        payload = json.dumps([model_key, template, list(demo_ids), params.cache_fields(), input, chat], sort_keys=True)
+    def key(
+        model_key: str, template: str, demos: Sequence[tuple[str, str]], params: GenParams, input: str, chat: bool
+    ) -> str:
+        """`demos`: each demo's (input, target), not its id: ids hash only the input, so a corrected gold target
+        must change the key of every row whose prompt showed it."""
+        payload = json.dumps(
+            [model_key, template, [list(d) for d in demos], params.cache_fields(), input, chat], sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:

@@ -35,15 +35,28 @@ class TransformersTeacher:
         )
         # bf16 weights, not autocast: autocast would cast the fp32 weights again at every decoding step.
         dtype = torch.bfloat16 if uses_bf16(self.device, precision) else torch.float32
-        self.model = (
+        self._load = lambda: (
             AutoModelForCausalLM.from_pretrained(
                 path, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
             )
             .to(self.device)
             .eval()
         )
+        self.model = self._load()
         self.chat = chat and self.tokenizer.chat_template is not None
         self.batch_size = batch_size
+
+    def close(self) -> None:
+        """Free the weights when the teacher phase ends (the students need the memory); the next generate() loads
+        them again."""
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()  # a model's modules can hold reference cycles: free them now, not at some later collection
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def render(self, prompt: Prompt) -> str:
         if self.chat:
@@ -52,6 +65,9 @@ class TransformersTeacher:
 
     def generate(self, prompts, params, progress=None):
         import torch
+
+        if self.model is None:
+            self.model = self._load()
 
         ids = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
         prefix = shared_prefix(ids)

@@ -78,6 +78,9 @@ def test_an_edited_format_metric_rescores_and_retrains_nothing_that_does_not_use
     plugin.parent.mkdir()
     plugin.write_text(PLUGIN.replace("VERSION_VALUE", "1"))
     monkeypatch.syspath_prepend(str(plugin.parent))
+    from mckd_core.formats import base
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # registered for this test only
     importlib.import_module("edited_text_format")
     # In this process (cpu_students: 1), where the format registered itself.
     overrides = {

@@ -187,6 +187,7 @@ def test_predict_generates_up_to_the_runs_max_target_tokens(tmp_path, tiny_model
 
 
 def test_a_trained_student_records_its_max_target_tokens(tmp_path, tiny_models):
+    from mckd_core.config import StudentConfig
     from mckd_core.student import TrainSpec, train
 
     metrics = train(
@@ -196,9 +197,7 @@ def test_a_trained_student_records_its_max_target_tokens(tmp_path, tiny_models):
             task="text",
             train_inputs=["cat"],
             train_targets=["dog"],
-            epochs=1,
-            max_target_tokens=24,
-            select_on_dev=False,
+            student=StudentConfig(epochs=1, max_target_tokens=24, select_on_dev=False),
         )
     )
     assert metrics["max_target_tokens"] == 24

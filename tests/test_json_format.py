@@ -267,16 +267,18 @@ def test_structured_outputs_carry_the_schema_and_keep_old_cache_keys():
     assert GenParams(32, **structured_constraint(get_format("slots"))).structured_outputs() == {
         "regex": get_format("slots").regex
     }
-    # Parameters without a schema key the response cache as before the schema existed.
+    # Parameters without a schema key the response cache with the fields they had before the schema existed.
     plain = GenParams(32, regex="[a-z]+")
-    old_payload = json.dumps(
-        ["m", "t", ["d"], {"max_new_tokens": 32, "temperature": 0.0, "regex": "[a-z]+"}, "x", True], sort_keys=True
+    demos = [("d", "e")]
+    payload = json.dumps(
+        ["m", "t", [["d", "e"]], {"max_new_tokens": 32, "temperature": 0.0, "regex": "[a-z]+"}, "x", True],
+        sort_keys=True,
     )
     import hashlib
 
-    assert ResponseCache.key("m", "t", ["d"], plain, "x", True) == hashlib.sha256(old_payload.encode()).hexdigest()
-    assert ResponseCache.key("m", "t", ["d"], params, "x", True) != ResponseCache.key(
-        "m", "t", ["d"], GenParams(32), "x", True
+    assert ResponseCache.key("m", "t", demos, plain, "x", True) == hashlib.sha256(payload.encode()).hexdigest()
+    assert ResponseCache.key("m", "t", demos, params, "x", True) != ResponseCache.key(
+        "m", "t", demos, GenParams(32), "x", True
     )
 
 

@@ -15,8 +15,9 @@ from toy_data import PAIRS
 
 from mckd_core.config import StudentConfig
 from mckd_core.data import write_parquet
-from mckd_core.gpus import Slot, available_cores
-from mckd_core.steps import gold_labels, train_student_on
+from mckd_core.gpus import Slot, available_cores, run_in_slot
+from mckd_core.jobs import StudentJob
+from mckd_core.steps import gold_labels, train_student
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,10 @@ def test_the_same_sft_student_gets_the_same_weights_in_any_slot_after_any_job(tm
     )
 
     def sft(slot: Slot, name: str, seed: int = 0) -> str:
-        student = train_student_on(gold, None, None, dev, cfg, "text", seed, tmp_path / name, slot=slot)
+        job = StudentJob(
+            name=name, task="text", student=cfg, seed=seed, labels=gold, dev=dev, out_dir=str(tmp_path / name)
+        )
+        student = run_in_slot(slot, train_student, job)  # where the train-student task runs it
         return student.metrics["weights_sha256"]
 
     cores = tuple(available_cores()[:2])

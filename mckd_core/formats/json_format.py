@@ -43,7 +43,10 @@ def _reject_constant(name: str):
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:  # thousands of nested brackets: the parser's own recursion gives up
+        raise ValueError("nested too deeply") from None
 
 
 def leaves(value: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
@@ -97,12 +100,12 @@ def first_object(output: str) -> tuple[Any, bool]:
     try:
         value, _ = decoder.raw_decode(inner, start)
         return value, True
-    except ValueError as exc:
-        first_error = exc
+    except (ValueError, RecursionError) as exc:
+        first_error = exc if isinstance(exc, ValueError) else "nested too deeply"
     try:
         value, _ = decoder.raw_decode(strip_trailing_commas(inner[start:]))
         return value, True
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError(f"invalid JSON: {first_error}") from None
 
 
@@ -151,12 +154,15 @@ class JsonFormat:
             return Checked(None, False, error="empty output")
         try:
             value, repaired = first_object(output)
+            problem = self.problem(value)
+            label = None if problem else canonical(value)
         except ValueError as exc:
             return Checked(None, False, error=_short(str(exc)))
-        problem = self.problem(value)
+        except RecursionError:  # parsed, but too deep for the schema validator or the encoder
+            return Checked(None, False, error="JSON nested too deeply")
         if problem:
             return Checked(None, False, error=problem)
-        return Checked(canonical(value), True, repaired=repaired)
+        return Checked(label, True, repaired=repaired)
 
     def problem(self, value: Any) -> str | None:
         """Why a parsed value is not a valid target: not an object, or a schema violation (None when valid)."""

@@ -272,6 +272,14 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def trained_line(name: str, metrics: dict) -> str:
+    """The log line of a trained student: its figures with one decimal, as every other figure a user reads."""
+    return (
+        f"{name}: {metrics['train_rows']} rows ({metrics.get('gold_rows', 0)} gold), best epoch {metrics['epochs']}, "
+        f"dev F1 {_fmt(metrics.get('dev_f1'))}, {metrics['seconds']:.1f}s"
+    )
+
+
 def fmt_ci(ci: list[float] | None, signed: bool = False) -> str:
     """`[lo, hi]` with one decimal (signed: differences), or — when there is none."""
     if not ci:

@@ -7,7 +7,13 @@ from mckd_core.report import degradation_warnings, render_markdown, write_report
 
 def report(stage_dev: list[list[float | None]], final_dev: float | None) -> dict:
     return {
-        "config": {"run_name": "r", "data": {"task": "slots"}, "stages": {"num_stages": len(stage_dev) + 1}},
+        "config": {
+            "run_name": "r",
+            "data": {"task": "slots", "labeled": "l.jsonl", "unlabeled": "u.jsonl", "test": "t.jsonl"},
+            "stages": {"num_stages": len(stage_dev) + 1, "partitions": 2, "first_labels": "teacher"},
+            "student": {"model": "google/t5-efficient-tiny", "train_on_labeled": False, "init": "pretrained"},
+            "teacher": {"model": "HuggingFaceTB/SmolLM2-360M-Instruct", "num_demos": 4, "demo_selection": "bm25"},
+        },
         "counts": {"labeled": 50, "unlabeled": 40, "test": 20, "teacher_valid": 36, "teacher_invalid": 4},
         "teacher": {"test": None},
         "stages": [
@@ -165,8 +171,19 @@ def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
 
 def guarded(dev: dict, train_on_labeled: bool = False, low: float = 1.0) -> dict:
     r = report([[40.0, 40.0]], dev["final"])
-    r["config"]["student"] = {"train_on_labeled": train_on_labeled}
-    r["baselines"] = {name: {"test": {"f1": 50.0, "exact_match": 10.0}} for name in dev if name != "final"}
+    r["config"]["student"]["train_on_labeled"] = train_on_labeled
+    r["baselines"] = {
+        name: {
+            "test": {"f1": 50.0, "exact_match": 10.0},
+            "dir": DIRS[name],
+            "train_rows": 40,
+            "dev_f1": dev[name],
+            "epochs": 2,
+            "seconds": 1.0,
+        }
+        for name in dev
+        if name != "final"
+    }
     r["counts"]["labeled_train"] = 40
     r["deliverable"] = choose_deliverable(
         dev, DIRS, "10 rows held out of L (data.dev_holdout)", vs_final=margins(dev, dict.fromkeys(dev, low))

@@ -1,4 +1,4 @@
-"""The `mckd` command line: demo, run, predict, eval, formats, report, data."""
+"""The `mckd` command line: demo, run, predict, eval, formats, push, report, data."""
 
 from __future__ import annotations
 
@@ -349,6 +349,46 @@ def formats() -> None:
         "an entry point in the group mckd.formats (README, 'Your own task').",
         highlight=False,
     )
+
+
+@app.command()
+def push(
+    run_dir: Path = typer.Argument(
+        ..., help="A finished run dir: its deliverable/ (weights and model card) is uploaded."
+    ),
+    repo: str = typer.Option(..., help="The Hub model repo, ORG/NAME (created when it does not exist)."),
+    private: bool = typer.Option(False, help="Create the repo private (an existing repo keeps its visibility)."),
+    token_env: str = typer.Option(
+        "HF_TOKEN", help="Environment variable with a Hub token (write access); unset HF_TOKEN: `hf auth login`'s."
+    ),
+) -> None:
+    """Upload a run's deliverable (the candidate the guard shipped, with its README.md model card) to the Hub."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    folder = run_dir / "deliverable"
+    if not (folder / "config.json").is_file():
+        _fail(f"{run_dir}: no deliverable/ with a trained model (config.json); push a finished run dir (mckd run)")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        _fail(f"--repo {repo}: {exc}; use ORG/NAME")
+    token = os.environ.get(token_env)
+    if token is None and token_env != "HF_TOKEN":
+        _fail(f"--token-env {token_env}: the variable is not set; export it with a Hub token with write access")
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo,
+            folder_path=folder.resolve(),
+            repo_type="model",
+            commit_message=f"mckd push: {run_dir.resolve().name} ({folder.resolve().name})",
+        )
+    except HfHubHTTPError as exc:
+        _fail(f"push to {repo}: {str(exc).splitlines()[0]}")
+    console.print(f"pushed {folder.resolve()} to {url}: {getattr(commit, 'commit_url', commit)}", highlight=False)
 
 
 @app.command()

@@ -46,7 +46,7 @@ def evaluate_flow(
     metrics = score_predictions(df, preds, ref)  # reads gold columns such as constituency's `pos`; adds `ci95`
     metrics.pop("rows", None)  # per-row statistics: for comparisons, not for a flow result
     logger.info(
-        "%s on %s (%d rows): F1 %.2f, exact match %.2f, %.1fs",
+        "%s on %s (%d rows): F1 %.1f, exact match %.1f, %.1fs",
         model_dir,
         test,
         len(df),
@@ -63,7 +63,7 @@ def evaluate_flow(
 
 
 def _markdown(model_dir: str, test: str, task: str, df, preds: list, metrics: dict, seconds: float) -> str:
-    rows = [f"| {key} | {metrics[key]:.2f} |" for key in METRIC_KEYS if isinstance(metrics.get(key), (int, float))]
+    rows = [f"| {key} | {metrics[key]:.1f} |" for key in METRIC_KEYS if isinstance(metrics.get(key), (int, float))]
     lines = [
         f"# Evaluation: `{model_dir}`",
         "",

@@ -272,6 +272,14 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def trained_line(name: str, metrics: dict) -> str:
+    """The log line of a trained student: its figures with one decimal, as every other figure a user reads."""
+    return (
+        f"{name}: {metrics['train_rows']} rows ({metrics.get('gold_rows', 0)} gold), best epoch {metrics['epochs']}, "
+        f"dev F1 {_fmt(metrics.get('dev_f1'))}, {metrics['seconds']:.1f}s"
+    )
+
+
 def fmt_ci(ci: list[float] | None, signed: bool = False) -> str:
     """`[lo, hi]` with one decimal (signed: differences), or — when there is none."""
     if not ci:
@@ -348,41 +356,146 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def model_card(report: dict) -> str:
-    """README.md for the final student dir: what it was distilled from, how, and how well it does."""
-    cfg, c, fs = report["config"], report["counts"], report["final_student"]
-    test = fs.get("test") or {}
-    return "\n".join(
-        [
-            f"# mckd student: {cfg['run_name']}",
-            "",
-            f"A `{cfg['student']['model']}` student for the **{cfg['data']['task']}** task, distilled with "
-            f"{cfg['stages']['num_stages']}-stage MCKD (K={cfg['stages']['partitions']}) from the few-shot teacher "
-            f"`{cfg['teacher']['model']}` ({cfg['teacher']['num_demos']} {cfg['teacher']['demo_selection']} demos).",
-            "",
-            "## Data",
-            f"- labeled (gold, demos + checkpoint selection): {c['labeled']} rows from `{cfg['data']['labeled']}`",
-            f"- unlabeled (pseudolabeled): {c['unlabeled']} rows from `{cfg['data']['unlabeled']}`; teacher labels "
-            f"{c['teacher_valid']} valid, {c['teacher_invalid']} invalid",
-            f"- test: {c['test']} rows" + (f" from `{cfg['data']['test']}`" if cfg["data"].get("test") else ""),
-            "",
-            "## Metrics (test set)",
-            f"- F1 {_fmt(test.get('f1'))}, exact match {_fmt(test.get('exact_match'))}, invalid outputs "
-            f"{_fmt(test.get('invalid'))}%",
-            f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
-            f"- training: {fs['train_rows']} rows, best epoch {fs['epochs']}, dev F1 {_fmt(fs['dev_f1'])}, "
-            f"{fs['seconds']:.0f}s, "
-            f"FLOP use {_utilization(fs)}",
-            "",
-            "## Use",
-            "```bash",
-            f"mckd predict {fs['dir']} --input new.jsonl --output labeled.jsonl",
-            "```",
-            "Weights are safetensors, loadable with `transformers` `from_pretrained` (causal students take the prompt "
-            "`Input: <text>\\nOutput:`). Full run config and per-stage results: `report.json` in the run directory.",
-            "",
-        ]
+def candidate_entry(report: dict, name: str) -> dict:
+    """report.json's entry of a deliverable candidate: "final" (the final student) or a baseline's name."""
+    return report["final_student"] if name == "final" else report["baselines"][name]
+
+
+def _hub_model_id(model: str) -> str | None:
+    """`model` when the Hub could resolve it (a repo id that is not a local path): the Hub rejects a card whose
+    base_model is a path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if Path(model).exists():
+        return None
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return None
+    return model
+
+
+def _what(report: dict, name: str) -> str:
+    """How the candidate was made, for the card's first line."""
+    cfg = report["config"]
+    teacher = (
+        f"the few-shot teacher `{cfg['teacher']['model']}` ({cfg['teacher']['num_demos']} "
+        f"{cfg['teacher']['demo_selection']} demos)"
     )
+    stages = cfg["stages"]["num_stages"] if name == "final" else baseline_stages(name)
+    if stages is None:  # sft, sft-n: fine-tuned on gold rows only
+        return f"fine-tuned on gold rows only ({_comparison_title(name, report['counts'])}, an mckd baseline)"
+    return f"distilled with {stages}-stage MCKD (K={cfg['stages']['partitions']}) from {teacher}"
+
+
+def card_data(report: dict, name: str = "final"):
+    """The Hub's YAML metadata (huggingface_hub.ModelCardData) of candidate `name`: base_model (the student's model
+    when it is a Hub id), the test F1 and exact match as model-index results, and under `mckd` what the Hub has no
+    field for: the 95% CIs, the teacher, the recipe and why the deliverable guard chose it."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    cfg, entry = report["config"], candidate_entry(report, name)
+    test = entry.get("test") or {}
+    student_model = cfg["student"]["model"]
+    task_type = "text2text-generation" if _is_seq2seq(entry["dir"]) else "text-generation"
+    test_file = cfg["data"].get("test")
+    results = [
+        EvalResult(
+            task_type=task_type,
+            dataset_type=Path(test_file).stem,
+            dataset_name=Path(test_file).name,
+            dataset_split="test",
+            metric_type=metric,
+            metric_name=title,
+            metric_value=round(test[metric], 1),
+        )
+        for metric, title in (("f1", f"test F1 ({metric_note(cfg['data']['task'])})"), ("exact_match", "exact match"))
+        if test_file and test.get(metric) is not None
+    ]
+    shipped = report.get("deliverable") or {}
+    teacher_test = report["teacher"].get("test") or {}
+    return ModelCardData(
+        base_model=_hub_model_id(student_model),
+        library_name="transformers",
+        pipeline_tag=task_type,
+        tags=["mckd", "knowledge-distillation", cfg["data"]["task"]],
+        model_name=f"{cfg['run_name']} ({name})",
+        eval_results=results or None,
+        mckd={
+            "run_name": cfg["run_name"],
+            "candidate": name,
+            "deliverable": shipped.get("name") == name,
+            "why": shipped.get("why") if shipped.get("name") == name else None,
+            "student_model": student_model,
+            "task": cfg["data"]["task"],
+            "test": {key: test[key] for key in ("f1", "ci95", "exact_match", "invalid") if key in test},
+            "dev_f1": entry.get("dev_f1"),
+            "train_rows": entry["train_rows"],
+            "gold_rows": entry.get("gold_rows", 0),
+            "teacher": {
+                "model": cfg["teacher"]["model"],
+                "num_demos": cfg["teacher"]["num_demos"],
+                "demo_selection": cfg["teacher"]["demo_selection"],
+                "test": {key: teacher_test[key] for key in ("f1", "ci95") if key in teacher_test},
+            },
+            "recipe": {
+                "num_stages": cfg["stages"]["num_stages"],
+                "partitions": cfg["stages"]["partitions"],
+                "first_labels": cfg["stages"]["first_labels"],
+                "train_on_labeled": cfg["student"]["train_on_labeled"],
+                "init": cfg["student"]["init"],
+            },
+        },
+    )
+
+
+def _is_seq2seq(model_dir: str) -> bool:
+    try:
+        return bool(json.loads((Path(model_dir) / "config.json").read_text()).get("is_encoder_decoder"))
+    except (OSError, ValueError):
+        return False
+
+
+def model_card(report: dict, name: str = "final") -> str:
+    """README.md for candidate `name`'s student dir (the final student, or the baseline the guard shipped): the Hub's
+    YAML metadata (card_data), then what it was made from, how, and how well it does."""
+    from huggingface_hub import ModelCard
+
+    cfg, c, entry = report["config"], report["counts"], candidate_entry(report, name)
+    test = entry.get("test") or {}
+    shipped = report.get("deliverable") or {}
+    body = [
+        f"# mckd student: {cfg['run_name']}" + ("" if name == "final" else f" ({name})"),
+        "",
+        f"A `{cfg['student']['model']}` student for the **{cfg['data']['task']}** task, {_what(report, name)}.",
+        "",
+        *(
+            [f"The run's deliverable (`deliverable/`): {shipped['why']}.", ""]
+            if shipped.get("name") == name and shipped.get("why")
+            else []
+        ),
+        "## Data",
+        f"- labeled (gold, demos + checkpoint selection): {c['labeled']} rows from `{cfg['data']['labeled']}`",
+        f"- unlabeled (pseudolabeled): {c['unlabeled']} rows from `{cfg['data']['unlabeled']}`; teacher labels "
+        f"{c['teacher_valid']} valid, {c['teacher_invalid']} invalid",
+        f"- test: {c['test']} rows" + (f" from `{cfg['data']['test']}`" if cfg["data"].get("test") else ""),
+        "",
+        "## Metrics (test set)",
+        f"- F1 {_fmt(test.get('f1'))} (95% CI {fmt_ci(test.get('ci95'))}), exact match "
+        f"{_fmt(test.get('exact_match'))}, invalid outputs {_fmt(test.get('invalid'))}%",
+        f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
+        f"- training: {entry['train_rows']} rows, best epoch {entry['epochs']}, dev F1 {_fmt(entry['dev_f1'])}, "
+        f"{entry['seconds']:.0f}s, FLOP use {_utilization(entry)}",
+        "",
+        "## Use",
+        "```bash",
+        f"mckd predict {entry['dir']} --input new.jsonl --output labeled.jsonl",
+        "```",
+        "Weights are safetensors, loadable with `transformers` `from_pretrained` (causal students take the prompt "
+        "`Input: <text>\\nOutput:`). Full run config and per-stage results: `report.json` in the run directory.",
+        "",
+    ]
+    return str(ModelCard(f"---\n{card_data(report, name).to_yaml()}\n---\n\n" + "\n".join(body)))
 
 
 class Plotted(NamedTuple):
@@ -486,11 +599,15 @@ def write_report(report: dict, run_dir: str | Path) -> dict:
     (run_dir / "report.md").write_text(render_markdown(report))
     if redraw:
         plot_f1(report, figure)
+    written = json.loads(text)  # plain JSON types: the cards' YAML holds no numpy scalars
     final_dir = Path(report["final_student"]["dir"])
     if final_dir.is_dir():
-        (final_dir / "README.md").write_text(model_card(report))
+        (final_dir / "README.md").write_text(model_card(written))
     if report.get("deliverable"):
-        point_to_deliverable(run_dir, report["deliverable"]["dir"])
+        shipped = report["deliverable"]
+        point_to_deliverable(run_dir, shipped["dir"])
+        if shipped["name"] != "final" and Path(shipped["dir"]).is_dir():
+            (Path(shipped["dir"]) / "README.md").write_text(model_card(written, shipped["name"]))
     return {name: str(run_dir / name) for name in ("report.json", "report.md", "f1_by_stage.png")}
 
 

@@ -252,6 +252,9 @@ def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -
     return ref, {
         "requested": stats.requested,
         "cached": stats.cached,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "metered": stats.metered,
         "seconds": time.time() - started,
         "valid": int(labels["valid"].sum()),
         "invalid": int((~labels["valid"]).sum()),

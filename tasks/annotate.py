@@ -40,6 +40,14 @@ def annotate_task(job: AnnotateJob) -> ParquetRef:
         stats["repaired"],
         stats["seconds"],
     )
+    if stats.get("metered"):
+        logger.info(
+            "teacher on %s: %d prompt + %d completion tokens for the %d rows sent (server usage; cached rows cost 0)",
+            what,
+            stats["prompt_tokens"],
+            stats["completion_tokens"],
+            stats["metered"],
+        )
     return ref
 
 

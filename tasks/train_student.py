@@ -9,6 +9,7 @@ from prefect.runtime import task_run
 from mckd_core.faults import maybe_inject
 from mckd_core.gpus import SlotPlan, child_for, device_slot, run_in_slot
 from mckd_core.jobs import StudentJob, StudentRef
+from mckd_core.report import trained_line
 from mckd_core.steps import train_student
 from mckd_core.student import micro_batch
 
@@ -33,14 +34,5 @@ def train_student_task(job: StudentJob, slots: SlotPlan | None = None) -> Studen
         maybe_inject("train-student", attempt)
         with progress_reporter(f"Training {job.name}"):
             ref = run_in_slot(slot, train_student, job, attempt, child=child_for(job.student.isolate))
-    m = ref.metrics
-    logger.info(
-        "%s: %d rows (%d gold), best epoch %s, dev F1 %s, %.1fs",
-        job.name,
-        m["train_rows"],
-        m["gold_rows"],
-        m["epochs"],
-        m["dev_f1"],
-        m["seconds"],
-    )
+    logger.info(trained_line(job.name, ref.metrics))
     return ref

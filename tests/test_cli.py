@@ -201,3 +201,33 @@ def test_a_trained_student_records_its_max_target_tokens(tmp_path, tiny_models):
         )
     )
     assert metrics["max_target_tokens"] == 24
+
+
+def test_push_uploads_the_deliverable_folder_to_the_repo(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from mckd_core.report import point_to_deliverable
+
+    student = tmp_path / "baselines" / "sft"
+    student.mkdir(parents=True)
+    (student / "config.json").write_text("{}")
+    point_to_deliverable(tmp_path, student)
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)) or "u")
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw)))
+    monkeypatch.setenv("MY_TOKEN", "hf_x")
+    result = runner.invoke(app, ["push", str(tmp_path), "--repo", "org/toy", "--private", "--token-env", "MY_TOKEN"])
+    assert result.exit_code == 0, result.output
+    (create, upload) = calls
+    assert create == ("create", "org/toy", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert upload[1]["repo_id"] == "org/toy" and upload[1]["folder_path"] == student.resolve()
+
+
+def test_push_without_a_deliverable_is_one_error_line(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: pytest.fail("nothing to upload"))
+    result = runner.invoke(app, ["push", str(tmp_path), "--repo", "org/toy"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())  # rich wraps the line at the console's width
+    assert text.startswith("error:") and "no deliverable/ with a trained model" in text and "Traceback" not in text

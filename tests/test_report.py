@@ -7,7 +7,13 @@ from mckd_core.report import degradation_warnings, render_markdown, write_report
 
 def report(stage_dev: list[list[float | None]], final_dev: float | None) -> dict:
     return {
-        "config": {"run_name": "r", "data": {"task": "slots"}, "stages": {"num_stages": len(stage_dev) + 1}},
+        "config": {
+            "run_name": "r",
+            "data": {"task": "slots", "labeled": "l.jsonl", "unlabeled": "u.jsonl", "test": "t.jsonl"},
+            "stages": {"num_stages": len(stage_dev) + 1, "partitions": 2, "first_labels": "teacher"},
+            "student": {"model": "google/t5-efficient-tiny", "train_on_labeled": False, "init": "pretrained"},
+            "teacher": {"model": "HuggingFaceTB/SmolLM2-360M-Instruct", "num_demos": 4, "demo_selection": "bm25"},
+        },
         "counts": {"labeled": 50, "unlabeled": 40, "test": 20, "teacher_valid": 36, "teacher_invalid": 4},
         "teacher": {"test": None},
         "stages": [
@@ -165,8 +171,19 @@ def test_a_candidate_that_trained_on_the_dev_rows_is_not_compared():
 
 def guarded(dev: dict, train_on_labeled: bool = False, low: float = 1.0) -> dict:
     r = report([[40.0, 40.0]], dev["final"])
-    r["config"]["student"] = {"train_on_labeled": train_on_labeled}
-    r["baselines"] = {name: {"test": {"f1": 50.0, "exact_match": 10.0}} for name in dev if name != "final"}
+    r["config"]["student"]["train_on_labeled"] = train_on_labeled
+    r["baselines"] = {
+        name: {
+            "test": {"f1": 50.0, "exact_match": 10.0},
+            "dir": DIRS[name],
+            "train_rows": 40,
+            "dev_f1": dev[name],
+            "epochs": 2,
+            "seconds": 1.0,
+        }
+        for name in dev
+        if name != "final"
+    }
     r["counts"]["labeled_train"] = 40
     r["deliverable"] = choose_deliverable(
         dev, DIRS, "10 rows held out of L (data.dev_holdout)", vs_final=margins(dev, dict.fromkeys(dev, low))
@@ -216,3 +233,13 @@ def test_report_md_marks_the_deliverable_row_and_the_run_dir_points_to_it(tmp_pa
         str(link.readlink()) == "final"
         and "| MCKD-2 — final student — deliverable |" in (tmp_path / "report.md").read_text()
     )
+
+
+def test_a_trained_students_log_line_shows_its_dev_f1_and_seconds_with_one_decimal():
+    from mckd_core.report import trained_line
+
+    metrics = {"train_rows": 11, "gold_rows": 3, "epochs": 2, "dev_f1": 68.18181818181819, "seconds": 12.3456}
+    assert trained_line("stage 1 student 0", metrics) == (
+        "stage 1 student 0: 11 rows (3 gold), best epoch 2, dev F1 68.2, 12.3s"
+    )
+    assert "dev F1 —" in trained_line("sft", {**metrics, "dev_f1": None})

@@ -270,3 +270,47 @@ def test_parse_prometheus_sums_label_sets():
         ]
     )
     assert parse_prometheus(text) == {"vllm:request_success_total": 5.0, "process_open_fds": 7.0}
+
+
+def test_the_servers_token_usage_is_totalled_per_set_and_a_cached_rerun_costs_nothing(endpoint_factory, tmp_path):
+    import pandas as pd
+
+    from mckd_core.data import write_parquet
+    from mckd_core.formats import format_ref
+    from mckd_core.jobs import AnnotateJob
+    from mckd_core.steps import annotate_rows
+    from mckd_core.teacher import ResponseCache
+    from mckd_core.teacher.base import Usage
+
+    def answer(body):
+        tokens = len(body["messages"][-1]["content"].split())  # differs by row: a swapped total would show
+        return {**completion("sun"), "usage": {"prompt_tokens": tokens, "completion_tokens": 2, "total_tokens": 0}}
+
+    ep = endpoint_factory([(200, answer)])
+    inputs = ["a b", "a b c d e"]
+    rows = write_parquet(pd.DataFrame({"id": ["u0", "u1"], "input": inputs, "target": [None, None]}), tmp_path, "u")
+    demos = write_parquet(pd.DataFrame({"id": ["l0"], "input": ["x"], "target": ["y"]}), tmp_path, "l")
+    cfg = TeacherConfig(backend="vllm-server", base_url=ep.base_url, model="m", num_demos=1)
+    job = AnnotateJob(
+        examples=rows,
+        demos=demos,
+        teacher=cfg,
+        task=format_ref("text"),
+        seed=0,
+        out_dir=str(tmp_path / "out"),
+        cache_path=str(tmp_path / "cache.sqlite"),
+    )
+    _, stats = annotate_rows(job)
+    sent = [len(r["json"]["messages"][-1]["content"].split()) for r in ep.requests]
+    assert (stats["prompt_tokens"], stats["completion_tokens"], stats["metered"]) == (sum(sent), 4, 2)
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    keys = [row[0] for row in cache._conn.execute("SELECT key FROM responses")]
+    assert sorted(cache.usage_of(keys).values()) == sorted(Usage(n, 2) for n in sent)  # kept with the cached rows
+    cache.close()
+    _, again = annotate_rows(job)
+    assert len(ep.requests) == 2 and (again["cached"], again["prompt_tokens"], again["completion_tokens"]) == (2, 0, 0)
+
+
+def test_a_response_without_usage_is_not_metered(endpoint_factory):
+    ep = endpoint_factory([(200, completion("moon"))])
+    assert teacher(ep.base_url).generate_with_usage([PROMPT], GenParams()) == [("moon", None)]

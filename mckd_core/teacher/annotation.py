@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..data import label_frame
 from ..prompting import Demo, DemoSelector, build_prompt
-from .base import GenParams, ProgressFn, TeacherBackend
+from .base import GenParams, ProgressFn, TeacherBackend, Usage
 from .cache import ResponseCache, cacheable, output_of
 
 
@@ -17,6 +17,10 @@ from .cache import ResponseCache, cacheable, output_of
 class AnnotationStats:
     requested: int = 0
     cached: int = 0
+    #: Tokens of the rows sent to the backend in this call (cached rows cost nothing), where it reports them.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    metered: int = 0  # rows sent whose backend reported their usage
 
 
 def annotate(
@@ -53,15 +57,19 @@ def annotate(
         progress(done, len(keys))
     for start in range(0, len(missing), chunk_size):
         idx = missing[start : start + chunk_size]
-        generated = backend.generate([prompts[i] for i in idx], params)
+        generated, usage = _generate(backend, [prompts[i] for i in idx], params)
         fresh = {keys[i]: text for i, text in zip(idx, generated)}
-        cache.put_many(
-            {
-                key: text
-                for (key, text), i in zip(fresh.items(), idx)
-                if cacheable(params, fmt, examples["input"].iloc[i], text)
-            }
-        )
+        metered = [u for u in usage if u is not None]
+        stats.prompt_tokens += sum(u.prompt_tokens for u in metered)
+        stats.completion_tokens += sum(u.completion_tokens for u in metered)
+        stats.metered += len(metered)
+        kept = {
+            key: text
+            for (key, text), i in zip(fresh.items(), idx)
+            if cacheable(params, fmt, examples["input"].iloc[i], text)
+        }
+        cache.put_many(kept)
+        cache.put_usage({keys[i]: u for i, u in zip(idx, usage) if u is not None and keys[i] in kept})
         raws.update(fresh)
         done += len(idx)
         if progress:
@@ -75,3 +83,12 @@ def annotate(
         valids.append(checked.valid)
         errors.append(checked.error if not checked.valid else ("repaired" if checked.repaired else None))
     return label_frame(examples, labels, raw_list, valids, errors, source="teacher", stage=0), stats
+
+
+def _generate(backend: TeacherBackend, prompts: list, params: GenParams) -> tuple[list[str], list[Usage | None]]:
+    """The backend's answers and, where it reports them (`generate_with_usage`), the tokens each one cost."""
+    with_usage = getattr(backend, "generate_with_usage", None)
+    if with_usage is None:
+        return backend.generate(prompts, params), [None] * len(prompts)
+    answers = with_usage(prompts, params)
+    return [text for text, _ in answers], [usage for _, usage in answers]

@@ -4,7 +4,7 @@ weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 from ..prompting import Prompt
 
@@ -34,6 +34,13 @@ class GenParams:
             # that should write compact JSON takes --structured-outputs-config '{"disable_any_whitespace": true}'.)
             return {"json": json.loads(self.json_schema)}
         return {"regex": self.regex} if self.regex else None
+
+
+class Usage(NamedTuple):
+    """The tokens one teacher request cost, as its server counted them."""
+
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class TeacherBackend(Protocol):

@@ -19,7 +19,7 @@ import httpx
 from ..config import TeacherConfig
 from ..errors import MckdInputError, TeacherTransportError
 from ..prompting import Prompt
-from .base import GenParams, ProgressFn
+from .base import GenParams, ProgressFn, Usage
 
 # Completion prompts end with "Output:"; the answer is one line, and the model tends to continue with
 # the next "Input:" demo block.
@@ -67,20 +67,26 @@ class OpenAITeacher:
         self._api_key = api_key
 
     def generate(self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None) -> list[str]:
+        return [text for text, _ in self.generate_with_usage(prompts, params, progress)]
+
+    def generate_with_usage(
+        self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None
+    ) -> list[tuple[str, Usage | None]]:
+        """`generate`, with each response's token `usage` as the server reported it (None where it reported none)."""
         return _run_sync(self._generate_all(prompts, params, progress))
 
-    async def _generate_all(self, prompts, params, progress) -> list[str]:
+    async def _generate_all(self, prompts, params, progress) -> list[tuple[str, Usage | None]]:
         semaphore = asyncio.Semaphore(self.concurrency)
         done = 0
 
-        async def one(client: httpx.AsyncClient, prompt: Prompt) -> str:
+        async def one(client: httpx.AsyncClient, prompt: Prompt) -> tuple[str, Usage | None]:
             nonlocal done
             async with semaphore:
-                text = await self._request_with_retries(client, prompt, params)
+                answer = await self._request_with_retries(client, prompt, params)
             done += 1
             if progress:
                 progress(done, len(prompts))
-            return text
+            return answer
 
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
@@ -103,7 +109,9 @@ class OpenAITeacher:
             body["structured_outputs"] = params.structured_outputs()
         return body
 
-    async def _request_with_retries(self, client: httpx.AsyncClient, prompt: Prompt, params: GenParams) -> str:
+    async def _request_with_retries(
+        self, client: httpx.AsyncClient, prompt: Prompt, params: GenParams
+    ) -> tuple[str, Usage | None]:
         url = self._url()
         body = self.payload(prompt, params)
         last_error = ""
@@ -131,7 +139,7 @@ class OpenAITeacher:
         # Jitter, so many requests that failed together do not retry together.
         return min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    def _parse(self, response: httpx.Response) -> str:
+    def _parse(self, response: httpx.Response) -> tuple[str, Usage | None]:
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}: {_server_message(response)}")
         if response.status_code >= 400:
@@ -142,16 +150,25 @@ class OpenAITeacher:
                 )
             )
         try:
-            choice = response.json()["choices"][0]
+            body = response.json()
+            choice = body["choices"][0]
             text = choice["message"]["content"] if self.chat else choice["text"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise _Retryable(
                 f"HTTP {response.status_code} without an OpenAI-style completion: {response.text[:200]!r}"
             ) from None
-        return text or ""
+        return text or "", _usage(body.get("usage"))
 
     def _redact(self, message: str) -> str:
         return message.replace(self._api_key, "***") if self._api_key else message
+
+
+def _usage(usage) -> Usage | None:
+    """The prompt and completion tokens of an OpenAI-style `usage` object; None when the server sent none."""
+    try:
+        return Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _run_sync(coro):

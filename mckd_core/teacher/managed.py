@@ -11,7 +11,7 @@ from ..config import TeacherConfig
 from ..errors import TeacherTransportError
 from ..models import resolve_model
 from ..prompting import Prompt
-from .base import GenParams, ProgressFn
+from .base import GenParams, ProgressFn, Usage
 from .http import OpenAITeacher, openai_teacher_from_config, server_model_key
 from .vllm_server import VLLMServer, VLLMServerError, engine_settings
 
@@ -57,9 +57,14 @@ class ManagedServerTeacher:
         return self._server
 
     def generate(self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None) -> list[str]:
+        return [text for text, _ in self.generate_with_usage(prompts, params, progress)]
+
+    def generate_with_usage(
+        self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None
+    ) -> list[tuple[str, Usage | None]]:
         client = self._running_client()
         try:
-            return client.generate(prompts, params, progress)
+            return client.generate_with_usage(prompts, params, progress)
         except TeacherTransportError as exc:
             # Refused connections after a crash say little; the exit status and the server's log say why.
             if self._server is not None and self._server.returncode() is not None:

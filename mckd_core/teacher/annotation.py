@@ -63,10 +63,9 @@ def annotate(
         stats.prompt_tokens += sum(u.prompt_tokens for u in metered)
         stats.completion_tokens += sum(u.completion_tokens for u in metered)
         stats.metered += len(metered)
+        # Row by row, not over `fresh`: two rows of a chunk with the same key make `fresh` shorter than `idx`.
         kept = {
-            key: text
-            for (key, text), i in zip(fresh.items(), idx)
-            if cacheable(params, fmt, examples["input"].iloc[i], text)
+            keys[i]: text for i, text in zip(idx, generated) if cacheable(params, fmt, examples["input"].iloc[i], text)
         }
         cache.put_many(kept)
         cache.put_usage({keys[i]: u for i, u in zip(idx, usage) if u is not None and keys[i] in kept})

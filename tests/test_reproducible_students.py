@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from tiny_models import make_tiny_llama
 from toy_data import PAIRS
 
 from mckd_core.config import StudentConfig
@@ -22,26 +23,7 @@ from mckd_core.steps import gold_labels, train_student
 
 @pytest.fixture(scope="module")
 def wide_llama(tmp_path_factory):
-    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM, set_seed
-
-    directory = tmp_path_factory.mktemp("wide-llama")
-    set_seed(0)
-    tok = ByT5Tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return str(directory)
+    return make_tiny_llama(tmp_path_factory.mktemp("wide-llama"), hidden_size=256)
 
 
 def test_the_same_sft_student_gets_the_same_weights_in_any_slot_after_any_job(tmp_path, wide_llama):

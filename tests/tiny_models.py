@@ -26,15 +26,16 @@ def make_tiny_t5(directory: Path) -> str:
     return str(directory)
 
 
-def make_tiny_llama(directory: Path) -> str:
+def make_tiny_llama(directory: Path, hidden_size: int = 64) -> str:
+    """`hidden_size` 256 gives matrices large enough for torch to split a sum across threads."""
     from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM, set_seed
 
     set_seed(0)
     tok = ByT5Tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

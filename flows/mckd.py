@@ -166,8 +166,9 @@ def _first_labels(tasks: RunTasks, plan: RunPlan, sft: StudentRef | None, teache
     mode, teacher_labels = tasks.cfg.stages.first_labels, teacher["unlabeled"]
     choice = {"chosen": "sft" if mode == "sft" else "teacher"}
     if mode == "auto":
-        sft_dev = tasks.test(sft, plan.data.dev).result()["f1"] if plan.data.dev_held_out else None
-        choice = choose_first_labels(tasks.f1(teacher["dev"]), sft_dev)
+        held_out = plan.data.dev_held_out  # else SFT trained on the dev rows, and the teacher's labels are kept
+        sft_dev = tasks.test(sft, plan.data.dev).result()["f1"] if held_out else None
+        choice = choose_first_labels(tasks.f1(teacher["dev"]) if held_out else None, sft_dev)
     if choice["chosen"] == "teacher":
         return teacher_labels, choice
     sft_labels = tasks.relabel(sft, plan.first_labels_by_sft(teacher_labels), tasks.slots)

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -47,6 +46,8 @@ def key_view(value: Any) -> Any:
     if isinstance(value, BaseModel):
         dropped = NOT_IN_KEY.get(type(value), frozenset()) | WHERE_PARAMETERS
         fields = {name: getattr(value, name) for name in type(value).model_fields if name not in dropped}
+        if isinstance(value, (StudentConfig, TeacherConfig)):  # a local model by its files, not the folder's path
+            fields["model"] = weights_identity(value.model, value.revision)
         return {type(value).__name__: {name: key_view(v) for name, v in fields.items()}}
     if isinstance(value, dict):
         return {str(k): key_view(v) for k, v in value.items() if k not in WHERE_PARAMETERS}
@@ -92,13 +93,10 @@ def package_versions(*names: str) -> dict[str, str | None]:
     return versions
 
 
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-
-
 def weights_identity(model: str, revision: str | None = None) -> str:
     """What identifies the weights `model` names: a pip-shipped alias by its package's version, a local folder by the
-    sha256 of its config and weight files, a hub id by its commit (the revision when it is one, else the snapshot
-    in the local hub cache; an id never downloaded yet by its name and revision)."""
+    sha256 of its files (config, tokenizer, chat template, weights), a hub id by its name and revision (a commit
+    when `revision` pins one)."""
     from .models import GGUF_ALIASES
 
     if model in GGUF_ALIASES:
@@ -107,29 +105,18 @@ def weights_identity(model: str, revision: str | None = None) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         return f"dir:{_folder_digest(path.resolve())}"
-    if revision and _COMMIT.match(revision):
-        return f"{model}@{revision}"
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(model, "config.json", revision=revision)
-        if isinstance(found, str):
-            return f"{model}@{Path(found).parent.name}"  # .../snapshots/<commit>/config.json
-    except Exception:  # no hub client or no cache: the name is all there is
-        pass
+    # A hub id by name and revision, not by the snapshot a hub cache holds: that would change the key once the model
+    # is downloaded, and differ between nodes with other caches. Pin a commit in `revision` to follow the weights.
     return f"{model}@{revision or 'main'}"
 
 
 def _folder_digest(folder: Path) -> str:
-    """sha256 of a model folder's config and weight files, remembered per (path, size, mtime) for this process: a
-    7B teacher's weights are read once per process, not once per key."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.name == "config.json" or _is_weights(p.name)))
+    """sha256 of a model folder's files (weights, config, tokenizer, chat template: all change what it generates),
+    remembered per (path, size, mtime) for this process: a 7B teacher's weights are read once per process, not once
+    per key. A student dir's own card and metrics (README.md, metrics.json) are left out."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in ("README.md", "metrics.json"))
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     return _digest_files(json.dumps(stats))
-
-
-def _is_weights(name: str) -> bool:
-    return name.endswith((".safetensors", ".bin", ".gguf", ".pt"))
 
 
 @functools.cache

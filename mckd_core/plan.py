@@ -31,7 +31,7 @@ class RunPlan:
         """What the teacher labels: U, T when given (its own score), the dev rows where stages.first_labels: auto
         compares its labels with the SFT student's."""
         sets = {"unlabeled": self.data.unlabeled, "test": self.data.test}
-        if self.cfg.stages.first_labels == "auto":
+        if self.cfg.stages.first_labels == "auto" and self.data.dev_held_out:
             sets["dev"] = self.data.dev
         return {which: rows for which, rows in sets.items() if rows is not None}
 
@@ -54,7 +54,8 @@ class RunPlan:
     def sft_trains_first(self) -> bool:
         """The SFT-on-L student is needed before the stages: distilled students start from it (student.init: sft), or
         Y_0 is its labels of U (stages.first_labels: sft)."""
-        return self.cfg.student.init == "sft" or self.cfg.stages.first_labels != "teacher"
+        auto = self.cfg.stages.first_labels == "auto" and self.data.dev_held_out  # else auto keeps the teacher's
+        return self.cfg.student.init == "sft" or self.cfg.stages.first_labels == "sft" or auto
 
     def stage_students(
         self, stage: int, labels: ParquetRef, assignment: ParquetRef, init: StudentRef | None

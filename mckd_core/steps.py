@@ -150,7 +150,7 @@ def _check_dev_unseen(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> None:
     trained_on_l = (
         cfg.student.train_on_labeled
         or cfg.student.init == "sft"
-        or cfg.stages.first_labels == "sft"
+        or cfg.stages.first_labels != "teacher"  # sft and auto train the SFT student first
         or "sft" in cfg.baselines
     )
     for name in ("unlabeled", "labeled" if trained_on_l else "", "test"):

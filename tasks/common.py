@@ -12,7 +12,7 @@ from prefect.utilities.hashing import hash_objects
 from mckd_core.data import ParquetRef
 from mckd_core.failures import is_transient
 from mckd_core.formats import format_source_hash as format_source
-from mckd_core.identity import key_view, package_versions, source_hash, weights_identity
+from mckd_core.identity import key_view, package_versions, source_hash
 from mckd_core.jobs import StudentRef
 from mckd_core.student import holds_student
 
@@ -59,7 +59,8 @@ def _on_disk(store, key: str, inputs: dict) -> str:
         try:
             result = store.read(key).result
         except Exception:  # written by another mckd version whose classes no longer load: compute it again
-            return hash_objects(key, "unreadable", raise_on_failure=True)
+            key = hash_objects(key, "unreadable", raise_on_failure=True)
+            continue
         if _in_place(result):
             return key
         moved = _relocated(result, _out_dir(inputs))
@@ -102,17 +103,11 @@ def _out_dir(inputs: dict) -> str | None:
     return inputs.get("out_dir") or getattr(job, "out_dir", None)
 
 
-def _annotate_depends(inputs: dict):
-    job = inputs["job"]
-    return format_source(job.task), weights_identity(job.teacher.model, job.teacher.revision)
-
-
 def _train_depends(inputs: dict):
     job = inputs["job"]
-    # The format's metric picks the epoch where the student selects on dev; its weights start from `init` (in the
-    # job's key view by their hash) or from student.model.
-    metric = format_source(job.task) if job.student.select_on_dev else None
-    return metric, None if job.init else weights_identity(job.student.model, job.student.revision)
+    # The format's metric picks the epoch where the student selects on dev. (The weights it starts from are in the
+    # job's key view: `init` by its weights' hash, student.model by weights_identity.)
+    return format_source(job.task) if job.student.select_on_dev else None
 
 
 def _format_of(parameter: str):
@@ -124,7 +119,7 @@ def _format_of(parameter: str):
 
 
 ANNOTATE = NodeCache(
-    modules=("steps", "jobs", "data", "prompting", "teacher", "models"), packages=NUMERICS, depends=_annotate_depends
+    modules=("steps", "jobs", "data", "prompting", "teacher", "models"), packages=NUMERICS, depends=_format_of("job")
 )
 PARTITION = NodeCache(modules=("steps", "partition", "data"))
 TRAIN = NodeCache(modules=("steps", "jobs", "data", "student", "models"), packages=NUMERICS, depends=_train_depends)

@@ -1,6 +1,7 @@
 """A node's cache key follows what changes its result (content, config, code, versions, weights), not where or how
 it runs (issue #26)."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -115,3 +116,47 @@ def test_local_weights_are_identified_by_their_content(tmp_path):
     assert weights_identity("org/never-downloaded", "0123456789abcdef0123456789abcdef01234567").endswith(
         "@0123456789abcdef0123456789abcdef01234567"
     )
+
+
+def test_a_local_model_is_keyed_by_its_files_not_its_folder(job, tmp_path):
+    import shutil
+
+    from tasks.common import TRAIN
+
+    first = tmp_path / "model-a"
+    first.mkdir()
+    (first / "config.json").write_text("{}")
+    (first / "model.safetensors").write_bytes(b"weights")
+    (first / "tokenizer_config.json").write_text('{"chat_template": "A"}')
+    moved = tmp_path / "elsewhere" / "model-b"
+    shutil.copytree(first, moved)
+
+    def key(folder):
+        return _key(TRAIN, {"job": job.model_copy(update={"student": StudentConfig(model=str(folder))})})
+
+    assert key(first) == key(moved)
+    (moved / "tokenizer_config.json").write_text('{"chat_template": "B"}')  # another chat template: other prompts
+    assert key(moved) != key(first)
+
+
+def test_an_unreadable_cache_record_is_passed_over_and_the_chain_still_checks_files(tmp_path):
+    from prefect.utilities.hashing import hash_objects
+
+    from tasks.common import _on_disk
+
+    gone = write_parquet(pd.DataFrame({"id": ["a"]}), tmp_path, "gone")
+    Path(gone.path).unlink()
+    unreadable = hash_objects("k", "unreadable", raise_on_failure=True)
+    records = {"k": None, unreadable: gone}  # k: written by an older mckd; then a result whose file is gone
+
+    class Store:
+        def exists(self, key):
+            return key in records
+
+        def read(self, key):
+            if records[key] is None:
+                raise ModuleNotFoundError("a class of another mckd version")
+            return SimpleNamespace(result=records[key])
+
+    key = _on_disk(Store(), "k", {"out_dir": str(tmp_path)})
+    assert key not in records  # neither the unreadable record nor the one pointing at a deleted file is reused

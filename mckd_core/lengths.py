@@ -48,12 +48,17 @@ class Overlong:
 
 def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, list[str]]:
     """report.json's `overlong` ({"student": {"limit", "rows": {set: count}}, "teacher": ... where known}) and the
-    warnings to log; with data.overlong=error, an over-long row, or a count that cannot be made, stops the run."""
+    warnings to log; with data.overlong=error, an over-long row, or a count that cannot be made, stops the run.
+    `sets` are the run's sets after the dev split: dev rows held out of L are counted once, as rows of L, and the
+    teacher's prompts are built with the demos it is given (L less the held-out dev rows)."""
     summary, warnings, failed = {}, [], set()
+    demos = sets.get("labeled_train", sets["labeled"])
+    held_out = "labeled_train" in sets  # dev is then a slice of L
+    sets = {name: df for name, df in sets.items() if name != "labeled_train" and not (held_out and name == "dev")}
     for key, who, count in (
         ("student", "student", student_overlong),
         ("student_target", "student", target_overlong),
-        ("teacher", "teacher", teacher_overlong),
+        ("teacher", "teacher", lambda cfg, sets: teacher_overlong(cfg, sets, demos)),
     ):
         if who in failed:
             continue  # said once per model
@@ -126,7 +131,9 @@ def target_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong:
     )
 
 
-def teacher_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong | None:
+def teacher_overlong(
+    cfg: RunConfig, sets: dict[str, pd.DataFrame], demos: pd.DataFrame | None = None
+) -> Overlong | None:
     """Rows of U and T whose few-shot prompt leaves no room for the answer; None where the context is not known."""
     t: TeacherConfig = cfg.teacher
     runs_vllm = t.backend == "vllm-offline" or (t.backend == "vllm-server" and not t.base_url)
@@ -135,8 +142,8 @@ def teacher_overlong(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> Overlong 
     tok, _ = _tokenizer(t.model, t.revision, t.trust_remote_code)
     chat = t.chat and tok.chat_template is not None
     instruction = run_format(cfg.data).instruction
-    labeled = sets["labeled"]
-    # The prompts annotate() builds: the same demos (labeled rows, run seed) around each input.
+    labeled = sets["labeled"] if demos is None else demos
+    # The prompts annotate() builds: the same demos (L's training rows, run seed) around each input.
     selector = DemoSelector(
         [Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])],
         t.num_demos,

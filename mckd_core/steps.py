@@ -86,10 +86,14 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
     if "sft_n" in sets and "test" in sets:
         # The upper bound may share examples with L and U (all gold from the training pool), never with T.
         check_disjoint({"sft_n_labeled": sets["sft_n"], "test": sets["test"]})
-    if len(sets["labeled"]) < cfg.teacher.num_demos:
+    sets, dev_source = _with_dev_rows(cfg, sets)
+    demos = len(sets.get("labeled_train", sets["labeled"]))  # the teacher's demos never include a dev row
+    if demos < cfg.teacher.num_demos:
+        held = len(sets["labeled"]) - demos
         raise MckdInputError(
-            f"labeled: {len(sets['labeled'])} rows but teacher.num_demos={cfg.teacher.num_demos}; "
-            "add labeled rows or lower teacher.num_demos"
+            f"labeled: {len(sets['labeled'])} rows"
+            + (f", {held} of them held out as dev rows (data.dev_holdout), leave {demos}" if held else "")
+            + f" but teacher.num_demos={cfg.teacher.num_demos}; add labeled rows or lower teacher.num_demos"
         )
     if len(sets["unlabeled"]) < cfg.stages.partitions:
         raise MckdInputError(
@@ -99,7 +103,6 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
         check_model_ref(cfg.teacher.model, "teacher.model")
     check_model_ref(cfg.student.model, "student.model")
     overlong, warnings = check_lengths(cfg, sets)
-    sets, dev_source = _with_dev_rows(cfg, sets)
     out = cfg.run_dir / "data"
     refs = {name: write_parquet(df, out, name) for name, df in sets.items()}
     refs.setdefault("dev", refs["labeled"])

@@ -316,6 +316,35 @@ def test_teacher_prompts_are_counted_against_vllm_max_model_len(tmp_path, weight
     ]
 
 
+def test_the_teacher_length_check_builds_prompts_without_the_held_out_dev_rows(tmp_path, weightless_model):
+    """The teacher never sees a dev row among its demos, so neither do the prompts its length check counts."""
+    labeled = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "input": ["from boston", "to denver", "on monday", "to ohio", "from utah"],
+            "target": ["from [b boston]", "to [c denver]", "on [d monday]", "to [c ohio]", "from [b utah]"],
+        }
+    )
+    teacher = {"model": weightless_model, "backend": "vllm-offline", "vllm": {"max_model_len": 4096}, "num_demos": 4}
+    student = {"model": weightless_model, "max_input_tokens": 30000, "max_target_tokens": 30000}
+    options = dict(teacher=teacher, student=student)
+    held = prepare_inputs(make(tmp_path, labeled=labeled, data={"dev_holdout": 1}, **options)).dev.read()["id"][0]
+    labeled.loc[labeled["id"] == held, ["input", "target"]] = LONG  # a demo this long leaves no room for an answer
+    split = prepare_inputs(make(tmp_path, labeled=labeled, data={"dev_holdout": 1}, **options))
+    assert split.overlong["teacher"]["rows"] == {"unlabeled": 0}
+    assert split.overlong["student"]["rows"] == {"labeled": 0, "unlabeled": 0}  # dev rows counted once, as L's
+    with_dev = {**teacher, "num_demos": 5}  # without a dev split the long row is one of the 5 demos
+    all_demos = prepare_inputs(
+        make(tmp_path, labeled=labeled, data={"dev_holdout": 0}, **{**options, "teacher": with_dev})
+    )
+    assert all_demos.overlong["teacher"]["rows"] == {"unlabeled": 2}
+    with pytest.raises(
+        MckdInputError,
+        match=r"^labeled: 5 rows, 1 of them held out as dev rows \(data.dev_holdout\), leave 4 but teacher.num_demos=5",
+    ):
+        prepare_inputs(make(tmp_path, labeled=labeled, data={"dev_holdout": 1}, **{**options, "teacher": with_dev}))
+
+
 def test_gold_targets_longer_than_the_student_writes_are_counted_and_warned(tmp_path, weightless_model):
     """A cut gold target is learned cut and scored against an output that stops at the limit: never silent."""
     long_target = " ".join(["on"] * 40)  # byte-level: " " + 119 characters, then the end token: 121

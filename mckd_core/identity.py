@@ -35,6 +35,34 @@ NOT_IN_KEY: dict[type, frozenset[str]] = {
 #: Task parameters that say where a node writes or which slots it runs in.
 WHERE_PARAMETERS = frozenset({"out_dir", "cache_path", "slots", "name", "what"})
 
+#: vLLM server arguments that say where or how it serves (their values follow them), never what it generates.
+_SERVING_FLAGS = frozenset(
+    {"--host", "--port", "--api-key", "--uvicorn-log-level", "--ssl-keyfile", "--ssl-certfile", "--root-path"}
+    | {"--allowed-origins", "--served-model-name", "--max-log-len"}
+)
+_SERVING_SWITCHES = frozenset(
+    {"--disable-log-requests", "--enable-log-requests", "--disable-log-stats", "--disable-uvicorn-access-log"}
+)
+
+
+def generating_args(args: Iterable[str]) -> list[str]:
+    """`vllm.extra_args` less the arguments that only say where or how the server listens and logs: a port or a
+    log level never changes an answer, a --seed or --quantization does."""
+    kept, skip_value = [], False
+    for arg in args:
+        if skip_value and not arg.startswith("--"):
+            skip_value = False
+            continue
+        skip_value = False
+        flag = arg.split("=", 1)[0]
+        if flag in _SERVING_SWITCHES:
+            continue
+        if flag in _SERVING_FLAGS:
+            skip_value = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
+
 
 def key_view(value: Any) -> Any:
     """`value` as a key sees it: a Parquet file by its content hash, a student by its weights' hash, a config or job
@@ -48,6 +76,8 @@ def key_view(value: Any) -> Any:
         fields = {name: getattr(value, name) for name in type(value).model_fields if name not in dropped}
         if isinstance(value, (StudentConfig, TeacherConfig)):  # a local model by its files, not the folder's path
             fields["model"] = weights_identity(value.model, value.revision)
+        if isinstance(value, VLLMConfig):
+            fields["extra_args"] = generating_args(value.extra_args)
         return {type(value).__name__: {name: key_view(v) for name, v in fields.items()}}
     if isinstance(value, dict):
         return {str(k): key_view(v) for k, v in value.items() if k not in WHERE_PARAMETERS}

@@ -96,13 +96,18 @@ def test_the_teachers_key_ignores_how_it_is_reached(tmp_path):
             "timeout_s": 5,
             "max_retries": 0,
             "base_url": "http://h:1/v1",
-            "vllm": base.teacher.vllm.model_copy(update={"python": "/py", "max_restarts": 3}),
+            "vllm": base.teacher.vllm.model_copy(
+                update={"python": "/py", "max_restarts": 3, "extra_args": ["--port", "8123", "--disable-log-stats"]}
+            ),
         }
     )
     moved = base.model_copy(update={"teacher": how, "out_dir": "/elsewhere", "cache_path": "/other.sqlite"})
     assert _key(ANNOTATE, {"job": moved}) == _key(ANNOTATE, {"job": base})
     sampled = base.model_copy(update={"teacher": base.teacher.model_copy(update={"temperature": 0.7})})
     assert _key(ANNOTATE, {"job": sampled}) != _key(ANNOTATE, {"job": base})
+    seeded = base.teacher.vllm.model_copy(update={"extra_args": ["--port=8123", "--seed", "1"]})
+    reseeded = base.model_copy(update={"teacher": base.teacher.model_copy(update={"vllm": seeded})})
+    assert _key(ANNOTATE, {"job": reseeded}) != _key(ANNOTATE, {"job": base})
 
 
 def test_local_weights_are_identified_by_their_content(tmp_path):

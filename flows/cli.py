@@ -1,4 +1,4 @@
-"""The `mckd` command line: demo, run, predict, eval, formats, push, report, data."""
+"""The `mckd` command line: demo, run, predict, eval, formats, push, report, suggest, data."""
 
 from __future__ import annotations
 

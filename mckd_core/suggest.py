@@ -440,6 +440,7 @@ def merge_labeled(labeled: str | Path, new: pd.DataFrame, source: str | Path) ->
     never labeled twice by accident."""
     old = read_table(labeled, "labeled")
     old = normalize_examples(old, str(labeled), need_target=True)
+    new = normalize_examples(new, str(source), need_target=True)  # one-line inputs and targets, as every set
     new_dupes = new["id"][new["id"].duplicated()]
     if len(new_dupes):
         raise MckdInputError(f"--from {source}: id {new_dupes.iloc[0]!r} appears twice; keep one labeled row per id")

@@ -239,12 +239,12 @@ def as_frame(suggestions: list[Suggestion]) -> pd.DataFrame:
 
 
 def write_suggestions(suggestions: list[Suggestion], out: str | Path) -> Path:
-    """JSONL (.jsonl/.json) or CSV (.csv) by the file's extension."""
+    """JSONL (.jsonl) or CSV (.csv) by the file's extension."""
     out = Path(out)
     df = as_frame(suggestions)
     suffix = out.suffix.lower()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".jsonl", ".ndjson", ".json"):
+    if suffix in (".jsonl", ".ndjson"):
         df.to_json(out, orient="records", lines=True, force_ascii=False)
     elif suffix == ".csv":
         df.to_csv(out, index=False)

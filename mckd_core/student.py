@@ -616,7 +616,8 @@ def mean_logprobs(model, tok, out) -> list[float]:
     length alone."""
     import torch
 
-    steps = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float().cpu()
+    logits = tuple(step.float() for step in out.scores)  # bf16 logits would round the log-softmax
+    steps = model.compute_transition_scores(out.sequences, logits, normalize_logits=True).cpu()
     generated = out.sequences[:, -steps.shape[1] :].cpu()
     ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
     means = []

@@ -194,7 +194,9 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def pick(ranked: list[Suggestion], n: int, labeled: pd.DataFrame, threshold: float = NEAR_DUPLICATE) -> list:
+def pick(
+    ranked: list[Suggestion], n: int, labeled: pd.DataFrame, threshold: float = NEAR_DUPLICATE
+) -> list[Suggestion]:
     """The first `n` of `ranked` (best first) that repeat no picked row's normalised input, and whose words are not a
     near-duplicate (token Jaccard >= `threshold`) of a picked row's or an L row's."""
     known = [tokens(x) for x in labeled["input"]]

@@ -1,4 +1,4 @@
-"""The `mckd` command line: demo, run, predict, eval, formats, push, report, data."""
+"""The `mckd` command line: demo, run, predict, eval, formats, push, report, suggest, data."""
 
 from __future__ import annotations
 
@@ -472,3 +472,99 @@ def data_craft(
         _fail(str(exc))
     for name, path in written.items():
         console.print(f"{name}: {path}")
+
+
+@app.command()
+def suggest(
+    run_dir: Path = typer.Argument(..., help="A finished run dir (holds report.json)."),
+    n: int = typer.Option(50, "--n", help="How many rows to suggest."),
+    out: Optional[Path] = typer.Option(
+        None, help="Write the suggestions here: .jsonl or .csv (default: JSONL to stdout)."
+    ),
+    label_studio: Optional[Path] = typer.Option(
+        None,
+        "--label-studio",
+        help="Also write Label Studio task import JSON here (pre-annotated), and its labeling config beside it (.xml).",
+    ),
+    exclude: list[Path] = typer.Option(
+        [], "--exclude", help="A labeled file whose rows are not suggested (e.g. L after merge-labels); repeatable."
+    ),
+) -> None:
+    """The rows of the run's U a gold label would help most: where its labels changed across the teacher, the
+    stages and the final student, where the teacher's output was invalid or repaired, where the final student is
+    unsure; no near-duplicates of each other or of L, never a row of L or T. Each comes with the current best label
+    (to correct, not to type) and why it was picked."""
+    from mckd_core.errors import MckdInputError
+    from mckd_core.suggest import as_frame, write_label_studio, write_suggestions
+    from mckd_core.suggest import suggest as rank_rows
+
+    try:
+        run, picked = rank_rows(run_dir, n, exclude)
+        if out is not None:
+            console.print(f"{len(picked)} suggestions: {write_suggestions(picked, out)}", highlight=False)
+        if label_studio is not None:
+            tasks, config = write_label_studio(run, picked, label_studio)
+            console.print(
+                f"Label Studio: create a project with the labeling config {config}, import {tasks}; export it as "
+                f"JSON and run: mckd data merge-labels --labeled L --from EXPORT.json --out NEW_L.parquet",
+                highlight=False,
+            )
+    except MckdInputError as exc:
+        _fail(str(exc))
+    if out is None:
+        sys.stdout.write(as_frame(picked).to_json(orient="records", lines=True, force_ascii=False))
+
+
+@data_app.command("merge-labels")
+def data_merge_labels(
+    labeled: Path = typer.Option(..., help="The labeled set L (Parquet/JSONL/CSV)."),
+    from_: Path = typer.Option(
+        ...,
+        "--from",
+        help="The labeled rows: a Label Studio JSON export of `mckd suggest --label-studio` tasks, or JSONL/CSV "
+        "with id, input and target (or label).",
+    ),
+    task: Optional[str] = typer.Option(
+        None, help="The task format (default: --run's); a format name as in data.task, or json with --schema."
+    ),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="The run the rows were suggested from (its format)."),
+    schema: Optional[str] = typer.Option(None, help="With --task json: its JSON Schema file (or inline JSON)."),
+    out: Path = typer.Option(..., help="Where the new L goes (.parquet)."),
+    unlabeled: Optional[Path] = typer.Option(
+        None, help="U: with --unlabeled-out, U less the rows now labeled (L and U must share no id)."
+    ),
+    unlabeled_out: Optional[Path] = typer.Option(None, help="Where U less the labeled rows goes (.parquet)."),
+) -> None:
+    """Append labeled rows (ids kept) to L, each label checked with the task format; point data.labeled at --out (and
+    data.unlabeled at --unlabeled-out) for the next run."""
+    from mckd_core.config import load_schema
+    from mckd_core.errors import MckdInputError
+    from mckd_core.formats import format_ref
+    from mckd_core.suggest import load_run, merge_labeled, read_labeled
+
+    try:
+        if task is None and run_dir is None:
+            raise MckdInputError("merge-labels: give --task FORMAT or --run RUN_DIR (the run the rows came from)")
+        ref = format_ref(task, load_schema(schema, "--schema")) if task else load_run(run_dir).task
+        new = read_labeled(from_, ref)
+        merged = merge_labeled(labeled, new, from_)
+    except MckdInputError as exc:
+        _fail(str(exc))
+    for path in (out, unlabeled_out):
+        if path is not None and path.suffix.lower() != ".parquet":
+            _fail(f"{path}: write the new set as .parquet")
+    if (unlabeled is None) != (unlabeled_out is None):
+        _fail("--unlabeled and --unlabeled-out go together: U in, U less the labeled rows out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    merged.to_parquet(out, index=False)
+    console.print(f"{len(new)} labeled rows added to {len(merged) - len(new)}: {out}", highlight=False)
+    if unlabeled is not None:
+        from mckd_core.data import normalize_examples, read_table
+
+        try:
+            rows = normalize_examples(read_table(unlabeled, "unlabeled"), str(unlabeled), need_target=False)
+        except MckdInputError as exc:
+            _fail(str(exc))
+        rest = rows[~rows["id"].isin(set(new["id"]))]
+        rest.to_parquet(unlabeled_out, index=False)
+        console.print(f"U: {len(rows) - len(rest)} rows left it, {len(rest)} remain: {unlabeled_out}", highlight=False)

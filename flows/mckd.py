@@ -124,7 +124,10 @@ def mckd_flow(config: RunConfig) -> dict:
 
     # 4. Final stage: one student on all of U with Y_{S-1}; the baselines need nothing from it and train alongside.
     with _timed(timings, "final"):
-        final = tasks.train.submit(plan.distilled("final", labels, cfg.stages.num_stages, init), tasks.slots)
+        final_job = plan.distilled("final", labels, cfg.stages.num_stages, init)
+        final = tasks.train.submit(final_job, tasks.slots)
+        # Its own labels of U, with how sure it is of each: what `mckd suggest` ranks rows by, beside the stages'.
+        final_labels = tasks.relabel.submit(final, plan.final_relabel(final_job), tasks.slots)
         baselines = {
             name: tasks.train.submit(plan.baseline(name, history, init), tasks.slots) for name in cfg.baselines
         }
@@ -146,10 +149,24 @@ def mckd_flow(config: RunConfig) -> dict:
         baselines={name: (candidates[name], tests[name]) for name in baselines},
         deliverable=deliverable,
         timings=timings,
+        files=_label_files(data, history, y0[0], final_labels.result()),
     )
     report = build_report(cfg, data, results)
     report_task(report, str(cfg.run_dir), results.tests)
     return report
+
+
+def _label_files(data: Inputs, history: list[ParquetRef], first: ParquetRef, final_labels: ParquetRef) -> dict:
+    """report.json's `files`: where the run's sets are and U's labelings in order (the teacher's, the SFT student's
+    where Y_0 is its, each stage's Y_s, the final student's). Files are content-named, so a run dir re-run with
+    another config holds several of each; these are this run's."""
+    sets = {"labeled": data.labeled, "unlabeled": data.unlabeled, "test": data.test, "dev": data.dev}
+    labelings = {"teacher": history[0], **({"sft": first} if first is not history[0] else {})}
+    labelings |= {f"stage-{s}": ref for s, ref in enumerate(history[1:], start=1)} | {"final": final_labels}
+    return {
+        **{name: ref.path for name, ref in sets.items() if ref is not None},
+        "labels_of_unlabeled": {name: ref.path for name, ref in labelings.items()},
+    }
 
 
 def _train(tasks: RunTasks, job: StudentJob, gpu: str | None):

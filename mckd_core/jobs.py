@@ -39,7 +39,7 @@ class StudentJob(_Job):
     gold: ParquetRef | None = None
     init: StudentRef | None = None
 
-    def relabel(self, part: int | None, stage: int, out_dir: str | Path) -> RelabelJob:
+    def relabel(self, part: int | None, stage: int, out_dir: str | Path, logprobs: bool = False) -> RelabelJob:
         """The job of this student labeling its held-out `part` of the same labels (every row: `part` None)."""
         return RelabelJob(
             labels=self.labels,
@@ -50,6 +50,7 @@ class StudentJob(_Job):
             settings=self.student,
             task=self.task,
             out_dir=str(out_dir),
+            logprobs=logprobs,
         )
 
 
@@ -66,6 +67,7 @@ class RelabelJob(_Job):
     out_dir: str
     assignment: ParquetRef | None = None
     part: int | None = None
+    logprobs: bool = False  # also each output's mean token log-probability (the final student's labels of U)
 
 
 class AnnotateJob(_Job):

@@ -80,6 +80,10 @@ class RunPlan:
         """`job`'s trained student labeling its held-out `part` of the labels it learned from."""
         return job.relabel(part, stage, self.path(f"stage-{stage}", f"partition-{part}"))
 
+    def final_relabel(self, job: StudentJob) -> RelabelJob:
+        """The final student labeling every row of U, with each output's mean token log-probability."""
+        return job.relabel(None, self.cfg.stages.num_stages, self.path("final", "labels"), logprobs=True)
+
     def first_labels_by_sft(self, teacher_labels: ParquetRef) -> RelabelJob:
         """The SFT student's labels of every row of U (stages.first_labels: sft)."""
         return RelabelJob(

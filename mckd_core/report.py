@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import TYPE_CHECKING, NamedTuple
@@ -677,6 +677,7 @@ class RunResults:
     baselines: dict[str, tuple[StudentRef, dict | None]]  # {name: (student, test scores)}
     deliverable: dict
     timings: dict[str, float]
+    files: dict = field(default_factory=dict)  # report.json `files`: the sets and U's labelings (flows/mckd.py)
 
     @property
     def tests(self) -> dict[str, dict | None]:
@@ -716,6 +717,7 @@ def build_report(cfg: RunConfig, data: Inputs, run: RunResults) -> dict:
         "timings": run.timings,
         "comparisons": comparisons(run.tests, cfg.data.format_ref),
         "overlong": data.overlong,
+        "files": run.files,
     }
     report["warnings"] = data.warnings + degradation_warnings(report) + deliverable_warnings(report)
     return report

@@ -347,14 +347,23 @@ def train_student(job: StudentJob, attempt: int = 1) -> StudentRef:
 
 
 def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
-    """The student's labels for the rows of `job.part` (all rows when `job.assignment` is None)."""
+    """The student's labels for the rows of `job.part` (all rows when `job.assignment` is None); with `job.logprobs`,
+    a `logprob` column holds each output's mean token log-probability (how sure the student is: `mckd suggest`)."""
     fmt, cfg = get_format(job.task), job.settings
     df = job.labels.read()
     if job.assignment is not None:
         df = df[df["id"].map(job.assignment.read().set_index("id")["part"]) == job.part]
-    examples = df[[c for c in df.columns if c not in ("label", "raw", "valid", "error", "source", "stage")]]
+    examples = df[[c for c in df.columns if c not in ("label", "raw", "valid", "error", "source", "stage", "logprob")]]
+    logprobs: list[float] | None = [] if job.logprobs else None
     with cpu_threads(cfg.cpu_threads):  # like training: the labels do not depend on the slot's core count
-        raws = predict(student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+        raws = predict(
+            student.dir,
+            list(examples["input"]),
+            cfg.eval_batch_size,
+            cfg.max_target_tokens,
+            cfg.precision,
+            logprobs=logprobs,
+        )
     checked = [fmt.check(x, r) for x, r in zip(examples["input"], raws)]
     out = label_frame(
         examples,
@@ -365,6 +374,8 @@ def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
         job.source,
         job.stage,
     )
+    if logprobs is not None:
+        out["logprob"] = logprobs
     assert_conserved(examples, out, job.source)
     return write_parquet(out, job.out_dir, "relabels")
 

@@ -564,9 +564,11 @@ def generate(
     max_new_tokens: int,
     device,
     precision: str = "auto",
+    logprobs: list[float] | None = None,
 ) -> list[str]:
     """Greedy outputs (first line) for `inputs`, batched longest-first to keep padding low; in bf16 weights where
-    `precision` trains in bf16 (`generation_model`)."""
+    `precision` trains in bf16 (`generation_model`). With a `logprobs` list, it is filled with each output's mean token
+    log-probability (`mean_logprobs`), in input order."""
     import torch
 
     model = generation_model(model, device, precision)
@@ -574,6 +576,7 @@ def generate(
     texts = list(inputs) if seq2seq else [causal_prompt(x) for x in inputs]
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     outputs = [""] * len(texts)
+    scores = [0.0] * len(texts)
     previous_side = tok.padding_side
     tok.padding_side = "right" if seq2seq else "left"
     try:
@@ -589,14 +592,40 @@ def generate(
                     num_beams=1,
                     pad_token_id=tok.pad_token_id,
                     stopping_criteria=[FirstLineDone(tok, prompt)],
+                    **({"output_scores": True, "return_dict_in_generate": True} if logprobs is not None else {}),
                 )
+            if logprobs is not None:
+                for i, score in zip(idx, mean_logprobs(model, tok, out)):
+                    scores[i] = score
+                out = out.sequences
             new = out[:, prompt:]
             for row, i in enumerate(idx):
                 text = tok.decode(new[row], skip_special_tokens=True).strip()
                 outputs[i] = text.splitlines()[0].strip() if text else ""
     finally:
         tok.padding_side = previous_side
+    if logprobs is not None:
+        logprobs[:] = scores
     return outputs
+
+
+def mean_logprobs(model, tok, out) -> list[float]:
+    """Per row of a `generate(..., output_scores=True, return_dict_in_generate=True)` result: the mean log-probability
+    of the generated tokens that make its output, the first line (through the token that ends it, an end token or
+    a line break; what follows is dropped like the text). A mean, not a sum, so a long output is not "unsure" for its
+    length alone."""
+    import torch
+
+    logits = tuple(step.float() for step in out.scores)  # bf16 logits would round the log-softmax
+    steps = model.compute_transition_scores(out.sequences, logits, normalize_logits=True).cpu()
+    generated = out.sequences[:, -steps.shape[1] :].cpu()
+    ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+    means = []
+    for tokens, row in zip(generated.tolist(), steps):
+        n = next((k for k, t in enumerate(tokens) if t in ends), len(tokens) - 1) + 1
+        n = next((k for k in range(1, n) if first_line_done(tok.decode(tokens[:k], skip_special_tokens=True))), n)
+        means.append(float(torch.nan_to_num(row[:n], neginf=-100.0).mean()))
+    return means
 
 
 def first_line_done(text: str) -> bool:
@@ -648,8 +677,10 @@ def predict(
     max_new_tokens: int = 128,
     precision: str = "auto",
     progress: ProgressFn | None = None,
+    logprobs: list[float] | None = None,
 ) -> list[str]:
-    """Load a trained student dir and generate one output per input."""
+    """Load a trained student dir and generate one output per input; a `logprobs` list is filled with each output's
+    mean token log-probability (`generate`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -660,13 +691,19 @@ def predict(
     dtype = torch.bfloat16 if uses_bf16(device, precision) else torch.float32
     model = cls.from_pretrained(model_dir, dtype=dtype).to(device)
     outputs: list[str] = []
+    scores: list[float] | None = [] if logprobs is not None else None
     chunk = max(batch_size * 4, 1)
     for start in range(0, len(inputs), chunk):
+        part: list[float] | None = [] if logprobs is not None else None
         outputs += generate(
-            model, tok, seq2seq, inputs[start : start + chunk], batch_size, max_new_tokens, device, precision
+            model, tok, seq2seq, inputs[start : start + chunk], batch_size, max_new_tokens, device, precision, part
         )
+        if scores is not None:
+            scores += part
         if progress:
             progress(len(outputs), len(inputs))
+    if logprobs is not None:
+        logprobs[:] = scores
     return outputs
 
 

@@ -254,3 +254,38 @@ def test_the_guard_ships_an_equal_candidate_less_often_than_the_bar_and_a_clearl
         "slots", 30, np.array([equal, better, equal, equal, equal]), names, draws=50, seed=1, target=sim.BETTER
     )
     assert caught >= 80.0  # +20 F1 on 30 dev rows, among three equal candidates
+
+
+def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_rerun_with_defaults(tmp_path):
+    """benchmarks/suggest_strategies.py: each strategy's rows, the simulated annotator, the re-run's config."""
+    import pandas as pd
+    from test_suggest import L_TEXT, make_run, stages
+
+    from mckd_core.config import RunConfig
+    from mckd_core.suggest import suggest
+
+    bench = _load("suggest_strategies")
+    rows = [("u0", "red hot", "blue cold"), ("u1", "big day", "small night"), ("u2", "up yes", "down no")]
+    changed = [rows[0], ("u1", "big day", "large night"), rows[2]]
+    run = make_run(tmp_path, "text", L_TEXT, stages({"teacher": rows, "final": changed}, logprobs=[-0.1, -0.2, -3.0]))
+    assert bench.chosen_rows("suggest", run, 2, 0) == [s.id for s in suggest(run, 2)[1]]
+    assert bench.chosen_rows("unsure", run, 1, 0) == ["u2"]
+    drawn = bench.chosen_rows("random", run, 2, 0)
+    assert len(set(drawn)) == 2 and set(drawn) <= {"u0", "u1", "u2"} and drawn == bench.chosen_rows("random", run, 2, 0)
+
+    inputs = ["red hot", "big day", "up yes"]
+    unlabeled = pd.DataFrame({"id": ["u0", "u1", "u2"], "input": inputs, "target": list("abc")})
+    sets = bench.with_labels({"labeled": L_TEXT, "unlabeled": unlabeled}, ["u1"])
+    assert list(zip(sets["labeled"]["id"], sets["labeled"]["target"])) == [("l0", "dog"), ("l1", "moon"), ("u1", "b")]
+    assert list(sets["unlabeled"]["id"]) == ["u0", "u2"]
+
+    args = bench.parse_args(["--runs-root", str(tmp_path / "runs")])
+    paths = {name: f"{name}.parquet" for name in ("labeled", "unlabeled", "test", "dev", "sft_n_labeled")}
+    cfg = bench.config("atis", paths, args, 1, "random")
+    defaults = RunConfig.model_validate({"data": {"labeled": "l", "unlabeled": "u"}})
+    assert cfg.baselines == ["sft", "vanilla-kd", "mckd-2"] and cfg.data.sft_n_labeled is None
+    assert (cfg.student.train_on_labeled, cfg.stages.first_labels) == (
+        defaults.student.train_on_labeled,
+        defaults.stages.first_labels,
+    )
+    assert cfg.run_name.endswith("-seed1-random") and cfg.seed == 1

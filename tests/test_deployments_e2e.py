@@ -39,7 +39,7 @@ def test_server_runs_on_postgresql(deployed, postgres):
     """The server fixture's database is the session's PostgreSQL: the deployments are rows there."""
     assert deployed.database == "postgresql"
     names = postgres.query("SELECT name FROM deployment ORDER BY name").split()
-    assert names == ["mckd-distill", "mckd-evaluate", "mckd-redistill", "mckd-train-student"]
+    assert names == ["mckd-distill", "mckd-evaluate", "mckd-redistill", "mckd-suggest", "mckd-train-student"]
     assert postgres.query("SELECT name FROM work_pool WHERE name = 'mckd-process'") == "mckd-process"
     print("\npostgres commands (README: A production server):\n  " + "\n  ".join(postgres.commands))
 

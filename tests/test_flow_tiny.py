@@ -97,6 +97,24 @@ def test_flow_completes_and_report_follows_contract(toy_run):
     assert f"F1 {report['final_student']['test']['f1']:.1f}" in card and "12 rows" in card
 
 
+def test_report_names_every_labeling_of_u_and_suggest_ranks_the_run(toy_run):
+    """issue #29: report.json `files` holds U's labelings in run order, the final student's with how sure it was of
+    each row; `mckd suggest` reads the run from them."""
+    from mckd_core.suggest import suggest
+
+    cfg, _ = toy_run
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    labelings = report["files"]["labels_of_unlabeled"]
+    assert list(labelings) == ["teacher", "stage-1", "stage-2", "final"]
+    ids = set(pd.read_parquet(report["files"]["unlabeled"])["id"])
+    final = pd.read_parquet(labelings["final"])
+    assert set(final["id"]) == ids and set(final["source"]) == {"final/student"} and set(final["stage"]) == {3}
+    assert final["logprob"].between(-100, 0).all()
+    _, picked = suggest(cfg.run_dir, 5)
+    assert len(picked) == 5 and {s.id for s in picked} <= ids
+    assert [s.score for s in picked] == sorted((s.score for s in picked), reverse=True)
+
+
 def test_every_node_conserves_rows(toy_run):
     cfg, _ = toy_run
     ids = set(pd.read_parquet(next((cfg.run_dir / "data").glob("unlabeled-*.parquet")))["id"])

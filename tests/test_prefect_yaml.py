@@ -59,6 +59,7 @@ EXPECTED = {
     "mckd-redistill": "flows/redistill.py:redistill_flow",
     "mckd-evaluate": "flows/evaluate.py:evaluate_flow",
     "mckd-train-student": "flows/train_student.py:train_student_flow",
+    "mckd-suggest": "flows/suggest.py:suggest_flow",
 }
 
 

@@ -1,0 +1,177 @@
+"""Which 50 rows to label next (issue #29): `mckd suggest` against random rows and the final student's least sure ones.
+
+Per (task, seed): one MCKD run on L / U+n / T (quality.py's samples and recipe, baselines sft, vanilla-kd, mckd-2);
+then per strategy, n rows of its U are labeled by a simulated annotator (the gold targets U carries in the
+benchmarks), join L and leave U, and MCKD runs again on the same T and dev rows. Strategies:
+  suggest  `mckd suggest RUN --n n` (label changes, teacher invalid/repaired, final sureness; diverse rows)
+  random   n rows of U drawn with the seed
+  unsure   the n rows with the lowest mean token log-prob of the final student (report.json files: final)
+Reports per strategy the test F1 of the deliverable and of MCKD-3 (the final student), and suggest minus each other
+strategy pooled over seeds with paired CIs (test rows resampled within each run; `ci95_seeds` resamples the seeds
+too), wall times, and the commands. Results are added to --out after every run; finished runs are skipped.
+
+  .venv/bin/python benchmarks/suggest_strategies.py --tasks atis --seeds 0 1 2 --unlabeled 200 --test 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import quality  # noqa: E402  (its environment defaults, samples and recipe)
+
+from mckd_core.config import RunConfig, parse_config  # noqa: E402
+from mckd_core.data import write_sets  # noqa: E402
+from mckd_core.formats import get_format  # noqa: E402
+from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
+from mckd_core.suggest import load_run, suggest  # noqa: E402
+
+STRATEGIES = ("suggest", "random", "unsure")
+BASELINES = ["sft", "vanilla-kd", "mckd-2"]  # the deliverable guard's candidates a user with only L has
+
+
+def chosen_rows(strategy: str, run_dir: Path, n: int, seed: int) -> list[str]:
+    """The ids of U the strategy sends to the annotator."""
+    if strategy == "suggest":
+        return [s.id for s in suggest(run_dir, n)[1]]
+    final = load_run(run_dir).labelings["final"]
+    if strategy == "random":
+        return list(np.random.default_rng(seed).choice(final["id"].to_numpy(), size=n, replace=False))
+    if strategy == "unsure":
+        return list(final.sort_values("logprob", kind="stable")["id"].iloc[:n])
+    raise ValueError(strategy)
+
+
+def with_labels(sets: dict[str, pd.DataFrame], ids: list[str]) -> dict[str, pd.DataFrame]:
+    """The sets after the simulated annotator: the rows `ids` of U, with their gold targets, appended to L."""
+    unlabeled = sets["unlabeled"]
+    picked = unlabeled[unlabeled["id"].isin(set(ids))]
+    if len(picked) != len(set(ids)):
+        raise RuntimeError(f"{len(set(ids)) - len(picked)} chosen ids are not rows of U")
+    return {
+        **sets,
+        "labeled": pd.concat([sets["labeled"], picked], ignore_index=True),
+        "unlabeled": unlabeled[~unlabeled["id"].isin(set(ids))].reset_index(drop=True),
+    }
+
+
+def config(task: str, paths: dict, args, seed: int, name: str):
+    cfg = quality.run_config(task, paths, args, seed).model_dump(mode="json")
+    cfg["run_name"], cfg["baselines"] = f"{quality.run_name(task, seed, args)}-{name}", BASELINES
+    cfg["data"]["sft_n_labeled"] = None  # sampled by quality.task_sets for its SFT-N row; no row here
+    return parse_config(cfg, source=f"suggest_strategies {task} seed {seed} {name}")
+
+
+def one_run(task: str, seed: int, args, sets: dict, name: str) -> tuple[dict, Path, float]:
+    from flows.mckd import mckd_flow
+
+    paths = write_sets(sets, Path(args.runs_root) / "data" / f"{quality.run_name(task, seed, args)}-{name}")
+    cfg = config(task, paths, args, seed, name)
+    started = time.perf_counter()
+    report = mckd_flow(cfg)
+    return report, cfg.run_dir, round(time.perf_counter() - started, 1)
+
+
+def record(report: dict, run_dir: Path, wall: float) -> dict:
+    shipped = report["deliverable"]["name"]
+    rows = json.loads((run_dir / TEST_ROWS_FILE).read_text())["systems"]
+    tests = {"final": report["final_student"]["test"], **{k: v["test"] for k, v in report["baselines"].items()}}
+    return {
+        "wall_s": wall,
+        "deliverable": shipped,
+        "deliverable_f1": tests[shipped]["f1"],
+        "mckd3_f1": tests["final"]["f1"],
+        "counts": {k: report["counts"][k] for k in ("labeled", "unlabeled", "test")},
+        "test_rows": {"deliverable": rows[shipped], "mckd-3": rows["final"]},
+    }
+
+
+def run_seed(task: str, seed: int, args) -> dict:
+    base_args = argparse.Namespace(**{**vars(args), "unlabeled": args.unlabeled + args.n})
+    sets = quality.task_sets(task, base_args, seed)
+    report, run_dir, wall = one_run(task, seed, base_args, sets, "base")
+    out = {"task": task, "seed": seed, "n": args.n, "base": record(report, run_dir, wall), "strategies": {}}
+    for strategy in STRATEGIES:
+        ids = chosen_rows(strategy, run_dir, args.n, seed)
+        labeled = with_labels(sets, ids)
+        report_s, dir_s, wall_s = one_run(task, seed, base_args, labeled, strategy)
+        out["strategies"][strategy] = {"ids": ids, **record(report_s, dir_s, wall_s)}
+    return out
+
+
+def summarize(runs: list[dict]) -> dict:
+    summary = {}
+    for task in sorted({r["task"] for r in runs}):
+        mine = [r for r in runs if r["task"] == task]
+        aggregate = get_format(quality.FORMAT[task]).aggregate
+        table = {}
+        for strategy in STRATEGIES:
+            table[strategy] = {
+                what: quality.mean_sd([r["strategies"][strategy][f"{key}_f1"] for r in mine])
+                for what, key in (("deliverable", "deliverable"), ("mckd-3", "mckd3"))
+            } | {"wall_s": statistics.mean(r["strategies"][strategy]["wall_s"] for r in mine)}
+        diffs = {}
+        for other in ("random", "unsure"):
+            for what in ("deliverable", "mckd-3"):
+                pairs = [
+                    aligned(r["strategies"]["suggest"]["test_rows"][what], r["strategies"][other]["test_rows"][what])
+                    for r in mine
+                ]
+                diffs[f"suggest - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
+        summary[task] = {"seeds": [r["seed"] for r in mine], "table": table, "comparisons": diffs}
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", choices=sorted(quality.FORMAT), default=["atis"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--n", type=int, default=50, help="Rows the annotator labels per strategy.")
+    parser.add_argument("--labeled", type=int, default=50)
+    parser.add_argument("--unlabeled", type=int, default=200, help="U after the n labeled rows leave it.")
+    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--sft-n", type=int, default=100, help="Unused here (quality.py's sampler draws it).")
+    parser.add_argument("--dev", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--max-words", type=int, default=12)
+    parser.add_argument("--teacher-demos", type=int, default=8)
+    parser.add_argument("--demo-selection", choices=["bm25", "random-fixed"], default="bm25")
+    parser.add_argument("--teacher-backend", choices=["transformers", "vllm-server"], default="transformers")
+    parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "suggest")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suggest_strategies.json")
+    args = parser.parse_args(argv)
+    # quality.run_config's recipe options, at RunConfig's defaults ("re-run MCKD with defaults")
+    defaults = RunConfig.model_validate({"data": {"labeled": "l", "unlabeled": "u"}})
+    args.train_on_labeled, args.init = defaults.student.train_on_labeled, defaults.student.init
+    args.first_labels, args.structured_outputs = defaults.stages.first_labels, defaults.teacher.structured_outputs
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    runs = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
+    for task in args.tasks:
+        for seed in args.seeds:
+            if any(r["task"] == task and r["seed"] == seed and r["n"] == args.n for r in runs):
+                continue
+            runs.append(run_seed(task, seed, args))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"command": sys.argv, "runs": runs}, indent=1, default=str))
+    print(json.dumps(summarize([r for r in runs if r["task"] in args.tasks and r["seed"] in args.seeds]), indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -149,23 +150,31 @@ def mckd_flow(config: RunConfig) -> dict:
         baselines={name: (candidates[name], tests[name]) for name in baselines},
         deliverable=deliverable,
         timings=timings,
-        files=_label_files(data, history, y0[0], final_labels.result()),
+        files=_label_files(cfg.run_dir, data, history, y0[0], final_labels.result()),
     )
     report = build_report(cfg, data, results)
     report_task(report, str(cfg.run_dir), results.tests)
     return report
 
 
-def _label_files(data: Inputs, history: list[ParquetRef], first: ParquetRef, final_labels: ParquetRef) -> dict:
+def _label_files(
+    run_dir: Path, data: Inputs, history: list[ParquetRef], first: ParquetRef, final_labels: ParquetRef
+) -> dict:
     """report.json's `files`: where the run's sets are and U's labelings in order (the teacher's, the SFT student's
     where Y_0 is its, each stage's Y_s, the final student's). Files are content-named, so a run dir re-run with
-    another config holds several of each; these are this run's."""
+    another config holds several of each; these are this run's. Paths inside the run dir are relative to it, so a
+    moved runs root keeps them."""
+
+    def where(ref: ParquetRef) -> str:
+        path, root = Path(ref.path).resolve(), run_dir.resolve()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
     sets = {"labeled": data.labeled, "unlabeled": data.unlabeled, "test": data.test, "dev": data.dev}
     labelings = {"teacher": history[0], **({"sft": first} if first is not history[0] else {})}
     labelings |= {f"stage-{s}": ref for s, ref in enumerate(history[1:], start=1)} | {"final": final_labels}
     return {
-        **{name: ref.path for name, ref in sets.items() if ref is not None},
-        "labels_of_unlabeled": {name: ref.path for name, ref in labelings.items()},
+        **{name: where(ref) for name, ref in sets.items() if ref is not None},
+        "labels_of_unlabeled": {name: where(ref) for name, ref in labelings.items()},
     }
 
 

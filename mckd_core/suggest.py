@@ -63,9 +63,7 @@ def load_run(run_dir: str | Path) -> RunLabels:
         )
 
     def table(where: str, what: str) -> pd.DataFrame:
-        p = Path(where)
-        if not p.is_absolute() and not p.exists():
-            p = run_dir / p
+        p = run_dir / where  # relative paths are the run dir's; an absolute one stays as it is
         if not p.is_file():
             raise MckdInputError(f"{path}: files.{what}: {p} not found; was the run dir moved or cleaned? re-run it")
         return pd.read_parquet(p)

@@ -106,8 +106,9 @@ def test_report_names_every_labeling_of_u_and_suggest_ranks_the_run(toy_run):
     report = json.loads((cfg.run_dir / "report.json").read_text())
     labelings = report["files"]["labels_of_unlabeled"]
     assert list(labelings) == ["teacher", "stage-1", "stage-2", "final"]
-    ids = set(pd.read_parquet(report["files"]["unlabeled"])["id"])
-    final = pd.read_parquet(labelings["final"])
+    assert not any(Path(p).is_absolute() for p in labelings.values())  # a moved runs root keeps them
+    ids = set(pd.read_parquet(cfg.run_dir / report["files"]["unlabeled"])["id"])
+    final = pd.read_parquet(cfg.run_dir / labelings["final"])
     assert set(final["id"]) == ids and set(final["source"]) == {"final/student"} and set(final["stage"]) == {3}
     assert final["logprob"].between(-100, 0).all()
     _, picked = suggest(cfg.run_dir, 5)

@@ -55,6 +55,24 @@ def test_prefix_reuse_gives_the_same_greedy_outputs(tiny_models):
     assert batched == alone
 
 
+def test_the_transformers_teacher_counts_each_rows_prompt_and_generated_tokens(tiny_models):
+    """Batched rows end at different steps; each row's count stops at its own end of sequence, as it would alone."""
+    teacher = TransformersTeacher(tiny_models["teacher"], chat=False, batch_size=3)
+    demos = [Demo("d1", "cat", "dog"), Demo("d2", "sun", "moon")]
+    prompts = [build_prompt("Map each word to its partner word.", demos, q) for q in ("red", "hot day", "up")]
+    counted = teacher.generate_with_usage(prompts, GenParams(max_new_tokens=12))
+    alone = []
+    for prompt in prompts:
+        ids = teacher.tokenizer(teacher.render(prompt), add_special_tokens=False, return_tensors="pt")
+        out = teacher.model.generate(
+            **ids, max_new_tokens=12, do_sample=False, pad_token_id=teacher.tokenizer.pad_token_id
+        )
+        alone.append((ids["input_ids"].shape[1], out.shape[1] - ids["input_ids"].shape[1]))
+    assert [tuple(usage) for _, usage in counted] == alone
+    assert len({prompt for prompt, _ in alone}) == 3  # the rows' prompts differ: a shared count would show
+    assert min(generated for _, generated in alone) < 12  # some row ended before the limit: its padding is not counted
+
+
 class CountingBackend:
     """Test double at the backend edge: answers with the input words, counts what it was asked."""
 

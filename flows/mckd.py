@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from mckd_core.config import RunConfig
 from mckd_core.data import ParquetRef
+from mckd_core.estimate import estimate_teacher
 from mckd_core.gpus import plan_cpu_slots
 from mckd_core.jobs import StudentJob, StudentRef
 from mckd_core.partition import stage_seed
@@ -105,6 +106,9 @@ def mckd_flow(config: RunConfig) -> dict:
     data = prepare_inputs(cfg)  # 0. every input validated before any model loads
     for warning in data.warnings:  # over-long inputs: said now, before hours of training on cut inputs
         logger.warning(warning)
+    estimate = estimate_teacher(cfg, data)  # what the teacher will be asked, counted before it is
+    logger.info(estimate.line())
+    estimate.check_budget(cfg.teacher.max_prompt_tokens)
     plan, tasks = RunPlan(cfg, data), RunTasks(cfg)
 
     # 1. Teacher: few-shot labels of U (and T, dev). A vLLM server mckd starts stops with this block, also on failure.

@@ -114,6 +114,23 @@ def test_every_node_conserves_rows(toy_run):
         assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
 
 
+def test_the_estimate_counted_the_prompt_tokens_the_teacher_then_reported(toy_run, tmp_path):
+    from mckd_core.estimate import estimate_teacher
+    from mckd_core.steps import prepare_inputs
+
+    cfg, _ = toy_run
+    tokens = json.loads((cfg.run_dir / "report.json").read_text())["teacher"]["tokens"]["total"]
+    # Whether or not the run was repeated since: what its rows cost, sent now or recorded when they were.
+    assert tokens["sent"] + tokens["from_cache"] == 16 == tokens["metered"] + tokens["cached_metered"]
+    paid = tokens["prompt_tokens"] + tokens["cached_prompt_tokens"]
+    fresh = cfg.model_copy(update={"runs_root": tmp_path / "runs"})  # an empty teacher cache: every row to send
+    before = estimate_teacher(fresh, prepare_inputs(fresh))
+    assert (before.to_send, before.prompt_tokens) == (16, paid)
+    assert tokens["completion_tokens"] + tokens["cached_completion_tokens"] <= before.completion_tokens_max
+    after = estimate_teacher(cfg, prepare_inputs(cfg))  # this run's root: the cache answers every row
+    assert (after.to_send, after.prompt_tokens, after.completion_tokens_max) == (0, 0, 0)
+
+
 def test_rerun_same_config_is_cached(toy_run):
     cfg, first = toy_run
     second = mckd_flow(cfg, return_state=True)

@@ -36,7 +36,7 @@ from .partition import partition_ids
 from .prompting import Demo, Prompt
 from .scoring import score_predictions
 from .student import TrainSpec, cpu_threads, predict, train
-from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate, local_model_key
+from .teacher import GenParams, ProgressFn, ResponseCache, TransformersTeacher, annotate, local_model_key
 from .teacher.annotation import requests
 
 
@@ -342,7 +342,7 @@ def training_rows(
     return valid if gold is None else pd.concat([_gold_frame(gold.read()), valid], ignore_index=True)
 
 
-def train_student(job: StudentJob, attempt: int = 1) -> StudentRef:
+def train_student(job: StudentJob, attempt: int = 1, progress: ProgressFn | None = None) -> StudentRef:
     """Train the job's student here, in this process; attempt n > 1 backs off the micro-batch (OOM retries). A student
     never selects on a row it trained on."""
     cfg = job.student
@@ -377,10 +377,10 @@ def train_student(job: StudentJob, attempt: int = 1) -> StudentRef:
             **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {}),
         },
     )
-    return StudentRef(dir=job.out_dir, metrics=train(spec))
+    return StudentRef(dir=job.out_dir, metrics=train(spec, progress))
 
 
-def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
+def relabel(student: StudentRef, job: RelabelJob, progress: ProgressFn | None = None) -> ParquetRef:
     """The student's labels for the rows of `job.part` (all rows when `job.assignment` is None)."""
     fmt, cfg = get_format(job.task), job.settings
     df = job.labels.read()
@@ -388,7 +388,9 @@ def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
         df = df[df["id"].map(job.assignment.read().set_index("id")["part"]) == job.part]
     examples = df[[c for c in df.columns if c not in ("label", "raw", "valid", "error", "source", "stage")]]
     with cpu_threads(cfg.cpu_threads):  # like training: the labels do not depend on the slot's core count
-        raws = predict(student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+        raws = predict(
+            student.dir, list(examples["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision, progress
+        )
     checked = [fmt.check(x, r) for x, r in zip(examples["input"], raws)]
     out = label_frame(
         examples,
@@ -445,11 +447,15 @@ def score_labels(labels: ParquetRef, task: str) -> dict | None:
     return score_predictions(df, [label if v else None for label, v in zip(df["label"], df["valid"])], task)
 
 
-def evaluate_student(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str) -> dict:
+def evaluate_student(
+    student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str, progress: ProgressFn | None = None
+) -> dict:
     """The student's test metrics, with `ci95` and per-row `rows` (scoring.score_predictions)."""
     df = test.read()
     with cpu_threads(cfg.cpu_threads):
-        preds = predict(student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+        preds = predict(
+            student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision, progress
+        )
     return score_predictions(df, preds, task)
 
 

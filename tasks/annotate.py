@@ -41,7 +41,7 @@ def annotate_task(job: AnnotateJob) -> TeacherLabels:
     )
     if stats.get("metered"):
         logger.info(
-            "teacher on %s: %d prompt + %d completion tokens for the %d rows sent (server usage; cached rows cost 0)",
+            "teacher on %s: %d prompt + %d completion tokens for the %d rows sent (as the backend counted them)",
             what,
             stats["prompt_tokens"],
             stats["completion_tokens"],

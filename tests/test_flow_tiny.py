@@ -202,13 +202,13 @@ def test_no_teacher_prompt_shows_a_dev_row(tmp_path, tiny_models, monkeypatch):
     from mckd_core.teacher.transformers import TransformersTeacher
 
     shown: list[tuple[str, ...]] = []
-    generate = TransformersTeacher.generate
+    generate = TransformersTeacher.generate_with_usage  # what annotate() calls: the answers and their tokens
 
     def recording(self, prompts, params, progress=None):
         shown.extend(p.demo_ids for p in prompts)
         return generate(self, prompts, params, progress)
 
-    monkeypatch.setattr(TransformersTeacher, "generate", recording)
+    monkeypatch.setattr(TransformersTeacher, "generate_with_usage", recording)
     cfg = parse_config(
         toy_config(
             tmp_path,

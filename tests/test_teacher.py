@@ -209,3 +209,21 @@ def test_the_transformers_teachers_weights_are_freed_when_the_teacher_phase_ends
     gc.collect()
     assert teacher_backend(cfg) is backend and backend.model is None and weights() is None
     assert backend.generate(prompts, GenParams(max_new_tokens=4)) == before  # a later phase loads them again
+
+
+def test_the_vllm_offline_teacher_counts_the_engines_prompt_and_output_token_ids(tiny_models):
+    from types import SimpleNamespace
+
+    from mckd_core.config import TeacherConfig
+    from mckd_core.teacher.base import Usage
+    from mckd_core.teacher.vllm_offline import OfflineVLLMTeacher
+
+    class Engine:  # what vllm.LLM.generate returns: RequestOutput-like rows (vLLM itself is not needed here)
+        def generate(self, texts, sampling, use_tqdm):
+            answer = SimpleNamespace(text="x", token_ids=[7, 8])
+            return [SimpleNamespace(prompt_token_ids=list(range(len(t))), outputs=[answer]) for t in texts]
+
+    teacher = OfflineVLLMTeacher(TeacherConfig(backend="vllm-offline", model=tiny_models["teacher"], chat=False))
+    teacher._llm, teacher._sampling = Engine(), lambda params: None
+    prompts = [build_prompt("Map.", [], q) for q in ("a", "bbbb")]
+    assert teacher.generate_with_usage(prompts, GenParams()) == [("x", Usage(len(p.text), 2)) for p in prompts]

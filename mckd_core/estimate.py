@@ -114,12 +114,7 @@ def estimate_teacher(cfg: RunConfig, data: Inputs) -> TeacherEstimate:
             targets = [d.target for d in demos]
             held = cache.get_many(keys) if cache else {}
             todo = [p for p, key in zip(prompts, keys) if key not in held]
-            count = None
-            if tokenizer is not None and todo:
-                texts = [_render(tokenizer, p, chat) for p in todo]
-                count = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"])
-            elif tokenizer is not None:
-                count = 0
+            count = None if tokenizer is None else _count(tokenizer, todo, chat, special)
             sets[which] = SetEstimate(rows=len(keys), cached=len(keys) - len(todo), prompt_tokens=count)
     finally:
         if cache:
@@ -130,6 +125,16 @@ def estimate_teacher(cfg: RunConfig, data: Inputs) -> TeacherEstimate:
         else []
     )
     return TeacherEstimate(sets, cfg.teacher.max_new_tokens, mean(lengths) if lengths else None, error)
+
+
+def _count(tokenizer, prompts: list, chat: bool, special: bool, chunk: int = 1024) -> int:
+    """The tokens of `prompts` as the teacher sees them, a chunk at a time: every prompt of a large U rendered and
+    tokenized at once would not fit in memory."""
+    total = 0
+    for start in range(0, len(prompts), chunk):
+        texts = [_render(tokenizer, p, chat) for p in prompts[start : start + chunk]]
+        total += sum(len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"])
+    return total
 
 
 def _render(tokenizer, prompt, chat: bool) -> str:

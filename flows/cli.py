@@ -164,6 +164,12 @@ def demo(
 def run(
     config: Path = typer.Argument(..., help="RunConfig YAML."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set stages.num_stages=2"),
+    estimate: bool = typer.Option(
+        False,
+        "--estimate",
+        help="Only count what the teacher would be asked (rows not in its cache, prompt and completion tokens, with "
+        "its tokenizer) and exit; no model loads.",
+    ),
 ) -> None:
     """Run MCKD for a YAML RunConfig."""
     _quiet_libraries()
@@ -172,10 +178,25 @@ def run(
 
     try:
         cfg = load_config(config, _overrides(set_))
+        if estimate:
+            _print_estimate(cfg)
+            return
     except MckdInputError as exc:
         _fail(str(exc))
     report = _run_flow(cfg)
     print_report(report, cfg.run_dir)
+
+
+def _print_estimate(cfg) -> None:
+    from mckd_core.estimate import estimate_teacher
+    from mckd_core.steps import prepare_inputs
+
+    counted = estimate_teacher(cfg, prepare_inputs(cfg))
+    Console().print(counted.line(), highlight=False)
+    Console().print_json(json.dumps(counted.as_dict()))
+    budget = cfg.teacher.max_prompt_tokens
+    if budget is not None and (counted.prompt_tokens or 0) > budget:
+        Console().print(f"over teacher.max_prompt_tokens={budget}: a run stops before the teacher", highlight=False)
 
 
 def _overrides(items: list[str]) -> dict:

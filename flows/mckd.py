@@ -10,12 +10,22 @@ from prefect import flow, get_run_logger
 
 from mckd_core.config import RunConfig
 from mckd_core.data import ParquetRef
+from mckd_core.estimate import estimate_teacher
 from mckd_core.gpus import plan_cpu_slots
 from mckd_core.jobs import StudentJob, StudentRef
 from mckd_core.partition import stage_seed
 from mckd_core.plan import RunPlan, choose_first_labels
-from mckd_core.report import DevScores, RunResults, build_report, choose_deliverable, dev_scores, student_entry
+from mckd_core.report import (
+    DevScores,
+    RunResults,
+    build_report,
+    choose_deliverable,
+    dev_scores,
+    student_entry,
+    tokens_line,
+)
 from mckd_core.steps import Inputs, changed_fraction, prepare_inputs, teacher_session
+from mckd_core.teacher.annotation import all_from_cache
 from tasks.annotate import annotate_task
 from tasks.common import with_storage
 from tasks.evaluate import evaluate_student_task, score_labels_task
@@ -97,11 +107,15 @@ def mckd_flow(config: RunConfig) -> dict:
     data = prepare_inputs(cfg)  # 0. every input validated before any model loads
     for warning in data.warnings:  # over-long inputs: said now, before hours of training on cut inputs
         logger.warning(warning)
+    estimate = estimate_teacher(cfg, data)  # what the teacher will be asked, counted before it is
+    logger.info(estimate.line())
+    estimate.check_budget(cfg.teacher.max_prompt_tokens)
     plan, tasks = RunPlan(cfg, data), RunTasks(cfg)
 
     # 1. Teacher: few-shot labels of U (and T, dev). A vLLM server mckd starts stops with this block, also on failure.
     with _timed(timings, "teacher"), teacher_session():
-        teacher = {which: tasks.annotate(plan.annotate(rows, which)) for which, rows in plan.teacher_sets().items()}
+        teacher, tokens = _annotate_sets(tasks, plan)
+    logger.info(tokens_line(tokens))
     teacher_labels = teacher["unlabeled"]
 
     # 2. Partition U into K disjoint parts (fixed across stages unless redrawn).
@@ -151,6 +165,7 @@ def mckd_flow(config: RunConfig) -> dict:
         deliverable=deliverable,
         timings=timings,
         files=_label_files(cfg.run_dir, data, history, y0[0], final_labels.result()),
+        teacher_tokens=tokens,
     )
     report = build_report(cfg, data, results)
     report_task(report, str(cfg.run_dir), results.tests)
@@ -176,6 +191,16 @@ def _label_files(
         **{name: where(ref) for name, ref in sets.items() if ref is not None},
         "labels_of_unlabeled": {name: where(ref) for name, ref in labelings.items()},
     }
+def _annotate_sets(tasks: RunTasks, plan: RunPlan) -> tuple[dict[str, ParquetRef], dict[str, dict]]:
+    """The teacher's labels of each set it labels (U; T and the dev rows where asked), and what each cost this run."""
+    labels, tokens = {}, {}
+    for which, rows in plan.teacher_sets().items():
+        state = tasks.annotate(plan.annotate(rows, which), return_state=True)
+        result = state.result()
+        labels[which] = result.labels
+        # A node reused whole asked the teacher nothing this run: its recorded entry is what an earlier run paid.
+        tokens[which] = all_from_cache(result.tokens) if state.name == "Cached" else result.tokens
+    return labels, tokens
 
 
 def _train(tasks: RunTasks, job: StudentJob, gpu: str | None):

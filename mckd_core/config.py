@@ -171,6 +171,12 @@ class TeacherConfig(_Section):
         "random-fixed: one seeded set for every prompt, a shared prefix vLLM's prefix cache reuses (faster, worse).",
     )
     max_new_tokens: int = Field(96, ge=1, le=4096)
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Budget: the run stops before the teacher is asked when the prompt tokens of the rows not in the "
+        "teacher cache (counted with teacher.model's tokenizer, `mckd run --estimate`) exceed it; none: no limit.",
+    )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call (transformers backend).")
     precision: Literal["auto", "fp32", "bf16"] = Field(

@@ -15,12 +15,18 @@ import functools
 import multiprocessing
 import os
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from .progress import FileProgress, forward_file_progress
+
 T = TypeVar("T")
+ProgressFn = Callable[[int, int], None]
+#: How often a parent looks at its child's progress file.
+PROGRESS_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -130,17 +136,39 @@ def device_slot(plan: SlotPlan | None = None):
         pool.put(slot)
 
 
-def run_in_slot(slot: Slot, fn: Callable[..., T], *args, child: bool | None = None) -> T:
+def run_in_slot(
+    slot: Slot, fn: Callable[..., T], *args, child: bool | None = None, progress: ProgressFn | None = None
+) -> T:
     """`fn(*args)` where `slot` says: here for the whole-process slot; in the slot's own worker process (bound
     to its cores, started once) for a CPU share; in a fresh spawned child that sees only its device for a GPU,
     so a poisoned CUDA context dies with it. For the whole-process slot `child=True` (student.isolate: always)
-    asks for a fresh child; a CPU share always runs in its worker, already a process of its own."""
+    asks for a fresh child; a CPU share always runs in its worker, already a process of its own.
+
+    `progress`: `fn` is called with `progress=` a callback; from a child process its steps reach `progress` here,
+    in the calling thread (where a Prefect task's context is), through a file the child writes and this polls."""
     if slot.cores is not None:
-        return _cpu_worker(slot, fn, *args)
+        return _cpu_worker(slot, fn, *args, progress=progress)
     if child or (child is None and slot.cuda is not None):
         with _spawned(slot) as pool:
-            return pool.submit(_portable, fn, *args).result()
-    return fn(*args)
+            return _in_child(pool, fn, args, progress)
+    return fn(*args) if progress is None else fn(*args, progress=progress)
+
+
+def _in_child(pool: concurrent.futures.Executor, fn: Callable[..., T], args: tuple, progress: ProgressFn | None) -> T:
+    if progress is None:
+        return pool.submit(_portable, fn, *args).result()
+    with tempfile.TemporaryDirectory(prefix="mckd-progress-") as folder:
+        path = os.path.join(folder, "progress")
+        future = pool.submit(_portable, functools.partial(fn, progress=FileProgress(path)), *args)
+        last = None
+        while True:
+            try:
+                result = future.result(timeout=PROGRESS_POLL_S)
+            except concurrent.futures.TimeoutError:
+                last = forward_file_progress(path, progress, last)
+                continue
+            forward_file_progress(path, progress, last)  # the last step, written just before the child returned
+            return result
 
 
 def child_for(isolate: str) -> bool | None:
@@ -175,11 +203,11 @@ def _spawned(slot: Slot) -> concurrent.futures.ProcessPoolExecutor:
 _workers: dict[Slot, concurrent.futures.ProcessPoolExecutor] = {}
 
 
-def _cpu_worker(slot: Slot, fn: Callable[..., T], *args) -> T:
+def _cpu_worker(slot: Slot, fn: Callable[..., T], *args, progress: ProgressFn | None = None) -> T:
     with _lock:
         worker = _workers.get(slot) or _workers.setdefault(slot, _spawned(slot))
     try:
-        return worker.submit(_portable, fn, *args).result()
+        return _in_child(worker, fn, args, progress)
     except concurrent.futures.process.BrokenProcessPool as exc:
         with _lock:  # the next task on this slot starts a new process
             _workers.pop(slot, None)

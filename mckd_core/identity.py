@@ -26,7 +26,16 @@ _CORE = Path(__file__).resolve().parent
 NOT_IN_KEY: dict[type, frozenset[str]] = {
     StudentConfig: frozenset({"isolate"}),
     TeacherConfig: frozenset(
-        {"base_url", "api_key_env", "api_key_secret", "concurrency", "timeout_s", "max_retries", "batch_size"}
+        {
+            "base_url",
+            "api_key_env",
+            "api_key_secret",
+            "concurrency",
+            "timeout_s",
+            "max_retries",
+            "batch_size",
+            "max_prompt_tokens",  # a budget: it stops a run or not, it changes no answer
+        }
     ),
     VLLMConfig: frozenset(
         {"python", "startup_timeout_s", "max_restarts", "env", "gpu_memory_utilization", "tensor_parallel_size"}

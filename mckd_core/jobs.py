@@ -18,6 +18,14 @@ class StudentRef(BaseModel):
     metrics: dict
 
 
+class TeacherLabels(BaseModel):
+    """The teacher's label rows of one set, with what asking for them cost (`annotation.token_entry`: the rows sent,
+    those served from the response cache, and their tokens)."""
+
+    labels: ParquetRef
+    tokens: dict
+
+
 class _Job(BaseModel):
     # Jobs travel as task inputs, cache keys and deployment parameters: unknown fields are mistakes.
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .config import RunConfig, baseline_stages
 from .scoring import comparisons, dev_margins
+from .teacher.annotation import total_tokens
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -272,6 +273,37 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def _token_table(tokens: dict | None) -> list[str]:
+    """report.md's teacher tokens: per set and for the run, this run's and what the rows from the cache once cost."""
+    if not tokens:
+        return []
+    lines = [
+        "",
+        "Teacher tokens (as the backend counted them; rows from the teacher cache cost this run nothing, their "
+        "recorded cost is shown as such; `-`: not reported):",
+        "",
+        "| set | rows sent | prompt tokens | completion tokens | rows from cache | their prompt tokens "
+        "| their completion tokens |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in tokens.items():
+        new = (t["prompt_tokens"], t["completion_tokens"]) if t["metered"] or not t["sent"] else ("-", "-")
+        old = (t["cached_prompt_tokens"], t["cached_completion_tokens"]) if t["cached_metered"] else ("-", "-")
+        label = "**run**" if name == "total" else name
+        lines.append(f"| {label} | {t['sent']} | {new[0]} | {new[1]} | {t['from_cache']} | {old[0]} | {old[1]} |")
+    return lines
+
+
+def tokens_line(tokens: dict[str, dict]) -> str:
+    """The run log's one line on what the teacher cost."""
+    t = total_tokens(tokens)
+    return (
+        f"teacher: {t['sent']} rows sent ({t['prompt_tokens']} prompt + {t['completion_tokens']} completion tokens"
+        f" counted for {t['metered']} of them), {t['from_cache']} from the cache (this run: 0 tokens; recorded cost "
+        f"{t['cached_prompt_tokens']} prompt + {t['cached_completion_tokens']} completion tokens)"
+    )
+
+
 def trained_line(name: str, metrics: dict) -> str:
     """The log line of a trained student: its figures with one decimal, as every other figure a user reads."""
     return (
@@ -342,6 +374,7 @@ def render_markdown(report: dict) -> str:
                 f"| {stage['stage']} | {s['partition']} | {s['train_rows']} | {_fmt(s['dev_f1'])} | {s['epochs']} "
                 f"| {s['seconds']:.0f} | {_utilization(s)} |"
             )
+    lines += _token_table(report["teacher"].get("tokens"))
     fs = report["final_student"]
     lines += ["", f"Final student: `{fs['dir']}`", ""]
     if report.get("deliverable"):
@@ -678,6 +711,7 @@ class RunResults:
     deliverable: dict
     timings: dict[str, float]
     files: dict = field(default_factory=dict)  # report.json `files`: the sets and U's labelings (flows/mckd.py)
+    teacher_tokens: dict[str, dict] = field(default_factory=dict)  # {set: annotation.token_entry}
 
     @property
     def tests(self) -> dict[str, dict | None]:
@@ -706,7 +740,11 @@ def build_report(cfg: RunConfig, data: Inputs, run: RunResults) -> dict:
             "teacher_repaired": int((labels["error"] == "repaired").sum()),
             **({"sft_n": data.sft_n.rows} if data.sft_n else {}),
         },
-        "teacher": {"test": summarize_test(run.teacher_test), "pseudolabel_f1": run.teacher_f1},
+        "teacher": {
+            "test": summarize_test(run.teacher_test),
+            "pseudolabel_f1": run.teacher_f1,
+            **({"tokens": {**tokens, "total": total_tokens(tokens)}} if (tokens := run.teacher_tokens) else {}),
+        },
         "first_labels": run.first_labels,
         "stages": run.stages,
         "final_student": final_entry(run.final.dir, run.final.metrics, run.final_test),

@@ -33,10 +33,11 @@ from .jobs import AnnotateJob, RelabelJob, StudentJob, StudentRef
 from .lengths import check_lengths
 from .models import check_model_ref
 from .partition import partition_ids
-from .prompting import Demo
+from .prompting import Demo, Prompt
 from .scoring import score_predictions
 from .student import TrainSpec, cpu_threads, predict, train
-from .teacher import GenParams, ResponseCache, TransformersTeacher, annotate
+from .teacher import GenParams, ProgressFn, ResponseCache, TransformersTeacher, annotate, local_model_key
+from .teacher.annotation import requests
 
 
 class Inputs(BaseModel):
@@ -222,15 +223,50 @@ def teacher_backend(cfg: TeacherConfig, api_key: str | None = None):
     return _teacher_backend(cfg.model_dump_json(), api_key)
 
 
-def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -> tuple[ParquetRef, dict]:
-    """Teacher pseudolabels Y0 for every row of `job.examples` (per-row cached); `api_key` as in `teacher_backend`."""
-    cfg, fmt = job.teacher, get_format(job.task)
-    rows = job.examples.read()
+def _annotation_inputs(job: AnnotateJob, fmt) -> tuple[pd.DataFrame, list[Demo], GenParams]:
+    """The rows to label, the demos and the generation parameters of an annotation job."""
+    cfg = job.teacher
     demo_rows = job.demos.read()
     demo_list = [Demo(i, x, y) for i, x, y in zip(demo_rows["id"], demo_rows["input"], demo_rows["target"])]
     params = GenParams(
         cfg.max_new_tokens, cfg.temperature, **(structured_constraint(fmt) if cfg.structured_outputs else {})
     )
+    return job.examples.read(), demo_list, params
+
+
+def teacher_requests(job: AnnotateJob) -> tuple[list[Prompt], list[str], list[Demo]]:
+    """The prompts `annotate_rows` would send for `job`, their response-cache keys and the demos, without building
+    the teacher (no weights load, no server starts)."""
+    fmt = get_format(job.task)
+    rows, demos, params = _annotation_inputs(job, fmt)
+    cfg = job.teacher
+    prompts, keys = requests(
+        list(rows["input"]),
+        demos,
+        fmt,
+        cache_model_key(cfg),
+        k=cfg.num_demos,
+        selection=cfg.demo_selection,
+        seed=job.seed,
+        params=params,
+        chat=cfg.chat,
+    )
+    return prompts, keys, demos
+
+
+def cache_model_key(cfg: TeacherConfig) -> str:
+    """The teacher's identity in the response cache (each backend's `model_key`), without building the backend."""
+    if cfg.backend == "vllm-server":
+        from .teacher.http import server_model_key
+
+        return server_model_key(cfg)
+    return local_model_key(cfg.model, cfg.revision)
+
+
+def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -> tuple[ParquetRef, dict]:
+    """Teacher pseudolabels Y0 for every row of `job.examples` (per-row cached); `api_key` as in `teacher_backend`."""
+    cfg, fmt = job.teacher, get_format(job.task)
+    rows, demo_list, params = _annotation_inputs(job, fmt)
     cache = ResponseCache(job.cache_path)
     started = time.time()
     try:
@@ -258,6 +294,7 @@ def annotate_rows(job: AnnotateJob, progress=None, api_key: str | None = None) -
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,
         "metered": stats.metered,
+        "tokens": stats.tokens(),
         "seconds": time.time() - started,
         "valid": int(labels["valid"].sum()),
         "invalid": int((~labels["valid"]).sum()),
@@ -308,7 +345,7 @@ def training_rows(
     return valid if gold is None else pd.concat([_gold_frame(gold.read()), valid], ignore_index=True)
 
 
-def train_student(job: StudentJob, attempt: int = 1) -> StudentRef:
+def train_student(job: StudentJob, attempt: int = 1, progress: ProgressFn | None = None) -> StudentRef:
     """Train the job's student here, in this process; attempt n > 1 backs off the micro-batch (OOM retries). A student
     never selects on a row it trained on."""
     cfg = job.student
@@ -343,10 +380,10 @@ def train_student(job: StudentJob, attempt: int = 1) -> StudentRef:
             **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {}),
         },
     )
-    return StudentRef(dir=job.out_dir, metrics=train(spec))
+    return StudentRef(dir=job.out_dir, metrics=train(spec, progress))
 
 
-def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
+def relabel(student: StudentRef, job: RelabelJob, progress: ProgressFn | None = None) -> ParquetRef:
     """The student's labels for the rows of `job.part` (all rows when `job.assignment` is None); with `job.logprobs`,
     a `logprob` column holds each output's mean token log-probability (how sure the student is: `mckd suggest`)."""
     fmt, cfg = get_format(job.task), job.settings
@@ -362,6 +399,7 @@ def relabel(student: StudentRef, job: RelabelJob) -> ParquetRef:
             cfg.eval_batch_size,
             cfg.max_target_tokens,
             cfg.precision,
+            progress,
             logprobs=logprobs,
         )
     checked = [fmt.check(x, r) for x, r in zip(examples["input"], raws)]
@@ -422,11 +460,15 @@ def score_labels(labels: ParquetRef, task: str) -> dict | None:
     return score_predictions(df, [label if v else None for label, v in zip(df["label"], df["valid"])], task)
 
 
-def evaluate_student(student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str) -> dict:
+def evaluate_student(
+    student: StudentRef, test: ParquetRef, cfg: StudentConfig, task: str, progress: ProgressFn | None = None
+) -> dict:
     """The student's test metrics, with `ci95` and per-row `rows` (scoring.score_predictions)."""
     df = test.read()
     with cpu_threads(cfg.cpu_threads):
-        preds = predict(student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision)
+        preds = predict(
+            student.dir, list(df["input"]), cfg.eval_batch_size, cfg.max_target_tokens, cfg.precision, progress
+        )
     return score_predictions(df, preds, task)
 
 

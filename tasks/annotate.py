@@ -6,10 +6,9 @@ from prefect import get_run_logger, task
 from prefect.blocks.system import Secret
 from prefect.runtime import task_run
 
-from mckd_core.data import ParquetRef
 from mckd_core.errors import MckdInputError
 from mckd_core.faults import maybe_inject
-from mckd_core.jobs import AnnotateJob
+from mckd_core.jobs import AnnotateJob, TeacherLabels
 from mckd_core.steps import annotate_rows
 
 from .common import ANNOTATE, retry_transient
@@ -23,7 +22,7 @@ from .progress import progress_reporter
     retry_delay_seconds=[5, 30, 120],
     retry_condition_fn=retry_transient,
 )
-def annotate_task(job: AnnotateJob) -> ParquetRef:
+def annotate_task(job: AnnotateJob) -> TeacherLabels:
     logger = get_run_logger()
     maybe_inject("annotate", task_run.run_count or 1)
     what = job.what
@@ -42,13 +41,13 @@ def annotate_task(job: AnnotateJob) -> ParquetRef:
     )
     if stats.get("metered"):
         logger.info(
-            "teacher on %s: %d prompt + %d completion tokens for the %d rows sent (server usage; cached rows cost 0)",
+            "teacher on %s: %d prompt + %d completion tokens for the %d rows sent (as the backend counted them)",
             what,
             stats["prompt_tokens"],
             stats["completion_tokens"],
             stats["metered"],
         )
-    return ref
+    return TeacherLabels(labels=ref, tokens=stats["tokens"])
 
 
 def api_key_from_secret(block_name: str | None) -> str | None:

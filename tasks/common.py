@@ -13,7 +13,7 @@ from mckd_core.data import ParquetRef
 from mckd_core.failures import is_transient
 from mckd_core.formats import format_source_hash as format_source
 from mckd_core.identity import key_view, package_versions, source_hash
-from mckd_core.jobs import StudentRef
+from mckd_core.jobs import StudentRef, TeacherLabels
 from mckd_core.student import holds_student
 
 #: The packages whose versions change a model's numerics (and so a node's labels, weights or scores).
@@ -75,6 +75,8 @@ def _on_disk(store, key: str, inputs: dict) -> str:
 
 
 def _in_place(result) -> bool:
+    if isinstance(result, TeacherLabels):
+        return result.labels.exists()
     if isinstance(result, ParquetRef):
         return result.exists()
     if isinstance(result, StudentRef):
@@ -86,6 +88,9 @@ def _relocated(result, out_dir: str | None):
     """The same result at the task's current out_dir (the run dir moved or renamed), or None."""
     if out_dir is None:
         return None
+    if isinstance(result, TeacherLabels):
+        labels = _relocated(result.labels, out_dir)
+        return result.model_copy(update={"labels": labels}) if labels is not None else None
     if isinstance(result, ParquetRef):  # files are named by their content: the same name in the new place
         moved = result.model_copy(update={"path": str(Path(out_dir) / Path(result.path).name)})
         return moved if moved.exists() else None
@@ -95,6 +100,8 @@ def _relocated(result, out_dir: str | None):
 
 
 def _where(result) -> str:
+    if isinstance(result, TeacherLabels):
+        return result.labels.path
     return result.path if isinstance(result, ParquetRef) else result.dir
 
 

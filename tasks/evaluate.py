@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 
 from mckd_core.config import StudentConfig
@@ -11,6 +13,7 @@ from mckd_core.jobs import StudentRef
 from mckd_core.steps import evaluate_student, score_labels
 
 from .common import EVALUATE, SCORE, retry_transient
+from .progress import progress_reporter
 
 
 @task(
@@ -19,8 +22,11 @@ from .common import EVALUATE, SCORE, retry_transient
 def evaluate_student_task(
     student: StudentRef, test: ParquetRef, cfg: StudentConfig, task_name: str, slots: SlotPlan | None = None
 ) -> dict:
-    with device_slot(slots) as slot:
-        return run_in_slot(slot, evaluate_student, student, test, cfg, task_name, child=child_for(cfg.isolate))
+    who = "/".join(Path(student.dir).parts[-2:])  # stage-1/student-0, final/student, baseline/sft
+    with device_slot(slots) as slot, progress_reporter(f"Scoring {who} on {test.rows} rows") as progress:
+        return run_in_slot(
+            slot, evaluate_student, student, test, cfg, task_name, child=child_for(cfg.isolate), progress=progress
+        )
 
 
 @task(name="score-labels", cache_policy=SCORE)

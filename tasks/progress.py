@@ -11,7 +11,7 @@ from mckd_core import progress as listeners
 
 
 @contextlib.contextmanager
-def progress_reporter(description: str, min_interval_s: float = 2.0):
+def progress_reporter(description: str, min_interval_s: float = 1.0):
     """Yields a callback(done, total) that updates a progress artifact at most every `min_interval_s`."""
     artifact_id = create_progress_artifact(progress=0.0, description=description)
     last = [0.0]

@@ -11,12 +11,13 @@ from mckd_core.jobs import RelabelJob, StudentRef
 from mckd_core.steps import merge_labels, relabel
 
 from .common import MERGE, RELABEL, retry_transient
+from .progress import progress_reporter
 
 
 @task(name="relabel", cache_policy=RELABEL, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient)
 def relabel_task(student: StudentRef, job: RelabelJob, slots: SlotPlan | None = None) -> ParquetRef:
-    with device_slot(slots) as slot:
-        return run_in_slot(slot, relabel, student, job, child=child_for(job.settings.isolate))
+    with device_slot(slots) as slot, progress_reporter(f"Relabeling by {job.source}") as progress:
+        return run_in_slot(slot, relabel, student, job, child=child_for(job.settings.isolate), progress=progress)
 
 
 @task(name="merge-labels", cache_policy=MERGE)

@@ -32,7 +32,8 @@ def train_student_task(job: StudentJob, slots: SlotPlan | None = None) -> Studen
     with device_slot(slots) as slot:
         logger.info("%s: attempt %d on %s, micro-batch %d x grad-accum %d", job.name, attempt, slot, micro, accum)
         maybe_inject("train-student", attempt)
-        with progress_reporter(f"Training {job.name}"):
-            ref = run_in_slot(slot, train_student, job, attempt, child=child_for(job.student.isolate))
+        with progress_reporter(f"Training {job.name}") as progress:
+            child = child_for(job.student.isolate)
+            ref = run_in_slot(slot, train_student, job, attempt, child=child, progress=progress)
     logger.info(trained_line(job.name, ref.metrics))
     return ref

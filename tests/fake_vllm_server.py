@@ -1,5 +1,6 @@
 """A stand-in for `python -m vllm.entrypoints.openai.api_server` that starts in milliseconds: /health,
-/metrics (vllm:request_success_total) and /v1/chat/completions answering FAKE_VLLM_REPLY.
+/metrics (vllm:request_success_total) and /v1/chat/completions answering FAKE_VLLM_REPLY, with a `usage` whose
+prompt_tokens are the request's words (they differ by row) and completion_tokens 1.
 
 Run as `fake_vllm_server.py -m vllm.entrypoints.openai.api_server --port P ...` (what VLLMServer runs, with
 this script in the place of python's `-m` module: see `fake_vllm_python`). Environment:
@@ -57,13 +58,17 @@ def main() -> None:
                 self._send(404, b"{}", "application/json")
 
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = " ".join(m["content"] for m in request["messages"]) if "messages" in request else request["prompt"]
             with lock:
                 if die_after and served["n"] >= die_after and not died_marker.exists():
                     died_marker.touch()
                     os.kill(os.getpid(), signal.SIGKILL)  # a real crash: the request never gets an answer
                 served["n"] += 1
-            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": REPLY}, "text": REPLY}]})
+            usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 1}
+            body = json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": REPLY}, "text": REPLY}], "usage": usage}
+            )
             self._send(200, body.encode(), "application/json")
 
         def _send(self, status, body, content_type):

@@ -231,3 +231,55 @@ def test_push_without_a_deliverable_is_one_error_line(tmp_path, monkeypatch):
     assert result.exit_code == 2
     text = " ".join(result.output.split())  # rich wraps the line at the console's width
     assert text.startswith("error:") and "no deliverable/ with a trained model" in text and "Traceback" not in text
+
+
+def _no_generation_weights(monkeypatch):
+    """Any load of a generation model's weights fails the test."""
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a generation model was loaded")
+
+    for cls in (transformers.AutoModelForCausalLM, transformers.AutoModelForSeq2SeqLM):
+        monkeypatch.setattr(cls, "from_pretrained", refuse)
+
+
+def _toy_yaml(tmp_path, tiny_models, **overrides) -> str:
+    import yaml
+    from toy_data import toy_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(toy_config(tmp_path, tiny_models, **overrides)))
+    return str(path)
+
+
+def test_estimate_counts_the_teachers_prompt_tokens_without_loading_a_generation_model(
+    tmp_path, tiny_models, monkeypatch
+):
+    from mckd_core.config import load_config
+
+    _no_generation_weights(monkeypatch)
+    config = _toy_yaml(tmp_path, tiny_models)
+    result = runner.invoke(app, ["run", config, "--estimate"])
+    assert result.exit_code == 0, result.output
+    counted = json.loads(result.output[result.output.index("{") :])
+    # The toy run's teacher labels U (12 rows) and T (4); nothing is cached yet.
+    assert {name: s["to_send"] for name, s in counted["sets"].items()} == {"unlabeled": 12, "test": 4}
+    cfg = load_config(config)
+    # Each toy prompt (two demos and the input, as text) is tens of ByT5 tokens; test_flow_tiny checks the count
+    # against what the teacher then reported.
+    assert 16 * 20 < counted["prompt_tokens"] < 16 * 200
+    assert counted["completion_tokens_max"] == 16 * cfg.teacher.max_new_tokens
+    assert "teacher estimate: 16 rows to send" in result.output
+    assert not (cfg.run_dir.parent / ".teacher-cache.sqlite").exists()  # it asked nothing
+
+
+def test_a_prompt_budget_below_the_estimate_stops_the_run_before_the_teacher_is_asked(
+    tmp_path, tiny_models, monkeypatch
+):
+    _no_generation_weights(monkeypatch)
+    monkeypatch.setattr("tasks.annotate.annotate_rows", lambda *a, **k: pytest.fail("the teacher was asked"))
+    result = runner.invoke(app, ["run", _toy_yaml(tmp_path, tiny_models), "--set", "teacher.max_prompt_tokens=50"])
+    assert result.exit_code == 2, result.output
+    assert "teacher.max_prompt_tokens=50: the teacher would be sent" in result.output
+    assert "for 16 rows" in result.output

@@ -248,7 +248,8 @@ def _wait_for(condition, timeout_s: float) -> bool:
 
 
 def _comparable(report: dict, runs_root: Path) -> dict:
-    """report.json without what differs between two identical runs: wall-clock times, speeds and the runs root."""
+    """report.json without what differs between two identical runs: wall-clock times, speeds and the runs root; of
+    the teacher's tokens, which rows were sent and which came from the cache, not what they cost."""
     from mckd_core.report import SPEED_KEYS
 
     def strip(value):
@@ -262,7 +263,12 @@ def _comparable(report: dict, runs_root: Path) -> dict:
             else value
         )
 
-    return strip(report)
+    comparable = strip(report)
+    comparable["teacher"]["tokens"] = {
+        name: {key: entry[key] + entry[f"cached_{key}"] for key in ("prompt_tokens", "completion_tokens", "metered")}
+        for name, entry in comparable["teacher"]["tokens"].items()
+    }
+    return comparable
 
 
 def _flat(text: str) -> str:

@@ -133,6 +133,23 @@ def test_every_node_conserves_rows(toy_run):
         assert set(parts[0]["source"]) == {f"stage-{stage}/student-0"}
 
 
+def test_the_estimate_counted_the_prompt_tokens_the_teacher_then_reported(toy_run, tmp_path):
+    from mckd_core.estimate import estimate_teacher
+    from mckd_core.steps import prepare_inputs
+
+    cfg, _ = toy_run
+    tokens = json.loads((cfg.run_dir / "report.json").read_text())["teacher"]["tokens"]["total"]
+    # Whether or not the run was repeated since: what its rows cost, sent now or recorded when they were.
+    assert tokens["sent"] + tokens["from_cache"] == 16 == tokens["metered"] + tokens["cached_metered"]
+    paid = tokens["prompt_tokens"] + tokens["cached_prompt_tokens"]
+    fresh = cfg.model_copy(update={"runs_root": tmp_path / "runs"})  # an empty teacher cache: every row to send
+    before = estimate_teacher(fresh, prepare_inputs(fresh))
+    assert (before.to_send, before.prompt_tokens) == (16, paid)
+    assert tokens["completion_tokens"] + tokens["cached_completion_tokens"] <= before.completion_tokens_max
+    after = estimate_teacher(cfg, prepare_inputs(cfg))  # this run's root: the cache answers every row
+    assert (after.to_send, after.prompt_tokens, after.completion_tokens_max) == (0, 0, 0)
+
+
 def test_rerun_same_config_is_cached(toy_run):
     cfg, first = toy_run
     second = mckd_flow(cfg, return_state=True)
@@ -204,13 +221,13 @@ def test_no_teacher_prompt_shows_a_dev_row(tmp_path, tiny_models, monkeypatch):
     from mckd_core.teacher.transformers import TransformersTeacher
 
     shown: list[tuple[str, ...]] = []
-    generate = TransformersTeacher.generate
+    generate = TransformersTeacher.generate_with_usage  # what annotate() calls: the answers and their tokens
 
     def recording(self, prompts, params, progress=None):
         shown.extend(p.demo_ids for p in prompts)
         return generate(self, prompts, params, progress)
 
-    monkeypatch.setattr(TransformersTeacher, "generate", recording)
+    monkeypatch.setattr(TransformersTeacher, "generate_with_usage", recording)
     cfg = parse_config(
         toy_config(
             tmp_path,

@@ -243,3 +243,19 @@ def test_a_trained_students_log_line_shows_its_dev_f1_and_seconds_with_one_decim
         "stage 1 student 0: 11 rows (3 gold), best epoch 2, dev F1 68.2, 12.3s"
     )
     assert "dev F1 —" in trained_line("sft", {**metrics, "dev_f1": None})
+
+
+def test_report_md_shows_each_sets_teacher_tokens_and_what_the_cached_rows_once_cost():
+    from mckd_core.teacher.annotation import token_entry, total_tokens
+
+    tokens = {
+        "unlabeled": token_entry(40, 30, (3000, 300, 30), (900, 90, 10)),
+        "test": token_entry(20, 20, (0, 0, 0), (0, 0, 0)),  # a backend that reports no usage
+    }
+    r = report([[40.0, 40.0]], 40.0)
+    r["teacher"]["tokens"] = {**tokens, "total": total_tokens(tokens)}
+    assert r["teacher"]["tokens"]["total"]["prompt_tokens"] == 3000 and r["teacher"]["tokens"]["total"]["rows"] == 60
+    lines = render_markdown(r).splitlines()
+    assert "| unlabeled | 30 | 3000 | 300 | 10 | 900 | 90 |" in lines
+    assert "| test | 20 | - | - | 0 | - | - |" in lines  # not reported is not 0
+    assert "| **run** | 50 | 3000 | 300 | 10 | 900 | 90 |" in lines

@@ -55,6 +55,24 @@ def test_prefix_reuse_gives_the_same_greedy_outputs(tiny_models):
     assert batched == alone
 
 
+def test_the_transformers_teacher_counts_each_rows_prompt_and_generated_tokens(tiny_models):
+    """Batched rows end at different steps; each row's count stops at its own end of sequence, as it would alone."""
+    teacher = TransformersTeacher(tiny_models["teacher"], chat=False, batch_size=3)
+    demos = [Demo("d1", "cat", "dog"), Demo("d2", "sun", "moon")]
+    prompts = [build_prompt("Map each word to its partner word.", demos, q) for q in ("red", "hot day", "up")]
+    counted = teacher.generate_with_usage(prompts, GenParams(max_new_tokens=12))
+    alone = []
+    for prompt in prompts:
+        ids = teacher.tokenizer(teacher.render(prompt), add_special_tokens=False, return_tensors="pt")
+        out = teacher.model.generate(
+            **ids, max_new_tokens=12, do_sample=False, pad_token_id=teacher.tokenizer.pad_token_id
+        )
+        alone.append((ids["input_ids"].shape[1], out.shape[1] - ids["input_ids"].shape[1]))
+    assert [tuple(usage) for _, usage in counted] == alone
+    assert len({prompt for prompt, _ in alone}) == 3  # the rows' prompts differ: a shared count would show
+    assert min(generated for _, generated in alone) < 12  # some row ended before the limit: its padding is not counted
+
+
 class CountingBackend:
     """Test double at the backend edge: answers with the input words, counts what it was asked."""
 
@@ -191,3 +209,21 @@ def test_the_transformers_teachers_weights_are_freed_when_the_teacher_phase_ends
     gc.collect()
     assert teacher_backend(cfg) is backend and backend.model is None and weights() is None
     assert backend.generate(prompts, GenParams(max_new_tokens=4)) == before  # a later phase loads them again
+
+
+def test_the_vllm_offline_teacher_counts_the_engines_prompt_and_output_token_ids(tiny_models):
+    from types import SimpleNamespace
+
+    from mckd_core.config import TeacherConfig
+    from mckd_core.teacher.base import Usage
+    from mckd_core.teacher.vllm_offline import OfflineVLLMTeacher
+
+    class Engine:  # what vllm.LLM.generate returns: RequestOutput-like rows (vLLM itself is not needed here)
+        def generate(self, texts, sampling, use_tqdm):
+            answer = SimpleNamespace(text="x", token_ids=[7, 8])
+            return [SimpleNamespace(prompt_token_ids=list(range(len(t))), outputs=[answer]) for t in texts]
+
+    teacher = OfflineVLLMTeacher(TeacherConfig(backend="vllm-offline", model=tiny_models["teacher"], chat=False))
+    teacher._llm, teacher._sampling = Engine(), lambda params: None
+    prompts = [build_prompt("Map.", [], q) for q in ("a", "bbbb")]
+    assert teacher.generate_with_usage(prompts, GenParams()) == [("x", Usage(len(p.text), 2)) for p in prompts]

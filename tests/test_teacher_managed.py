@@ -6,6 +6,7 @@ vLLM server: tests/test_vllm_managed.py. Also: vllm-offline where vLLM is not in
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sqlite3
 
@@ -85,6 +86,23 @@ def annotate(fake, cfg):
         cache_path=str(fake["cache"]),
     )
     return annotate_rows(job)[1]
+
+
+def recorded_cost(cfg) -> dict[str, list]:
+    """The usage the teacher cache recorded for each row of each set the run's teacher labels (and of all of them)."""
+    from mckd_core.plan import RunPlan
+    from mckd_core.steps import prepare_inputs, teacher_requests
+    from mckd_core.teacher import ResponseCache
+
+    plan = RunPlan(cfg, prepare_inputs(cfg))
+    cache = ResponseCache(plan.teacher_cache)
+    costs = {}
+    for which, rows in plan.teacher_sets().items():
+        _, keys, _ = teacher_requests(plan.annotate(rows, which))
+        usage = cache.usage_of(keys)
+        costs[which] = [usage[key] for key in keys]  # row by row: rows that share a key each cost it
+    cache.close()
+    return {**costs, "total": [u for rows in costs.values() for u in rows]}
 
 
 def starts(fake) -> list[int]:
@@ -168,10 +186,25 @@ def test_flow_restarts_a_killed_server_on_retry_and_a_rerun_starts_none(fake, tm
     assert first.is_completed()
     assert len(starts(fake)) == 2 and not any(alive(pid) for pid in starts(fake))  # stopped with the teacher phase
 
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    tokens, paid = report["teacher"]["tokens"], recorded_cost(cfg)
+    assert set(tokens) == {"unlabeled", "test", "total"}
+    # Every row of U and T cost what the server said once; the rows the killed attempt had cached are the retry's
+    # rows from the cache, with the cost they were recorded with.
+    for name, entry in tokens.items():
+        assert entry["sent"] == entry["metered"] and entry["from_cache"] == entry["cached_metered"]
+        assert entry["sent"] + entry["from_cache"] == len(paid[name])
+        both = [entry[k] + entry[f"cached_{k}"] for k in ("prompt_tokens", "completion_tokens")]
+        assert both == [sum(u.prompt_tokens for u in paid[name]), sum(u.completion_tokens for u in paid[name])]
+    assert tokens["total"]["sent"] > 0
+
     second = mckd_flow(cfg, return_state=True)  # same config: the ephemeral port is in no cache key
     assert second.is_completed()
     assert final_states(second)["annotate"] == ["Cached", "Cached"]
     assert len(starts(fake)) == 2
+    again = json.loads((cfg.run_dir / "report.json").read_text())["teacher"]["tokens"]["total"]
+    assert (again["sent"], again["prompt_tokens"], again["completion_tokens"]) == (0, 0, 0)  # nothing new was asked
+    assert again["cached_prompt_tokens"] == sum(u.prompt_tokens for u in paid["total"])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

@@ -345,7 +345,14 @@ def _metrics(report: dict) -> dict:
 
     return {
         "counts": report["counts"],
-        "teacher": report["teacher"],
+        # Of the teacher's tokens what its rows cost, not which of them this run's cache already held.
+        "teacher": {
+            **report["teacher"],
+            "tokens": {
+                name: {key: entry[key] + entry[f"cached_{key}"] for key in ("prompt_tokens", "completion_tokens")}
+                for name, entry in report["teacher"].get("tokens", {}).items()
+            },
+        },
         "stages": [
             {
                 "stage": s["stage"],

@@ -6,7 +6,7 @@ import copy
 from typing import Sequence
 
 from ..prompting import Prompt
-from .base import local_model_key
+from .base import Usage, local_model_key
 
 
 class TransformersTeacher:
@@ -64,6 +64,10 @@ class TransformersTeacher:
         return prompt.text
 
     def generate(self, prompts, params, progress=None):
+        return [text for text, _ in self.generate_with_usage(prompts, params, progress)]
+
+    def generate_with_usage(self, prompts, params, progress=None) -> list[tuple[str, Usage]]:
+        """`generate`, with each row's tokens: its prompt's and the ones it generated up to its end of sequence."""
         import torch
 
         if self.model is None:
@@ -77,7 +81,7 @@ class TransformersTeacher:
         cut = len(prefix) if prefix_cache is not None else 0
         # Longest first: batches have similar lengths, and a memory problem shows on the first batch.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        outputs: list[str] = [""] * len(ids)
+        outputs: list[tuple[str, Usage]] = [("", Usage(0, 0))] * len(ids)
         sampling = (
             {"do_sample": True, "temperature": params.temperature} if params.temperature > 0 else {"do_sample": False}
         )
@@ -98,10 +102,17 @@ class TransformersTeacher:
                     **extra,
                 )
             for row, i in enumerate(idx):
-                outputs[i] = self.tokenizer.decode(out[row, input_ids.shape[1] :], skip_special_tokens=True)
+                generated = out[row, input_ids.shape[1] :]
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                outputs[i] = (text, Usage(len(ids[i]), self._generated_length(generated.tolist())))
             if progress:
                 progress(min(start + self.batch_size, len(order)), len(order))
         return outputs
+
+    def _generated_length(self, tokens: list[int]) -> int:
+        """Tokens generated before the row's padding: up to and with its first end-of-sequence token."""
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        return next((n + 1 for n, token in enumerate(tokens) if token in ends), len(tokens))
 
     def _encode_prefix(self, prefix: list[int]):
         import torch

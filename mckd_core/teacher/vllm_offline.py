@@ -10,7 +10,7 @@ from ..config import TeacherConfig
 from ..errors import MckdInputError
 from ..models import resolve_model
 from ..prompting import Prompt
-from .base import GenParams, ProgressFn, local_model_key
+from .base import GenParams, ProgressFn, Usage, local_model_key
 from .http import COMPLETION_STOP
 from .vllm_server import engine_settings
 
@@ -25,6 +25,12 @@ class OfflineVLLMTeacher:
         self._chat = cfg.chat
 
     def generate(self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None) -> list[str]:
+        return [text for text, _ in self.generate_with_usage(prompts, params, progress)]
+
+    def generate_with_usage(
+        self, prompts: Sequence[Prompt], params: GenParams, progress: ProgressFn | None = None
+    ) -> list[tuple[str, Usage | None]]:
+        """`generate`, with each row's prompt and generated token counts as the engine's outputs hold them."""
         llm = self._engine()
         sampling = self._sampling(params)
         # One call for all prompts: vLLM schedules them in continuous batches and shares their common prefix.
@@ -34,7 +40,7 @@ class OfflineVLLMTeacher:
             outputs = llm.generate([p.text for p in prompts], sampling, use_tqdm=False)
         if progress:
             progress(len(prompts), len(prompts))
-        return [out.outputs[0].text for out in outputs]
+        return [(out.outputs[0].text, _usage(out)) for out in outputs]
 
     def _sampling(self, params: GenParams):
         from vllm import SamplingParams
@@ -62,6 +68,12 @@ class OfflineVLLMTeacher:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.llm_engine.engine_core.shutdown()
+
+
+def _usage(out) -> Usage | None:
+    if out.prompt_token_ids is None:
+        return None
+    return Usage(len(out.prompt_token_ids), len(out.outputs[0].token_ids))
 
 
 def load_llm(cfg: TeacherConfig):

@@ -191,6 +191,8 @@ def _label_files(
         **{name: where(ref) for name, ref in sets.items() if ref is not None},
         "labels_of_unlabeled": {name: where(ref) for name, ref in labelings.items()},
     }
+
+
 def _annotate_sets(tasks: RunTasks, plan: RunPlan) -> tuple[dict[str, ParquetRef], dict[str, dict]]:
     """The teacher's labels of each set it labels (U; T and the dev rows where asked), and what each cost this run."""
     labels, tokens = {}, {}

@@ -103,19 +103,13 @@ def stage_flow(
 @flow(name="mckd-distill", log_prints=True)
 def mckd_flow(config: RunConfig) -> dict:
     """Multistage Collaborative Knowledge Distillation (Zhao et al., ACL 2024) for one RunConfig."""
-    logger, timings, clock, cfg = get_run_logger(), {}, time.perf_counter(), config
-    data = prepare_inputs(cfg)  # 0. every input validated before any model loads
-    for warning in data.warnings:  # over-long inputs: said now, before hours of training on cut inputs
-        logger.warning(warning)
-    estimate = estimate_teacher(cfg, data)  # what the teacher will be asked, counted before it is
-    logger.info(estimate.line())
-    estimate.check_budget(cfg.teacher.max_prompt_tokens)
+    timings, clock, cfg = {}, time.perf_counter(), config
+    data = _checked_inputs(cfg)  # 0. every input validated, the teacher's prompts counted, before any model loads
     plan, tasks = RunPlan(cfg, data), RunTasks(cfg)
 
     # 1. Teacher: few-shot labels of U (and T, dev). A vLLM server mckd starts stops with this block, also on failure.
     with _timed(timings, "teacher"), teacher_session():
         teacher, tokens = _annotate_sets(tasks, plan)
-    logger.info(tokens_line(tokens))
     teacher_labels = teacher["unlabeled"]
 
     # 2. Partition U into K disjoint parts (fixed across stages unless redrawn).
@@ -139,10 +133,7 @@ def mckd_flow(config: RunConfig) -> dict:
 
     # 4. Final stage: one student on all of U with Y_{S-1}; the baselines need nothing from it and train alongside.
     with _timed(timings, "final"):
-        final_job = plan.distilled("final", labels, cfg.stages.num_stages, init)
-        final = tasks.train.submit(final_job, tasks.slots)
-        # Its own labels of U, with how sure it is of each: what `mckd suggest` ranks rows by, beside the stages'.
-        final_labels = tasks.relabel.submit(final, plan.final_relabel(final_job), tasks.slots)
+        final, final_labels = _final_student(tasks, plan, labels, init)
         baselines = {
             name: tasks.train.submit(plan.baseline(name, history, init), tasks.slots) for name in cfg.baselines
         }
@@ -193,6 +184,26 @@ def _label_files(
     }
 
 
+def _checked_inputs(cfg: RunConfig) -> Inputs:
+    """The run's inputs, validated; over-long rows and the teacher's estimate said now, before hours of work, and the
+    run stopped here when the estimate is over teacher.max_prompt_tokens."""
+    logger, data = get_run_logger(), prepare_inputs(cfg)
+    for warning in data.warnings:
+        logger.warning(warning)
+    estimate = estimate_teacher(cfg, data)
+    logger.info(estimate.line())
+    estimate.check_budget(cfg.teacher.max_prompt_tokens)
+    return data
+
+
+def _final_student(tasks: RunTasks, plan: RunPlan, labels: ParquetRef, init: StudentRef | None) -> tuple:
+    """The final student on all of U with Y_{S-1}, submitted, and its own labels of U with how sure it is of each
+    (what `mckd suggest` ranks rows by, beside the stages' labels)."""
+    job = plan.distilled("final", labels, tasks.cfg.stages.num_stages, init)
+    final = tasks.train.submit(job, tasks.slots)
+    return final, tasks.relabel.submit(final, plan.final_relabel(job), tasks.slots)
+
+
 def _annotate_sets(tasks: RunTasks, plan: RunPlan) -> tuple[dict[str, ParquetRef], dict[str, dict]]:
     """The teacher's labels of each set it labels (U; T and the dev rows where asked), and what each cost this run."""
     labels, tokens = {}, {}
@@ -202,6 +213,7 @@ def _annotate_sets(tasks: RunTasks, plan: RunPlan) -> tuple[dict[str, ParquetRef
         labels[which] = result.labels
         # A node reused whole asked the teacher nothing this run: its recorded entry is what an earlier run paid.
         tokens[which] = all_from_cache(result.tokens) if state.name == "Cached" else result.tokens
+    get_run_logger().info(tokens_line(tokens))
     return labels, tokens
 
 

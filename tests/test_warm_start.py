@@ -118,7 +118,7 @@ def test_first_labels_sft_are_the_sft_students_labels_of_u_and_the_teachers_wher
     # `mckd suggest` reads Y_0 as its own labeling of U, between the teacher's and stage 1's.
     labelings = report["files"]["labels_of_unlabeled"]
     assert list(labelings) == ["teacher", "sft", "stage-1", "final"]
-    assert pd.read_parquet(labelings["sft"]).set_index("id").loc[teacher.index].equals(first)
+    assert pd.read_parquet(run / labelings["sft"]).set_index("id").loc[teacher.index].equals(first)
     # Stage-1 student k learns from the valid Y_0 labels of the other part, plus L's 6 training rows.
     parts = pd.read_parquet(next((run / "data").glob("partition-*.parquet"))).set_index("id")["part"].loc[teacher.index]
     trained = [s["train_rows"] for s in report["stages"][0]["students"]]

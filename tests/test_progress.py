@@ -41,7 +41,9 @@ def test_a_student_trained_in_a_cpu_slot_process_advances_its_progress_artifact_
 ):
     from tasks.train_student import train_student_task
 
-    words = list(PAIRS) * 8  # 64 rows, one per step: a few seconds of training
+    # 64 rows, one per step, 24 epochs: ~10 s of training on an idle 2-core machine, so that at one artifact update
+    # a second the watcher sees several values before the end (4 epochs took 2.4 s and it saw none).
+    words = list(PAIRS) * 8
     rows = pd.DataFrame({"id": [f"u{i}" for i in range(len(words))], "input": words, "target": [None] * len(words)})
     labels = label_frame(
         rows,
@@ -56,7 +58,7 @@ def test_a_student_trained_in_a_cpu_slot_process_advances_its_progress_artifact_
     job = StudentJob(
         name="progress/student",
         task="text",
-        student=StudentConfig(model=tiny_models["t5"], epochs=4, batch_size=1, max_target_tokens=8, max_dev=2),
+        student=StudentConfig(model=tiny_models["t5"], epochs=24, batch_size=1, max_target_tokens=8, max_dev=2),
         seed=0,
         labels=write_parquet(labels, tmp_path, "labels"),
         dev=write_parquet(dev, tmp_path, "dev"),

@@ -188,15 +188,17 @@ def run(
 
 
 def _print_estimate(cfg) -> None:
+    from mckd_core.errors import MckdInputError
     from mckd_core.estimate import estimate_teacher
     from mckd_core.steps import prepare_inputs
 
     counted = estimate_teacher(cfg, prepare_inputs(cfg))
     Console().print(counted.line(), highlight=False)
     Console().print_json(json.dumps(counted.as_dict()))
-    budget = cfg.teacher.max_prompt_tokens
-    if budget is not None and (counted.prompt_tokens or 0) > budget:
-        Console().print(f"over teacher.max_prompt_tokens={budget}: a run stops before the teacher", highlight=False)
+    try:  # what the run would do with this estimate, said now (also where the prompts could not be counted)
+        counted.check_budget(cfg.teacher.max_prompt_tokens)
+    except MckdInputError as exc:
+        Console().print(f"a run stops before the teacher: {exc}", highlight=False)
 
 
 def _overrides(items: list[str]) -> dict:
@@ -576,10 +578,8 @@ def data_merge_labels(
             _fail(f"{path}: write the new set as .parquet")
     if (unlabeled is None) != (unlabeled_out is None):
         _fail("--unlabeled and --unlabeled-out go together: U in, U less the labeled rows out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    merged.to_parquet(out, index=False)
-    console.print(f"{len(new)} labeled rows added to {len(merged) - len(new)}: {out}", highlight=False)
-    if unlabeled is not None:
+    rest = None
+    if unlabeled is not None:  # read before anything is written: a bad U leaves no half-updated pair of files
         from mckd_core.data import normalize_examples, read_table
 
         try:
@@ -587,5 +587,10 @@ def data_merge_labels(
         except MckdInputError as exc:
             _fail(str(exc))
         rest = rows[~rows["id"].isin(set(new["id"]))]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    merged.to_parquet(out, index=False)
+    console.print(f"{len(new)} labeled rows added to {len(merged) - len(new)}: {out}", highlight=False)
+    if rest is not None:
+        unlabeled_out.parent.mkdir(parents=True, exist_ok=True)
         rest.to_parquet(unlabeled_out, index=False)
         console.print(f"U: {len(rows) - len(rest)} rows left it, {len(rest)} remain: {unlabeled_out}", highlight=False)

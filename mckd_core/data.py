@@ -89,7 +89,8 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
     """Load Parquet / JSONL / JSON / CSV or a saved `datasets` directory; errors name the file and a fix."""
     p = Path(path)
     if not p.exists():
-        raise MckdInputError(f"{what}: file not found: {p} (check data.{what} in the config)")
+        where = what if what.startswith("--") else f"data.{what} in the config"  # a CLI option, or a config key
+        raise MckdInputError(f"{what}: file not found: {p} (check {where})")
     try:
         if p.is_dir():
             import datasets

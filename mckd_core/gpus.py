@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import multiprocessing
 import os
 import queue
@@ -161,14 +162,27 @@ def _in_child(pool: concurrent.futures.Executor, fn: Callable[..., T], args: tup
         path = os.path.join(folder, "progress")
         future = pool.submit(_portable, functools.partial(fn, progress=FileProgress(path)), *args)
         last = None
-        while True:
-            try:
-                result = future.result(timeout=PROGRESS_POLL_S)
-            except concurrent.futures.TimeoutError:
-                last = forward_file_progress(path, progress, last)
-                continue
-            forward_file_progress(path, progress, last)  # the last step, written just before the child returned
-            return result
+        # wait(), not result(timeout=): a TimeoutError the job itself raised (a socket or file-lock timeout) would
+        # look like "still running" to result() and be polled for ever.
+        while not concurrent.futures.wait([future], timeout=PROGRESS_POLL_S).done:
+            last = _forwarded(path, progress, last)
+        _forwarded(path, progress, last)  # the last step, written just before the child returned
+        return future.result()
+
+
+def _forwarded(path: str, progress: ProgressFn, last: tuple | None) -> tuple | None:
+    """forward_file_progress, where a progress display that fails (the Prefect API away) never abandons the job the
+    child is still running: the steps are dropped, the job goes on."""
+    try:
+        return forward_file_progress(path, progress, last)
+    except Exception as exc:
+        _progress_lost(type(exc).__name__)
+        return last
+
+
+@functools.cache  # once per process and kind of failure: a display that is down would say so every poll
+def _progress_lost(error: str) -> None:
+    logging.getLogger("mckd").warning("progress of a slot's job not shown (%s); the job goes on", error)
 
 
 def child_for(isolate: str) -> bool | None:

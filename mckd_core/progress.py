@@ -53,9 +53,12 @@ class FileProgress:
             return
         self._last = now
         partial = f"{self.path}.{os.getpid()}.tmp"
-        with open(partial, "w") as out:
-            out.write(f"{done} {total}")
-        os.replace(partial, self.path)
+        try:
+            with open(partial, "w") as out:
+                out.write(f"{done} {total}")
+            os.replace(partial, self.path)
+        except OSError:  # the reader is gone (its folder removed): progress is a display, never the job's failure
+            pass
 
 
 def forward_file_progress(path: str, progress: Callable[[int, int], None], last: tuple | None) -> tuple | None:

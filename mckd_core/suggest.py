@@ -218,7 +218,7 @@ def suggest(run_dir: str | Path, n: int = 50, exclude: list[str | Path] = ()) ->
     if n < 1:
         raise MckdInputError(f"--n {n}: ask for at least 1 row")
     run = load_run(run_dir)
-    extra = [normalize_examples(read_table(p, "exclude"), str(p), need_target=False) for p in exclude]
+    extra = [normalize_examples(read_table(p, "--exclude"), str(p), need_target=False) for p in exclude]
     labeled = pd.concat([run.labeled[["id", "input"]], *[df[["id", "input"]] for df in extra]], ignore_index=True)
     return run, pick(rank(run, extra), n, labeled)
 

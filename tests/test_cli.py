@@ -279,7 +279,13 @@ def test_a_prompt_budget_below_the_estimate_stops_the_run_before_the_teacher_is_
 ):
     _no_generation_weights(monkeypatch)
     monkeypatch.setattr("tasks.annotate.annotate_rows", lambda *a, **k: pytest.fail("the teacher was asked"))
-    result = runner.invoke(app, ["run", _toy_yaml(tmp_path, tiny_models), "--set", "teacher.max_prompt_tokens=50"])
+    config = _toy_yaml(tmp_path, tiny_models)
+    estimated = runner.invoke(app, ["run", config, "--estimate", "--set", "teacher.max_prompt_tokens=50"])
+    assert estimated.exit_code == 0, estimated.output  # --estimate says what a run would do, and runs nothing
+    assert "a run stops before the teacher: teacher.max_prompt_tokens=50: the teacher would be sent" in " ".join(
+        estimated.output.split()
+    )
+    result = runner.invoke(app, ["run", config, "--set", "teacher.max_prompt_tokens=50"])
     assert result.exit_code == 2, result.output
     assert "teacher.max_prompt_tokens=50: the teacher would be sent" in result.output
     assert "for 16 rows" in result.output

@@ -4,6 +4,7 @@ exactly what they learn one at a time with the same thread count."""
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 
 import pytest
 from toy_data import PAIRS
@@ -147,3 +148,24 @@ def test_a_slot_worker_exits_when_its_parent_is_killed():
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker)
+
+
+def _times_out(progress=None):
+    raise TimeoutError("read timed out")  # as a socket or a file lock says it, inside the job
+
+
+def test_a_timeout_the_job_raises_in_its_slot_process_comes_back_as_its_error():
+    """Polled for progress, a job that failed with TimeoutError must not look "still running" for ever."""
+    outcome: dict = {}
+
+    def call():
+        try:
+            run_in_slot(Slot(cores=(0,)), _times_out, progress=lambda done, total: None)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(120)
+    assert not caller.is_alive(), "run_in_slot kept polling a job that had already failed"
+    assert isinstance(outcome["error"], TimeoutError) and "read timed out" in str(outcome["error"])

@@ -592,12 +592,11 @@ def generate(
                     num_beams=1,
                     pad_token_id=tok.pad_token_id,
                     stopping_criteria=[FirstLineDone(tok, prompt)],
-                    **({"output_scores": True, "return_dict_in_generate": True} if logprobs is not None else {}),
+                    **({"logits_processor": [chosen := ChosenLogprobs()]} if logprobs is not None else {}),
                 )
             if logprobs is not None:
-                for i, score in zip(idx, mean_logprobs(model, tok, out)):
+                for i, score in zip(idx, mean_logprobs(tok, out, chosen.table())):
                     scores[i] = score
-                out = out.sequences
             new = out[:, prompt:]
             for row, i in enumerate(idx):
                 text = tok.decode(new[row], skip_special_tokens=True).strip()
@@ -609,16 +608,36 @@ def generate(
     return outputs
 
 
-def mean_logprobs(model, tok, out) -> list[float]:
-    """Per row of a `generate(..., output_scores=True, return_dict_in_generate=True)` result: the mean log-probability
-    of the generated tokens that make its output, the first line (through the token that ends it, an end token or
-    a line break; what follows is dropped like the text). A mean, not a sum, so a long output is not "unsure" for its
-    length alone."""
+class ChosenLogprobs:
+    """A logits processor that keeps, at each greedy decoding step, the log-probability of the token greedy decoding
+    then picks (the highest): batch floats a step, where `output_scores` would keep batch x vocabulary scores a step
+    (GBs for a large vocabulary, and a relabel that fits at eval_batch_size would not)."""
+
+    def __init__(self):
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        # In fp32: bf16 logits would round the log-softmax.
+        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values.cpu())
+        return scores
+
+    def table(self):
+        """(batch, steps) log-probabilities of the chosen tokens."""
+        import torch
+
+        return torch.stack(self.steps, dim=1)
+
+
+def mean_logprobs(tok, sequences, steps) -> list[float]:
+    """Per row of greedy `generate` output `sequences` with its chosen tokens' log-probabilities `steps` (batch x
+    generated steps, `ChosenLogprobs`): the mean log-probability of the generated tokens that make its output, the
+    first line (through the token that ends it, an end token or a line break; what follows is dropped like the
+    text). A mean, not a sum, so a long output is not "unsure" for its length alone."""
     import torch
 
-    logits = tuple(step.float() for step in out.scores)  # bf16 logits would round the log-softmax
-    steps = model.compute_transition_scores(out.sequences, logits, normalize_logits=True).cpu()
-    generated = out.sequences[:, -steps.shape[1] :].cpu()
+    generated = sequences[:, -steps.shape[1] :].cpu()
     ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
     means = []
     for tokens, row in zip(generated.tolist(), steps):

@@ -363,3 +363,31 @@ def test_predict_gives_each_outputs_mean_token_logprob_without_changing_the_outp
         assert logprobs[-1] == pytest.approx(logprobs[0], abs=1e-2)  # the same input, padded otherwise in its batch
         means[arch] = sum(logprobs[: len(PAIRS)]) / len(PAIRS)
     assert means["teacher"] > means["t5"]
+
+
+def test_the_chosen_tokens_logprobs_are_what_transformers_computes_from_the_full_scores(tiny_models):
+    """ChosenLogprobs keeps one float per row and step, not the vocabulary's scores; the values are the same."""
+    from transformers import AutoModelForCausalLM
+
+    from mckd_core.student import ChosenLogprobs, causal_prompt, load_tokenizer, mean_logprobs
+
+    tok = load_tokenizer(tiny_models["teacher"])
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["teacher"])
+    enc = tok([causal_prompt("cat"), causal_prompt("zebra crossing")], return_tensors="pt", padding=True)
+    chosen = ChosenLogprobs()
+    out = model.generate(
+        **enc,
+        max_new_tokens=5,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tok.pad_token_id,
+        logits_processor=[chosen],
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    reference = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    assert chosen.table().shape == reference.shape
+    # Equal through each row's end (past it a finished row is padded, which greedy decoding did not choose).
+    ours, theirs = mean_logprobs(tok, out.sequences, chosen.table()), mean_logprobs(tok, out.sequences, reference)
+    assert ours == pytest.approx(theirs, abs=1e-5)

@@ -159,12 +159,15 @@ class Server:
     def api(self) -> str:
         return f"{self.url}/api"
 
-    def cli(self, *args: str, timeout: float = 300, name: str = "cli") -> subprocess.CompletedProcess:
-        """A `prefect` command against this server, from the repo root; fails the test with its output."""
+    def cli(
+        self, *args: str, timeout: float = 300, name: str = "cli", env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        """A `prefect` command against this server, from the repo root (`env`: more variables for it); fails the
+        test with its output."""
         proc = subprocess.run(
             [PREFECT, *args],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -176,8 +179,8 @@ class Server:
         )
         return proc
 
-    def run_once_worker(self, name: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return self.cli("worker", "start", "--pool", "mckd-process", "--run-once", timeout=timeout, name=name)
+    def run_once_worker(self, name: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+        return self.cli("worker", "start", "--pool", "mckd-process", "--run-once", timeout=timeout, name=name, env=env)
 
     def client(self):
         """An API client bound to this server (not the session's test harness)."""

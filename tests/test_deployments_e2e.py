@@ -5,7 +5,8 @@ pool → `prefect deploy --all` →
    `prefect deployment run mckd-distill/mckd-distill --param config=...` → `prefect worker start --run-once`:
    the run completes and its artifacts (markdown `mckd-report`, table `mckd-stage-1`) exist; a Chromium
    screenshot of the run page when Chromium is installed.
-2. `dispatch_student` through the `mckd-train-student` deployment (GPU pinning job variable included).
+2. `dispatch_student` through the `mckd-train-student` deployment (GPU pinning job variable included); a format
+   plugin installed only in the worker's environment, used by such a dispatched run.
 3. Re-distillation in-process: new rows → distilled (only they reach the teacher); none → "no new data";
    a failed run leaves the state untouched.
 4. The evaluation flow on a saved model dir (metrics + markdown artifact `mckd-evaluate`).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import sys
@@ -130,7 +132,7 @@ def _assert_rendered(png: Path) -> None:
 
 def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
     """flows.train_student.dispatch_student → mckd-train-student run on the pool → the trained StudentRef."""
-    from flows.train_student import dispatch_student, heartbeat_seconds
+    from flows.train_student import heartbeat_seconds
     from mckd_core.config import StudentConfig
     from mckd_core.data import ParquetRef
     from mckd_core.jobs import StudentJob
@@ -146,37 +148,12 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
     labels, dev = ref("teacher/labels-*.parquet"), ref("data/labeled-*.parquet")
     out_dir = str(tmp_path_factory.mktemp("e2e-dispatch") / "student")
     student = StudentConfig(**{**server.distill["config"]["student"], "epochs": 1, "min_valid_rows": 1})
-    result: dict = {}
-
-    def dispatch():
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: server.api}):
-                job = StudentJob(
-                    name="dispatch/student-0",
-                    task="text",
-                    student=student,
-                    seed=7,
-                    labels=labels,
-                    dev=dev,
-                    out_dir=out_dir,
-                )
-                result["ref"] = dispatch_student(job, gpu="0", poll_interval=1, timeout=600)
-        except BaseException as exc:  # surfaced by the main thread
-            result["error"] = exc
-
+    job = StudentJob(
+        name="dispatch/student-0", task="text", student=student, seed=7, labels=labels, dev=dev, out_dir=out_dir
+    )
     started = time.monotonic()
-    thread = threading.Thread(target=dispatch, daemon=True)
-    thread.start()
-    flow_run = asyncio.run(_wait_for_run(server, "mckd-train-student"))
-    server.run_once_worker("worker-dispatch")
-    thread.join(timeout=120)
+    student_ref, flow_run = _dispatch_on_a_worker(server, job, "worker-dispatch")
     server.timings["dispatch_s"] = time.monotonic() - started
-    assert not thread.is_alive(), "dispatch_student did not return after the worker finished"
-    if "error" in result:
-        raise result["error"]
-    student_ref = result["ref"]
     assert student_ref.dir == out_dir
     # metrics.json, with what train_student records about the rows (gold_rows, dev_rows, dev_overlap).
     assert student_ref.metrics == json.loads((Path(out_dir) / "metrics.json").read_text())
@@ -190,6 +167,88 @@ def test_dispatch_student_through_the_deployment(deployed, tmp_path_factory):
     }
     assert from_result == student_ref  # the run's persisted result is what dispatch_student returned
     print("\ne2e timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in server.timings.items()))
+
+
+def _dispatch_on_a_worker(server: Server, job, worker: str, env: dict | None = None):
+    """`dispatch_student(job)` from a thread while a `--run-once` worker (with `env` added) runs it: the StudentRef it
+    returned, and the flow run."""
+    from flows.train_student import dispatch_student
+
+    result: dict = {}
+
+    def dispatch():
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: server.api}):
+                result["ref"] = dispatch_student(job, gpu="0", poll_interval=1, timeout=600)
+        except BaseException as exc:  # surfaced by the main thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=dispatch, daemon=True)
+    thread.start()
+    flow_run = asyncio.run(_wait_for_run(server, "mckd-train-student"))
+    server.run_once_worker(worker, env=env)
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "dispatch_student did not return after the worker finished"
+    if "error" in result:
+        raise AssertionError(f"{(server.logs / f'{worker}.log').read_text()[-4000:]}") from result["error"]
+    return result["ref"], flow_run
+
+
+def test_a_student_dispatched_to_a_worker_uses_a_format_installed_only_there(deployed, tiny_models, tmp_path_factory):
+    """The example plugin installed in the worker's environment alone (an entry point `kv` in a site dir on its
+    PYTHONPATH): the mckd-train-student run looks the format up itself, checks the labels and selects its epoch with
+    the plugin's metric; the dispatching process cannot even find the format."""
+    from mckd_core.config import StudentConfig
+    from mckd_core.data import write_parquet
+    from mckd_core.errors import MckdInputError
+    from mckd_core.formats import get_format
+    from mckd_core.jobs import StudentJob
+
+    tmp = tmp_path_factory.mktemp("e2e-plugin")
+    site = tmp / "site"
+    dist = site / "mckd_format_example-0.1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mckd-format-example\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[mckd.formats]\nkv = mckd_format_example:KeyValueFormat\n")
+    with pytest.raises(MckdInputError):
+        get_format("kv")  # not here: only the worker has it
+
+    cities = ["boston", "denver", "dallas", "austin", "miami", "reno"]
+    inputs = [f"to {c} on day {i}" for i, c in enumerate(cities)]
+    targets = [f"city={c};day={i}" for i, c in enumerate(cities)]
+    raw = targets[:-1] + ["no fields here"]  # one teacher output the plugin finds invalid
+    labels = pd.DataFrame(
+        {
+            "id": [f"u{i}" for i in range(6)],
+            "input": inputs,
+            "label": targets[:-1] + [None],
+            "raw": raw,
+            "valid": [True] * 5 + [False],
+            "error": [None] * 5 + ["not key=value"],
+            "source": "teacher",
+            "stage": 0,
+        }
+    )
+    dev = pd.DataFrame({"id": ["d0", "d1"], "input": inputs[:2], "target": targets[:2]})
+    student = StudentConfig(
+        model=tiny_models["t5"], epochs=2, batch_size=3, learning_rate=3e-3, max_target_tokens=16, min_valid_rows=1
+    )
+    job = StudentJob(
+        name="dispatch/kv-student",
+        task="kv",
+        student=student,
+        seed=3,
+        labels=write_parquet(labels, tmp / "data", "labels"),
+        dev=write_parquet(dev, tmp / "data", "dev"),
+        out_dir=str(tmp / "student"),
+    )
+    example = REPO / "examples" / "mckd-format-example"
+    path = os.pathsep.join(p for p in (str(site), str(example), deployed.env.get("PYTHONPATH")) if p)
+    ref, _ = _dispatch_on_a_worker(server=deployed, job=job, worker="worker-plugin", env={"PYTHONPATH": path})
+    assert ref.metrics["task"] == "kv" and ref.metrics["train_rows"] == 5  # the invalid teacher row left out
+    assert len(ref.metrics["history"]) == 2 and all("dev_f1" in epoch for epoch in ref.metrics["history"])
 
 
 async def _finished_run(server: Server, flow_run_id):

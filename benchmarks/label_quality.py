@@ -8,10 +8,16 @@ dir's teacher/labels-*.parquet, sft-labels/labels-*.parquet (stages.first_labels
 (U's rows with their gold `target`); invalid labels
 count as empty predictions, as in every score of the report.
 
+`students` sets each trained model's test score beside the labels of U it trained on (issue #27's "better labels
+count"): vanilla KD on the teacher's, MCKD-k (k < S, a baseline) on Y_{k-1}, the final student (MCKD-S) on
+Y_{S-1}; Y_0 is the source report.json's `first_labels.chosen` names (the teacher's when absent); with the epoch dev
+selection chose and its dev F1.
+
 Usage:
   .venv/bin/python benchmarks/label_quality.py runs/quality-bm25-s1/atis-U40-e6-74f312-seed1 [RUN_DIR ...]
 Prints one JSON object per run dir: {"run", "labels": {"teacher": {...}, "stage-1": {...}, ...},
-"gain": {"stage-1": {"vs teacher": {"diff", "ci95"}}, "stage-2": {"vs teacher": ..., "vs previous": ...}, ...}}.
+"gain": {"stage-1": {"vs teacher": {"diff", "ci95"}}, "stage-2": {"vs teacher": ..., "vs previous": ...}, ...},
+"students": [{"model", "trained_on", "labels": {...}, "test": {...}, "epoch", "epochs", "dev_f1"}, ...]}.
 """
 
 from __future__ import annotations
@@ -56,18 +62,48 @@ def label_files(run_dir: Path) -> dict[str, Path]:
 
 
 def label_quality(run_dir: Path) -> dict:
-    task = json.loads((run_dir / "report.json").read_text())["config"]["data"]["task"]
+    report = json.loads((run_dir / "report.json").read_text())
+    task = report["config"]["data"]["task"]
     scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir).items()}
     if any(score is None for score in scores.values()):
         raise SystemExit(
             f"{run_dir}: the rows of U have no gold `target`; label quality needs a run on gold-labeled U (e.g. "
             "quality.py's)"
         )
+    labels = {name: {k: rounded(s[k]) for k in KEYS if k in s} for name, s in scores.items()}
     return {
         "run": str(run_dir),
-        "labels": {name: {k: rounded(s[k]) for k in KEYS if k in s} for name, s in scores.items()},
+        "labels": labels,
         "gain": gains(scores, get_format(task).aggregate),
+        **({"students": students(report, labels)} if "final_student" in report else {}),
     }
+
+
+def students(report: dict, labels: dict[str, dict]) -> list[dict]:
+    """Each distilled model's test score beside the score of the labels of U it trained on."""
+    y0 = (report.get("first_labels") or {}).get("chosen") or "teacher"
+    y = lambda k: y0 if k == 0 else f"stage-{k}"  # noqa: E731  (the name of Y_k in `labels`)
+    last = len(report["stages"]) + 1  # S: the final student trains on Y_{S-1}
+    models = [("vanilla-kd", "teacher", report["baselines"].get("vanilla-kd"))]
+    models += [
+        (name, y(int(name.split("-")[1]) - 1), entry)
+        for name, entry in sorted(report["baselines"].items())
+        if name.startswith("mckd-")
+    ]
+    models.append((f"mckd-{last} (final)", y(last - 1), report["final_student"]))
+    return [
+        {
+            "model": name,
+            "trained_on": source,
+            "labels": {k: labels[source][k] for k in ("f1", "precision", "recall")},
+            "test": {k: rounded(entry["test"][k]) for k in ("f1", "precision", "recall")},
+            "epoch": entry.get("epochs"),
+            "epochs": report["config"]["student"]["epochs"],
+            "dev_f1": rounded(entry["dev_f1"]) if entry.get("dev_f1") is not None else None,
+        }
+        for name, source, entry in models
+        if entry and entry.get("test")
+    ]
 
 
 def gains(scores: dict[str, dict], aggregate) -> dict[str, dict]:

@@ -289,3 +289,37 @@ def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_r
         defaults.stages.first_labels,
     )
     assert cfg.run_name.endswith("-seed1-random") and cfg.seed == 1
+
+
+def test_label_quality_sets_each_student_beside_the_labels_it_trained_on(tmp_path):
+    import json
+
+    import pandas as pd
+
+    quality = _load("label_quality")
+    run = tmp_path / "run"
+    gold = "flights from [fromloc.city_name boston] to [toloc.city_name denver]"
+    half = "flights from [fromloc.city_name boston] to denver"
+    for directory, label in {"teacher": "flights from boston to denver", "sft-labels": half, "stage-1": gold}.items():
+        (run / directory).mkdir(parents=True)
+        frame = {"id": ["a"], "input": ["flights from boston to denver"], "target": [gold], "label": [label]}
+        pd.DataFrame({**frame, "valid": [True]}).to_parquet(run / directory / "labels-x.parquet")
+    test = lambda f1: {"test": {"f1": f1, "precision": f1, "recall": f1}, "epochs": 1, "dev_f1": 50.0}  # noqa: E731
+    report = {
+        "config": {"data": {"task": "slots"}, "student": {"epochs": 3}},
+        "first_labels": {"chosen": "sft"},  # Y_0 is SFT's labels: MCKD-1 ... would train on them, not the teacher's
+        "stages": [{"stage": 1}],
+        "baselines": {"vanilla-kd": test(10.0), "sft": test(20.0), "sft-n": test(90.0)},
+        "final_student": test(30.0),
+    }
+    (run / "report.json").write_text(json.dumps(report))
+    students = quality.label_quality(run)["students"]
+    assert [(s["model"], s["trained_on"], s["labels"]["recall"], s["test"]["f1"]) for s in students] == [
+        ("vanilla-kd", "teacher", 0.0, 10.0),
+        ("mckd-2 (final)", "stage-1", 100.0, 30.0),
+    ]
+    report["baselines"]["mckd-1"] = test(25.0)
+    (run / "report.json").write_text(json.dumps(report))
+    by_model = {s["model"]: s for s in quality.label_quality(run)["students"]}
+    assert by_model["mckd-1"]["trained_on"] == "sft" and by_model["mckd-1"]["labels"]["recall"] == 50.0
+    assert by_model["mckd-1"]["epochs"] == 3 and by_model["mckd-1"]["epoch"] == 1

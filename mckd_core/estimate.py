@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-from .config import RunConfig, TeacherConfig
+from .config import RunConfig
 from .errors import MckdInputError
-from .models import resolve_model, unconverted_gguf
+from .lengths import prompt_lengths, teacher_tokenizer, teacher_view
 from .plan import RunPlan
 from .steps import Inputs, teacher_requests
 from .teacher import ResponseCache
@@ -99,13 +99,10 @@ def estimate_teacher(cfg: RunConfig, data: Inputs) -> TeacherEstimate:
     them), less the rows its response cache already holds."""
     plan = RunPlan(cfg, data)
     try:
-        tokenizer, error = _tokenizer(cfg.teacher), None
+        tokenizer, error = teacher_tokenizer(cfg.teacher), None
     except Exception as exc:  # a hosted model's name, a hub id with no network: say so, count rows only
         tokenizer, error = None, f"no tokenizer for teacher.model={cfg.teacher.model!r}: {type(exc).__name__}"
-    chat = cfg.teacher.chat and tokenizer is not None and tokenizer.chat_template is not None
-    # The transformers teacher tokenizes the rendered prompt as it is; vLLM adds the tokenizer's special tokens to a
-    # completion prompt (a chat template writes its own).
-    special = cfg.teacher.backend != "transformers" and not chat
+    chat, special = teacher_view(cfg.teacher, tokenizer) if tokenizer is not None else (False, False)
     cache = ResponseCache(plan.teacher_cache) if Path(plan.teacher_cache).exists() else None
     sets, targets = {}, []
     try:
@@ -114,7 +111,7 @@ def estimate_teacher(cfg: RunConfig, data: Inputs) -> TeacherEstimate:
             targets = [d.target for d in demos]
             held = cache.get_many(keys) if cache else {}
             todo = [p for p, key in zip(prompts, keys) if key not in held]
-            count = None if tokenizer is None else _count(tokenizer, todo, chat, special)
+            count = None if tokenizer is None else sum(prompt_lengths(tokenizer, todo, chat, special))
             sets[which] = SetEstimate(rows=len(keys), cached=len(keys) - len(todo), prompt_tokens=count)
     finally:
         if cache:
@@ -125,31 +122,3 @@ def estimate_teacher(cfg: RunConfig, data: Inputs) -> TeacherEstimate:
         else []
     )
     return TeacherEstimate(sets, cfg.teacher.max_new_tokens, mean(lengths) if lengths else None, error)
-
-
-def _count(tokenizer, prompts: list, chat: bool, special: bool, chunk: int = 1024) -> int:
-    """The tokens of `prompts` as the teacher sees them, a chunk at a time: every prompt of a large U rendered and
-    tokenized at once would not fit in memory."""
-    total = 0
-    for start in range(0, len(prompts), chunk):
-        texts = [_render(tokenizer, p, chat) for p in prompts[start : start + chunk]]
-        total += sum(len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"])
-    return total
-
-
-def _render(tokenizer, prompt, chat: bool) -> str:
-    if chat:
-        return tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
-    return prompt.text
-
-
-def _tokenizer(t: TeacherConfig):
-    """The teacher's tokenizer only (a GGUF alias not converted yet: from the file's metadata); no fallback, so a
-    count is never made with some other model's tokenizer."""
-    from transformers import AutoTokenizer
-
-    gguf = unconverted_gguf(t.model)
-    if gguf is not None:
-        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    path = resolve_model(t.model)
-    return AutoTokenizer.from_pretrained(path, revision=t.revision, trust_remote_code=t.trust_remote_code)

@@ -17,8 +17,9 @@ import pandas as pd
 from .config import RunConfig, StudentConfig, TeacherConfig, run_format
 from .errors import MckdInputError
 from .models import resolve_model, unconverted_gguf
-from .prompting import Demo, DemoSelector, build_prompt
+from .prompting import Demo, Prompt
 from .student import causal_prompt, is_seq2seq, load_tokenizer
+from .teacher.annotation import few_shot_prompts
 
 
 @dataclass
@@ -139,33 +140,25 @@ def teacher_overlong(
     runs_vllm = t.backend == "vllm-offline" or (t.backend == "vllm-server" and not t.base_url)
     if not runs_vllm or t.vllm.max_model_len is None:
         return None
-    tok, _ = _tokenizer(t.model, t.revision, t.trust_remote_code)
-    chat = t.chat and tok.chat_template is not None
-    instruction = run_format(cfg.data).instruction
+    tok = teacher_tokenizer(t)
+    chat, special = teacher_view(t, tok)
     labeled = sets["labeled"] if demos is None else demos
     # The prompts annotate() builds: the same demos (L's training rows, run seed) around each input.
-    selector = DemoSelector(
-        [Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])],
-        t.num_demos,
-        t.demo_selection,
-        cfg.seed,
-    )
-
-    def rendered(text: str) -> str:
-        prompt = build_prompt(instruction, selector.select(text), text)
-        return (
-            tok.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
-            if chat
-            else prompt.text
-        )
-
+    demo_list = [Demo(*row) for row in zip(labeled["id"], labeled["input"], labeled["target"])]
     room = t.vllm.max_model_len - t.max_new_tokens
-    # vLLM adds the tokenizer's special tokens to completion prompts; a chat template writes its own.
-    rows = {
-        name: _rows_over(tok, [rendered(x) for x in sets[name]["input"]], not chat, room)
-        for name in ("unlabeled", "test")
-        if name in sets
-    }
+    instruction = run_format(cfg.data).instruction
+    rows = {}
+    for name in ("unlabeled", "test"):
+        if name in sets:
+            prompts = few_shot_prompts(
+                list(sets[name]["input"]),
+                demo_list,
+                instruction,
+                k=t.num_demos,
+                selection=t.demo_selection,
+                seed=cfg.seed,
+            )
+            rows[name] = [row for row, n in enumerate(prompt_lengths(tok, prompts, chat, special)) if n > room]
     named = f"teacher.vllm.max_model_len={t.vllm.max_model_len} less teacher.max_new_tokens={t.max_new_tokens} tokens"
     return Overlong(
         named,
@@ -174,6 +167,41 @@ def teacher_overlong(
         "vLLM refuses those prompts or cuts their answers; raise teacher.vllm.max_model_len, lower "
         "teacher.num_demos or teacher.max_new_tokens, or shorten those inputs",
     )
+
+
+def teacher_tokenizer(t: TeacherConfig):
+    """The teacher's tokenizer only (a GGUF alias not converted yet: from the file's metadata); no fallback, so a
+    count is never made with some other model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    gguf = unconverted_gguf(t.model)
+    if gguf is not None:
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    path = resolve_model(t.model)
+    return AutoTokenizer.from_pretrained(path, revision=t.revision, trust_remote_code=t.trust_remote_code)
+
+
+def teacher_view(t: TeacherConfig, tokenizer) -> tuple[bool, bool]:
+    """(chat, special): whether the teacher is sent its chat template's rendering of a prompt, and whether the
+    tokenizer's special tokens are added to the text. vLLM adds them to a completion prompt; the transformers teacher
+    tokenizes the rendered prompt as it is; a chat template writes its own."""
+    chat = t.chat and tokenizer.chat_template is not None
+    return chat, t.backend != "transformers" and not chat
+
+
+def prompt_lengths(tokenizer, prompts: list[Prompt], chat: bool, special: bool, chunk: int = 1024) -> list[int]:
+    """The tokens of each of `prompts` as the teacher sees them, a chunk at a time: every prompt of a large U rendered
+    and tokenized at once would not fit in memory."""
+    lengths = []
+    for start in range(0, len(prompts), chunk):
+        texts = [
+            tokenizer.apply_chat_template(list(p.messages), tokenize=False, add_generation_prompt=True)
+            if chat
+            else p.text
+            for p in prompts[start : start + chunk]
+        ]
+        lengths += [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]] if texts else []
+    return lengths
 
 
 def _tokenizer(model: str, revision: str | None, trust_remote_code: bool):

@@ -297,10 +297,15 @@ def _token_table(tokens: dict | None) -> list[str]:
 def tokens_line(tokens: dict[str, dict]) -> str:
     """The run log's one line on what the teacher cost."""
     t = total_tokens(tokens)
-    return (
+    line = (
         f"teacher: {t['sent']} rows sent ({t['prompt_tokens']} prompt + {t['completion_tokens']} completion tokens"
-        f" counted for {t['metered']} of them), {t['from_cache']} from the cache (this run: 0 tokens; recorded cost "
-        f"{t['cached_prompt_tokens']} prompt + {t['cached_completion_tokens']} completion tokens)"
+        f" counted for {t['metered']} of them), {t['from_cache']} from the cache"
+    )
+    if not t["from_cache"]:
+        return line
+    return (
+        f"{line} (free this run; they cost {t['cached_prompt_tokens']} prompt + {t['cached_completion_tokens']} "
+        f"completion tokens when generated, counted for {t['cached_metered']} of them)"
     )
 
 

@@ -595,7 +595,8 @@ def generate(
                     **({"logits_processor": [chosen := ChosenLogprobs()]} if logprobs is not None else {}),
                 )
             if logprobs is not None:
-                for i, score in zip(idx, mean_logprobs(tok, out, chosen.table())):
+                ends = end_tokens(tok, model.generation_config)
+                for i, score in zip(idx, mean_logprobs(tok, out, chosen.table(), ends)):
                     scores[i] = score
             new = out[:, prompt:]
             for row, i in enumerate(idx):
@@ -630,15 +631,24 @@ class ChosenLogprobs:
         return torch.stack(self.steps, dim=1)
 
 
-def mean_logprobs(tok, sequences, steps) -> list[float]:
+def end_tokens(tok, generation_config=None) -> set[int]:
+    """The ids that end a generated output: the tokenizer's end and pad tokens and the generation config's end tokens
+    (`generate` stops on those; a chat model's often differ from its tokenizer's)."""
+    configured = getattr(generation_config, "eos_token_id", None)
+    configured = configured if isinstance(configured, (list, tuple)) else [configured]
+    return {t for t in (tok.eos_token_id, tok.pad_token_id, *configured) if t is not None}
+
+
+def mean_logprobs(tok, sequences, steps, ends: set[int] | None = None) -> list[float]:
     """Per row of greedy `generate` output `sequences` with its chosen tokens' log-probabilities `steps` (batch x
     generated steps, `ChosenLogprobs`): the mean log-probability of the generated tokens that make its output, the
     first line (through the token that ends it, an end token or a line break; what follows is dropped like the
-    text). A mean, not a sum, so a long output is not "unsure" for its length alone."""
+    text). A mean, not a sum, so a long output is not "unsure" for its length alone. `ends`: `end_tokens(tok)`
+    unless given."""
     import torch
 
     generated = sequences[:, -steps.shape[1] :].cpu()
-    ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+    ends = end_tokens(tok) if ends is None else ends
     means = []
     for tokens, row in zip(generated.tolist(), steps):
         n = next((k for k, t in enumerate(tokens) if t in ends), len(tokens) - 1) + 1

@@ -259,3 +259,20 @@ def test_report_md_shows_each_sets_teacher_tokens_and_what_the_cached_rows_once_
     assert "| unlabeled | 30 | 3000 | 300 | 10 | 900 | 90 |" in lines
     assert "| test | 20 | - | - | 0 | - | - |" in lines  # not reported is not 0
     assert "| **run** | 50 | 3000 | 300 | 10 | 900 | 90 |" in lines
+
+
+def test_the_teacher_cost_line_speaks_of_cached_rows_only_when_there_are_some():
+    from mckd_core.report import tokens_line
+    from mckd_core.teacher.annotation import token_entry
+
+    fresh = tokens_line({"unlabeled": token_entry(20, 20, (900, 80, 20), (0, 0, 0))})
+    assert fresh == (
+        "teacher: 20 rows sent (900 prompt + 80 completion tokens counted for 20 of them), 0 from the cache"
+    )
+    mixed = tokens_line(
+        {"unlabeled": token_entry(20, 5, (200, 20, 5), (700, 60, 15)), "test": token_entry(4, 0, (0, 0, 0), (90, 8, 4))}
+    )
+    assert mixed.startswith("teacher: 5 rows sent (200 prompt + 20 completion tokens counted for 5 of them), 19 from")
+    assert mixed.endswith(
+        "(free this run; they cost 790 prompt + 68 completion tokens when generated, counted for 19 of them)"
+    )

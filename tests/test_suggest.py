@@ -391,3 +391,18 @@ def test_the_chosen_tokens_logprobs_are_what_transformers_computes_from_the_full
     # Equal through each row's end (past it a finished row is padded, which greedy decoding did not choose).
     ours, theirs = mean_logprobs(tok, out.sequences, chosen.table()), mean_logprobs(tok, out.sequences, reference)
     assert ours == pytest.approx(theirs, abs=1e-5)
+
+
+def test_an_outputs_confidence_ends_at_an_end_token_of_the_generation_config_too(tiny_models):
+    """A chat model's generation config often ends on tokens its tokenizer's eos is not: the mean stops there too."""
+    import torch
+    from transformers import GenerationConfig
+
+    from mckd_core.student import end_tokens, load_tokenizer, mean_logprobs
+
+    tok = load_tokenizer(tiny_models["teacher"])
+    ends = end_tokens(tok, GenerationConfig(eos_token_id=[50, 51]))
+    assert {50, 51, tok.eos_token_id, tok.pad_token_id} == ends
+    sequences, steps = torch.tensor([[60, 61, 50, 62]]), torch.tensor([[-1.0, -1.0, -9.0]])  # prompt 60; then 3 steps
+    assert mean_logprobs(tok, sequences, steps, ends) == [pytest.approx(-1.0)]  # through the end token 50
+    assert mean_logprobs(tok, sequences, steps) == [pytest.approx(-11.0 / 3)]  # the tokenizer's ends alone

@@ -68,6 +68,14 @@ def total_tokens(entries: dict[str, dict]) -> dict:
     return {key: sum(entry[key] for entry in entries.values()) for key in token_entry(0, 0, (0, 0, 0), (0, 0, 0))}
 
 
+def few_shot_prompts(
+    inputs: Sequence[str], demos: Sequence[Demo], instruction: str, *, k: int, selection: str, seed: int
+) -> list[Prompt]:
+    """The teacher's prompt of each input: `k` of `demos` (chosen by `selection`, `seed`) around it."""
+    selector = DemoSelector(demos, k, selection, seed)
+    return [build_prompt(instruction, selector.select(text), text) for text in inputs]
+
+
 def requests(
     inputs: Sequence[str],
     demos: Sequence[Demo],
@@ -81,8 +89,7 @@ def requests(
     chat: bool,
 ) -> tuple[list[Prompt], list[str]]:
     """The prompt of each input and its response-cache key (what `annotate` asks, and what an estimate counts)."""
-    selector = DemoSelector(demos, k, selection, seed)
-    prompts = [build_prompt(fmt.instruction, selector.select(text), text) for text in inputs]
+    prompts = few_shot_prompts(inputs, demos, fmt.instruction, k=k, selection=selection, seed=seed)
     keys = [
         ResponseCache.key(model_key, fmt.instruction, p.demo_content, params, text, chat)
         for p, text in zip(prompts, inputs)

@@ -445,8 +445,9 @@ def main() -> None:
     parser.add_argument(
         "--first-labels",
         choices=["teacher", "sft", "auto"],
-        default="teacher",
-        help="sft: stage 1 learns from the SFT-on-L student's labels of U (stages.first_labels).",
+        default="auto",
+        help="Y_0 (stages.first_labels; default auto, the product's): teacher, sft (the SFT-on-L student's labels "
+        "of U) or auto (whichever labels the dev rows better).",
     )
     parser.add_argument(
         "--structured-outputs",

@@ -230,10 +230,10 @@ def _first_labels(tasks: RunTasks, plan: RunPlan, sft: StudentRef | None, teache
     teacher's demos never include one; SFT is compared only where it did not train on them)."""
     mode, teacher_labels = tasks.cfg.stages.first_labels, teacher["unlabeled"]
     choice = {"chosen": "sft" if mode == "sft" else "teacher"}
-    if mode == "auto":
-        held_out = plan.data.dev_held_out  # else SFT trained on the dev rows, and the teacher's labels are kept
-        sft_dev = tasks.test(sft, plan.data.dev).result()["f1"] if held_out else None
-        choice = choose_first_labels(tasks.f1(teacher["dev"]) if held_out else None, sft_dev)
+    if mode == "auto" and plan.compares_first_labels:
+        choice = choose_first_labels(tasks.f1(teacher["dev"]), tasks.test(sft, plan.data.dev).result()["f1"])
+    elif mode == "auto":  # no dev rows SFT did not train on, or one stage (vanilla KD): the teacher's labels
+        choice = choose_first_labels(None, None, one_stage=tasks.cfg.stages.num_stages < 2)
     if choice["chosen"] == "teacher":
         return teacher_labels, choice
     sft_labels = tasks.relabel(sft, plan.first_labels_by_sft(teacher_labels), tasks.slots)

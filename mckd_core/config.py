@@ -265,12 +265,12 @@ class StagesConfig(_Section):
         False, description="Draw a new partition at every stage (default: fixed, as the authors do)."
     )
     first_labels: Literal["teacher", "sft", "auto"] = Field(
-        "teacher",
-        description="Y_0, the labels of U the stage-1 students learn from: teacher (the paper: the LLM's few-shot "
-        "labels), sft (the SFT-on-L student's labels of U, the teacher's label where its output is "
-        "invalid: where the teacher is weaker than 50 gold rows, as SmolLM2 on CRAFT's trees), or auto (whichever "
-        "of the two labels the dev rows better; the choice and both dev F1s are in report.json). The "
-        "vanilla-kd baseline always learns from the teacher's labels.",
+        "auto",
+        description="Y_0, the labels of U the stage-1 students learn from: auto (the default: whichever of the "
+        "teacher and the SFT-on-L student labels the dev rows better; the choice and both dev F1s are in "
+        "report.json; the teacher's where no dev rows are held out or with one stage), teacher (the paper: the "
+        "LLM's few-shot labels), or sft (the SFT-on-L student's labels of U, the teacher's label where its output is "
+        "invalid). The vanilla-kd baseline always learns from the teacher's labels.",
     )
     evaluate_students: bool = Field(True, description="Score every intermediate student on the test set.")
     dispatch: Literal["local", "deployment"] = Field(
@@ -355,11 +355,11 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _sft_first_labels_need_a_stage(self) -> RunConfig:
-        if self.stages.first_labels != "teacher" and self.stages.num_stages < 2:
+        if self.stages.first_labels == "sft" and self.stages.num_stages < 2:
             # With one stage the final student would learn from the SFT student's labels alone: self-training, not
             # distillation, and not the vanilla KD that num_stages 1 stands for everywhere else.
             raise ValueError(
-                f"stages.first_labels: {self.stages.first_labels} needs stages.num_stages >= 2 (with 1 stage the final "
+                "stages.first_labels: sft needs stages.num_stages >= 2 (with 1 stage the final "
                 "student would "
                 "learn only from the SFT student's labels); set stages.first_labels: teacher for vanilla KD"
             )

@@ -31,7 +31,7 @@ class RunPlan:
         """What the teacher labels: U, T when given (its own score), the dev rows where stages.first_labels: auto
         compares its labels with the SFT student's."""
         sets = {"unlabeled": self.data.unlabeled, "test": self.data.test}
-        if self.cfg.stages.first_labels == "auto" and self.data.dev_held_out:
+        if self.compares_first_labels:
             sets["dev"] = self.data.dev
         return {which: rows for which, rows in sets.items() if rows is not None}
 
@@ -54,8 +54,15 @@ class RunPlan:
     def sft_trains_first(self) -> bool:
         """The SFT-on-L student is needed before the stages: distilled students start from it (student.init: sft), or
         Y_0 is its labels of U (stages.first_labels: sft)."""
-        auto = self.cfg.stages.first_labels == "auto" and self.data.dev_held_out  # else auto keeps the teacher's
-        return self.cfg.student.init == "sft" or self.cfg.stages.first_labels == "sft" or auto
+        return self.cfg.student.init == "sft" or self.cfg.stages.first_labels == "sft" or self.compares_first_labels
+
+    @property
+    def compares_first_labels(self) -> bool:
+        """stages.first_labels: auto has a choice to make: dev rows the SFT student did not train on, and stages to
+        distill through (one stage is vanilla KD, which learns from the teacher's labels); else it keeps the
+        teacher's."""
+        auto = self.cfg.stages.first_labels == "auto" and self.cfg.stages.num_stages >= 2
+        return auto and self.data.dev_held_out
 
     def stage_students(
         self, stage: int, labels: ParquetRef, assignment: ParquetRef, init: StudentRef | None
@@ -145,10 +152,12 @@ class RunPlan:
         )
 
 
-def choose_first_labels(teacher_dev_f1: float | None, sft_dev_f1: float | None) -> dict:
+def choose_first_labels(teacher_dev_f1: float | None, sft_dev_f1: float | None, one_stage: bool = False) -> dict:
     """stages.first_labels: auto: Y_0 from the SFT student where it labels the dev rows better than the teacher, else
     from the teacher (ties, or SFT not comparable: it trained on the dev rows). report.json keeps the choice."""
     dev = {"teacher": teacher_dev_f1, "sft": sft_dev_f1}
+    if one_stage:
+        return {"chosen": "teacher", "dev": dev, "why": "one stage is vanilla KD: the teacher's labels"}
     if sft_dev_f1 is None or teacher_dev_f1 is None:
         return {
             "chosen": "teacher",

@@ -40,10 +40,13 @@ def test_flow_completes_and_report_follows_contract(toy_run):
         "student_target": {"limit": 8, "rows": {"labeled": 0, "test": 0}},
     }
     assert [s["stage"] for s in report["stages"]] == [1, 2]
-    # Y_0 is the teacher's labels by default (stages.first_labels: teacher), scored once.
+    # Y_0 by default (stages.first_labels: auto): the random-init teacher and SFT student both score 0.0 on the toy's
+    # held-out dev rows, and a tie keeps the teacher's labels, scored once.
     assert report["first_labels"] == {
-        "source": "teacher",
+        "source": "auto",
         "chosen": "teacher",
+        "dev": {"teacher": 0.0, "sft": 0.0},
+        "why": "dev F1: sft 0.0, teacher 0.0",
         "pseudolabel_f1": report["teacher"]["pseudolabel_f1"],
         "changed_fraction": 0.0,
     }
@@ -140,11 +143,13 @@ def test_the_estimate_counted_the_prompt_tokens_the_teacher_then_reported(toy_ru
     cfg, _ = toy_run
     tokens = json.loads((cfg.run_dir / "report.json").read_text())["teacher"]["tokens"]["total"]
     # Whether or not the run was repeated since: what its rows cost, sent now or recorded when they were.
-    assert tokens["sent"] + tokens["from_cache"] == 16 == tokens["metered"] + tokens["cached_metered"]
+    counts = json.loads((cfg.run_dir / "report.json").read_text())["counts"]
+    asked = counts["unlabeled"] + counts["test"] + counts["dev"]  # first_labels: auto has the teacher label dev rows
+    assert tokens["sent"] + tokens["from_cache"] == asked == tokens["metered"] + tokens["cached_metered"]
     paid = tokens["prompt_tokens"] + tokens["cached_prompt_tokens"]
     fresh = cfg.model_copy(update={"runs_root": tmp_path / "runs"})  # an empty teacher cache: every row to send
     before = estimate_teacher(fresh, prepare_inputs(fresh))
-    assert (before.to_send, before.prompt_tokens) == (16, paid)
+    assert (before.to_send, before.prompt_tokens) == (asked, paid)
     assert tokens["completion_tokens"] + tokens["cached_completion_tokens"] <= before.completion_tokens_max
     after = estimate_teacher(cfg, prepare_inputs(cfg))  # this run's root: the cache answers every row
     assert (after.to_send, after.prompt_tokens, after.completion_tokens_max) == (0, 0, 0)
@@ -158,8 +163,8 @@ def test_rerun_same_config_is_cached(toy_run):
     heavy = [r for r in runs if r.name.startswith(("annotate", "train-student", "evaluate-student"))]
     assert {r.name.rsplit("-", 1)[0] for r in heavy} == {"annotate", "train-student", "evaluate-student"}
     assert (
-        len([r for r in heavy if r.name.startswith("train-student")]) == 2 * 2 + 1 + 3
-    )  # 2 stages x K=2, final, 3 baselines
+        len([r for r in heavy if r.name.startswith("train-student")]) == 1 + 2 * 2 + 1 + 3
+    )  # SFT first (first_labels: auto; the sft baseline is the same job), 2 stages x K=2, final, 3 baselines
     assert all(r.state.name == "Cached" for r in heavy), [(r.name, r.state.name) for r in heavy]
     assert (
         json.loads((cfg.run_dir / "report.json").read_text())["final_student"]["test"]

@@ -38,7 +38,7 @@ def test_the_deliverables_card_parses_with_huggingface_hub_and_carries_its_metri
     assert data["mckd"]["recipe"] == {
         "num_stages": 1,
         "partitions": 2,
-        "first_labels": "teacher",
+        "first_labels": "auto",  # the default; with one stage (vanilla KD) it keeps the teacher's labels
         "train_on_labeled": True,
         "init": "pretrained",
     }

@@ -155,6 +155,7 @@ def test_first_labels_auto_takes_the_source_that_labels_a_hand_made_dev_set_bett
     assert choose_first_labels(teacher, sft)["chosen"] == "sft"
     assert choose_first_labels(sft, teacher)["chosen"] == "teacher"
     assert choose_first_labels(teacher, teacher)["chosen"] == "teacher"  # a tie keeps the paper's recipe
+    assert "vanilla KD" in choose_first_labels(None, None, one_stage=True)["why"]
     unseen = choose_first_labels(teacher, None)
     assert unseen["chosen"] == "teacher" and "no dev rows held out" in unseen["why"]
 
@@ -175,5 +176,5 @@ def test_a_first_labels_auto_run_reports_both_dev_scores_and_follows_them(tmp_pa
     assert entry["source"] == "auto" and set(dev) == {"teacher", "sft"} and None not in dev.values()
     assert entry["chosen"] == ("sft" if dev["sft"] > dev["teacher"] else "teacher")
     assert (entry["changed_fraction"] == 0.0) == (entry["chosen"] == "teacher") or entry["changed_fraction"] == 0.0
-    with pytest.raises(MckdInputError, match=r"stages.first_labels: auto needs stages.num_stages >= 2"):
-        parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 1, "first_labels": "auto"}))
+    # The default with one stage is vanilla KD: nothing to choose, the teacher's labels.
+    assert parse_config(toy_config(tmp, tiny_models, stages={"num_stages": 1})).stages.first_labels == "auto"

@@ -49,9 +49,12 @@ def measure(task: str, seed: int, sets: dict, root: Path, structured: bool) -> d
     )
     mode = "structured" if structured else "free"
     data = root / f"{task}-seed{seed}" / "data"
-    paths = {name: str(write_parquet(sets[name], data, name).path) for name in ("labeled", "unlabeled", "test")}
+    paths = {
+        name: str(write_parquet(sets[name], data, name).path)
+        for name in ("labeled", "unlabeled", "test", "dev", "sft_n_labeled")
+    }
     cfg = quality.run_config(task, paths, args, seed)
-    fmt, out = get_format(cfg.data.format_ref), {}
+    fmt, out = get_format(cfg.data.format_ref), {}  # (a whole run's config: the teacher's part is what is used)
     for which in ("unlabeled", "test"):
         job = AnnotateJob(
             examples=ParquetRef.of(paths[which]),

@@ -223,6 +223,13 @@ class StudentConfig(_Section):
         "Generation always uses the model's own kernel.",
     )
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
+    epoch_choice: Literal["best", "last"] = Field(
+        "best",
+        description="With select_on_dev, which epoch a student keeps: best (the highest dev F1, ties to the later "
+        "epoch) or last (the last epoch, unless an earlier one beats it beyond noise on the dev rows: one-sided "
+        "paired randomization test, p <= 0.05). On 20 dev rows `best` kept an undertrained epoch 1 of 4 that scored "
+        "7.3 F1 below the last on 200 further dev rows (BENCHMARKS.md 'Which epoch').",
+    )
     train_on_labeled: bool = Field(
         True,
         description="Gold-aware students: every stage student, the final student and the "

@@ -376,6 +376,7 @@ def _train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
     fmt = get_format(spec.task)
 
     history, best_state, best_f1, best_epoch, tokens, loss_fn = [], None, -1.0, 0, 0, None
+    best_rows = None
     kernel = training_attention(device, cfg.attention)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -413,13 +414,19 @@ def _train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
                     cfg.precision,
                 )
                 record["dev_f1"] = fmt.metrics(spec.dev_inputs, spec.dev_targets, preds)["f1"]
+                dev_rows, last = fmt.row_stats(spec.dev_inputs, spec.dev_targets, preds), epoch == cfg.epochs
                 if record["dev_f1"] >= best_f1:  # ties go to the later, longer-trained epoch
-                    best_f1, best_epoch = record["dev_f1"], epoch
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    best_f1, best_epoch, best_rows = record["dev_f1"], epoch, dev_rows
+                    # The last epoch's weights are the model in hand: no copy to load back.
+                    best_state = (
+                        None if last else {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    )
+                elif last and not beats_last_epoch(cfg.epoch_choice, fmt, best_rows, dev_rows):
+                    best_f1, best_epoch, best_state = record["dev_f1"], epoch, None
         history.append(record)
     if best_state is not None:
         model.load_state_dict(best_state)
-    else:
+    elif best_epoch == 0:
         best_epoch = cfg.epochs
     train_seconds = clock.seconds["forward"] + clock.seconds["backward"] + clock.seconds["optimizer"]
     metrics = {
@@ -450,6 +457,18 @@ def _train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
         metrics,
         finish=lambda m: timed(m, started, {**clock.seconds, "save": time.perf_counter() - save_started}),
     )
+
+
+#: student.epoch_choice: last keeps an earlier epoch only where it beats the last at this one-sided p.
+EPOCH_ALPHA = 0.05
+
+
+def beats_last_epoch(choice: str, fmt, earlier_rows, last_rows) -> bool:
+    """Whether the dev-best earlier epoch (its dev row stats) is kept over the last one: wherever it scored higher
+    (`choice` best), or only where it scores higher beyond noise on the same dev rows (`choice` last)."""
+    from .stats import paired_randomization_p
+
+    return choice == "best" or paired_randomization_p(earlier_rows, last_rows, fmt.aggregate) <= EPOCH_ALPHA
 
 
 def flop_rates(model, tokens: int, train_seconds: float, device, bf16: bool) -> dict:

@@ -324,3 +324,44 @@ def test_generation_stops_each_row_after_its_first_line_with_the_same_outputs(ti
     ]
     assert kept == reference == list(PAIRS.values())
     assert len(calls) < 40 // 2  # "dog\n" is 4 bytes: decoding ended long before max_new_tokens
+
+
+def test_epoch_choice_last_keeps_an_earlier_epoch_only_where_it_wins_beyond_noise():
+    """On 20 dev rows, an earlier epoch one row better is noise: `best` keeps it, `last` keeps the last epoch; one
+    right on every row where the last is wrong on most is kept by both."""
+    import numpy as np
+
+    from mckd_core.formats import get_format
+    from mckd_core.student import beats_last_epoch
+
+    fmt = get_format("slots")  # micro F1 over (right, predicted, gold) per row
+    row = lambda right: (right, 1, 1)  # noqa: E731  (one chunk predicted, one gold)
+    last = np.array([row(1)] * 15 + [row(0)] * 5, dtype=float)  # F1 75
+    one_better = np.array([row(1)] * 16 + [row(0)] * 4, dtype=float)  # F1 80
+    far_better = np.array([row(1)] * 20, dtype=float)
+    much_worse_last = np.array([row(1)] * 4 + [row(0)] * 16, dtype=float)
+    assert beats_last_epoch("best", fmt, one_better, last)
+    assert not beats_last_epoch("last", fmt, one_better, last)
+    assert beats_last_epoch("last", fmt, far_better, much_worse_last)
+    assert beats_last_epoch("best", fmt, far_better, much_worse_last)
+
+
+def test_a_student_with_epoch_choice_last_keeps_its_last_epoch_when_no_earlier_one_wins_beyond_noise(
+    tiny_models, tmp_path
+):
+    from mckd_core.config import StudentConfig
+    from mckd_core.student import TrainSpec, train
+
+    pairs = {"cat": "dog", "sun": "moon", "red": "blue", "hot": "cold"}
+    spec = TrainSpec(
+        model=tiny_models["t5"],
+        out_dir=str(tmp_path / "student"),
+        task="text",
+        train_inputs=list(pairs),
+        train_targets=list(pairs.values()),
+        dev_inputs=["cat", "sun"],  # two rows: no difference between epochs is beyond noise
+        dev_targets=["dog", "moon"],
+        student=StudentConfig(epochs=3, batch_size=2, learning_rate=3e-3, max_target_tokens=8, epoch_choice="last"),
+    )
+    metrics = train(spec)
+    assert metrics["epochs"] == 3 and metrics["dev_f1"] == metrics["history"][-1]["dev_f1"]

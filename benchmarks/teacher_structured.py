@@ -78,7 +78,7 @@ def measure(task: str, seed: int, sets: dict, root: Path, structured: bool) -> d
         out[which] = {
             "rows": n,
             "invalid": round(100 * (~labels["valid"]).sum() / n, 1),
-            "repaired": round(100 * labels["repaired"].sum() / n, 1) if "repaired" in labels else None,
+            "repaired": round(100 * stats["repaired"] / n, 1),
             "why_invalid": Counter(
                 str(e).split(":")[0][:60] for e in labels.loc[~labels["valid"], "error"]
             ).most_common(4),

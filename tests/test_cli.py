@@ -263,14 +263,15 @@ def test_estimate_counts_the_teachers_prompt_tokens_without_loading_a_generation
     result = runner.invoke(app, ["run", config, "--estimate"])
     assert result.exit_code == 0, result.output
     counted = json.loads(result.output[result.output.index("{") :])
-    # The toy run's teacher labels U (12 rows) and T (4); nothing is cached yet.
-    assert {name: s["to_send"] for name, s in counted["sets"].items()} == {"unlabeled": 12, "test": 4}
+    # The toy run's teacher labels U (12 rows), T (4) and, for first_labels: auto, the held-out dev row; nothing is
+    # cached yet.
+    assert {name: s["to_send"] for name, s in counted["sets"].items()} == {"unlabeled": 12, "test": 4, "dev": 1}
     cfg = load_config(config)
     # Each toy prompt (two demos and the input, as text) is tens of ByT5 tokens; test_flow_tiny checks the count
     # against what the teacher then reported.
-    assert 16 * 20 < counted["prompt_tokens"] < 16 * 200
-    assert counted["completion_tokens_max"] == 16 * cfg.teacher.max_new_tokens
-    assert "teacher estimate: 16 rows to send" in result.output
+    assert 17 * 20 < counted["prompt_tokens"] < 17 * 200
+    assert counted["completion_tokens_max"] == 17 * cfg.teacher.max_new_tokens
+    assert "teacher estimate: 17 rows to send" in result.output
     assert not (cfg.run_dir.parent / ".teacher-cache.sqlite").exists()  # it asked nothing
 
 
@@ -288,4 +289,4 @@ def test_a_prompt_budget_below_the_estimate_stops_the_run_before_the_teacher_is_
     result = runner.invoke(app, ["run", config, "--set", "teacher.max_prompt_tokens=50"])
     assert result.exit_code == 2, result.output
     assert "teacher.max_prompt_tokens=50: the teacher would be sent" in result.output
-    assert "for 16 rows" in result.output
+    assert "for 17 rows" in " ".join(result.output.split())

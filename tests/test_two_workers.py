@@ -409,7 +409,8 @@ def test_finished_nodes_stay_cached(two_worker_run):
             ("annotate", "partition", "train-student", "relabel", "merge-labels", "evaluate-student", "score-labels")
         )
     ]
-    assert len([t for t in nodes if t.name.startswith("train-student")]) == 5  # 2 x 2 stage students + final
+    # The SFT student (first, for first_labels: auto), 2 x 2 stage students, the final student.
+    assert len([t for t in nodes if t.name.startswith("train-student")]) == 6
     assert all(t.state.name == "Cached" for t in nodes), [
         (t.name, t.state.name) for t in nodes if t.state.name != "Cached"
     ]

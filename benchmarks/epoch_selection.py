@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import label_quality  # noqa: E402
 import quality  # noqa: E402  (puts the repo root on sys.path)
 
 from mckd_core.config import RunConfig, baseline_stages  # noqa: E402
@@ -32,10 +33,8 @@ from mckd_core.steps import train_student  # noqa: E402
 
 
 def one(run_dir: Path, pattern: str) -> ParquetRef:
-    found = sorted(run_dir.glob(pattern))
-    if len(found) != 1:
-        raise SystemExit(f"{run_dir}: expected one {pattern}, found {len(found)}")
-    return ParquetRef.of(found[0])
+    """The one Parquet file of the finished run matching `pattern` (label_quality.one says which when not one)."""
+    return ParquetRef.of(label_quality.one(pattern, run_dir))
 
 
 def unseen_dev_rows(task: str, cfg: RunConfig, run_dir: Path, n: int):

@@ -352,13 +352,12 @@ def test_a_student_with_epoch_choice_last_keeps_its_last_epoch_when_no_earlier_o
     from mckd_core.config import StudentConfig
     from mckd_core.student import TrainSpec, train
 
-    pairs = {"cat": "dog", "sun": "moon", "red": "blue", "hot": "cold"}
     spec = TrainSpec(
         model=tiny_models["t5"],
         out_dir=str(tmp_path / "student"),
         task="text",
-        train_inputs=list(pairs),
-        train_targets=list(pairs.values()),
+        train_inputs=list(PAIRS),
+        train_targets=list(PAIRS.values()),
         dev_inputs=["cat", "sun"],  # two rows: no difference between epochs is beyond noise
         dev_targets=["dog", "moon"],
         student=StudentConfig(epochs=3, batch_size=2, learning_rate=3e-3, max_target_tokens=8, epoch_choice="last"),

@@ -90,8 +90,18 @@ class TeacherEstimate:
             raise MckdInputError(
                 f"teacher.max_prompt_tokens={budget}: the teacher would be sent {self.prompt_tokens} prompt tokens "
                 f"for {self.to_send} rows; raise the budget, lower teacher.num_demos, or label fewer rows "
-                "(data.unlabeled, data.test)"
+                f"({self.shrinkable()})"
             )
+
+    def shrinkable(self) -> str:
+        """Where the rows that would be sent come from, as the settings a user changes to send fewer."""
+        where = {
+            "unlabeled": "from data.unlabeled",
+            "test": "from data.test",
+            # Dev rows reach the teacher only under stages.first_labels: auto, to score its labels against SFT's.
+            "dev": "dev rows: fewer with data.dev / data.dev_holdout, none with stages.first_labels: teacher",
+        }
+        return "; ".join(f"{s.to_send} {where.get(name, name)}" for name, s in self.sets.items() if s.to_send)
 
 
 def estimate_teacher(cfg: RunConfig, data: Inputs) -> TeacherEstimate:

@@ -289,4 +289,8 @@ def test_a_prompt_budget_below_the_estimate_stops_the_run_before_the_teacher_is_
     result = runner.invoke(app, ["run", config, "--set", "teacher.max_prompt_tokens=50"])
     assert result.exit_code == 2, result.output
     assert "teacher.max_prompt_tokens=50: the teacher would be sent" in result.output
-    assert "for 17 rows" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "for 17 rows" in said
+    # It says where the 17 rows come from, the dev rows too, and what sends fewer of each.
+    assert "(12 from data.unlabeled; 4 from data.test; 1 dev rows: fewer with data.dev" in said
+    assert "none with stages.first_labels: teacher)" in said

@@ -137,6 +137,7 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
                 "eval_batch_size": 32,
                 "train_on_labeled": args.train_on_labeled,
                 "init": args.init,
+                "epoch_choice": args.epoch_choice,
             },
             "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
             "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
@@ -355,8 +356,12 @@ def sizes_of(args) -> dict:
         "init": args.init,
         "first_labels": args.first_labels,
         "structured_outputs": args.structured_outputs,
+        "epoch_choice": args.epoch_choice,
     }
-    return {**sizes, **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained", "teacher")}}
+    return {
+        **sizes,
+        **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained", "teacher", "best")},
+    }
 
 
 def recipe_of(args) -> dict:
@@ -369,6 +374,7 @@ def recipe_of(args) -> dict:
         "teacher_demos": (args.teacher_demos, defaults.teacher.num_demos),
         "demo_selection": (args.demo_selection, defaults.teacher.demo_selection),
         "structured_outputs": (args.structured_outputs, defaults.teacher.structured_outputs),
+        "epoch_choice": (args.epoch_choice, defaults.student.epoch_choice),
     }
     return {"recipe": {k: v for k, (v, _) in options.items()}, "defaults": all(v == d for v, d in options.values())}
 
@@ -453,6 +459,13 @@ def main() -> None:
         "--structured-outputs",
         action="store_true",
         help="Constrain the teacher's decoding (teacher.structured_outputs).",
+    )
+    parser.add_argument(
+        "--epoch-choice",
+        choices=["best", "last"],
+        default="best",
+        help="Which epoch a student keeps (student.epoch_choice): best on dev, or the last unless an earlier one "
+        "beats it beyond noise.",
     )
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).

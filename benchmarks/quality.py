@@ -79,7 +79,10 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
     else:
         splits = {s: load_craft(CRAFT_DIR, s, max_words=args.max_words) for s in ("train", "dev", "test")}
         pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
-    sets = sample_sets(pool, test, args.labeled, args.unlabeled, args.test, seed, args.max_words, dev=dev)
+    # A U-curve's runs draw their sets as for its largest U and keep U's first rows: L, T, the dev rows and SFT-N are
+    # then the same rows at every point, and each U holds the smaller ones.
+    drawn = max(args.unlabeled, args.draw_unlabeled or 0)
+    sets = sample_sets(pool, test, args.labeled, drawn, args.test, seed, args.max_words, dev=dev)
     # Compared normalised (data.normalized_input), so T shares no input with the dev rows or SFT-N either, and
     # SFT-N none with the dev rows.
     used = {normalized_input(text) for df in sets.values() for text in df["input"]}  # L, U, T (CRAFT: and dev)
@@ -92,6 +95,7 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
         used |= set(sets["dev"]["input"].map(normalized_input))
     extra = unused().sample(n=args.sft_n - args.labeled, random_state=seed)
     sets["sft_n_labeled"] = pd.concat([sets["labeled"], extra]).reset_index(drop=True)
+    sets["unlabeled"] = sets["unlabeled"].iloc[: args.unlabeled]
     return sets
 
 
@@ -349,6 +353,8 @@ def sizes_of(args) -> dict:
             "demo_selection",
         )
     }
+    if args.draw_unlabeled:
+        sizes["draw_unlabeled"] = args.draw_unlabeled
     # Options are keyed only when not their default, so runs recorded before they existed keep their key.
     options = {
         "teacher_backend": args.teacher_backend,
@@ -414,6 +420,13 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=50)
     parser.add_argument("--unlabeled", type=int, default=40)
     parser.add_argument("--test", type=int, default=20)
+    parser.add_argument(
+        "--draw-unlabeled",
+        type=int,
+        default=None,
+        help="Draw the sets as for this many unlabeled rows and keep the first --unlabeled of them (a U-curve: the "
+        "same L, T, dev rows and SFT-N at every U).",
+    )
     parser.add_argument(
         "--sft-n", type=int, default=100, help="Gold examples of the supervised upper bound (paper: 500)."
     )

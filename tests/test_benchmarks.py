@@ -323,3 +323,46 @@ def test_label_quality_sets_each_student_beside_the_labels_it_trained_on(tmp_pat
     by_model = {s["model"]: s for s in quality.label_quality(run)["students"]}
     assert by_model["mckd-1"]["trained_on"] == "sft" and by_model["mckd-1"]["labels"]["recall"] == 50.0
     assert by_model["mckd-1"]["epochs"] == 3 and by_model["mckd-1"]["epoch"] == 1
+
+
+def _curve_run(u: int, mckd: float, sft_n: int, sft_n_f1: float, draw: int | None = 800) -> dict:
+    f1s = {"teacher": 55.0, "sft": 60.0, "vanilla-kd": mckd - 2, "mckd-3": mckd, "sft-n": sft_n_f1}
+    scores = {name: {"f1": f1, "ci95": [f1 - 3, f1 + 3]} for name, f1 in f1s.items()}
+    sizes = {"labeled": 50, "unlabeled": u, "sft_n": sft_n, **({"draw_unlabeled": draw} if draw else {})}
+    return {
+        "task": "atis",
+        "seed": 0,
+        "sizes": sizes,
+        "scores": scores,
+        "deliverable": {"with_l_only": {"test_f1": mckd}},
+        "pseudolabel_f1": {"teacher": 60.0, "stage-1": 65.0},
+        "comparisons": {"final - sft-n": {"diff": mckd - sft_n_f1}},
+        "wall_s": 60.0 * u / 10,
+    }
+
+
+def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_path):
+    u_curve = _load("u_curve")
+    runs = [
+        _curve_run(200, 66.0, 200, 72.0),
+        _curve_run(400, 71.0, 500, 80.0),
+        _curve_run(800, 73.5, 500, 82.0),
+        _curve_run(200, 99.0, 200, 72.0, draw=None),  # a run of the 3-seed table, not drawn for the curve
+    ]
+    c = u_curve.curve(runs, "atis", 0)
+    assert list(c["points"]) == [200, 400, 800] and c["points"][200]["mckd-3"] == 66.0
+    # SFT-500 trained by two points: their mean; SFT-50 by all three.
+    assert c["lines"] == {"SFT-50": 60.0, "SFT-200": 72.0, "SFT-500": 81.0}
+    assert u_curve.reaches(c, "SFT-200") == 800 and u_curve.reaches(c, "SFT-500") is None
+    table = u_curve.markdown([c])
+    assert "| 400 | 55.0 | 69.0 [66.0, 72.0] | 71.0 [68.0, 74.0] | 71.0 | 60.0 → 65.0 | 40 |" in table
+    assert "MCKD-3 reaches SFT-200 at U = 800." in table
+    assert u_curve.curve(runs, "craft", 0) is None
+    u_curve.figure([c], tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    # Every point draws its sets as for the largest U, and only the U=200 run trains SFT-200.
+    argvs = u_curve.commands(["atis"], 1, ["--teacher-backend", "vllm-server"])
+    assert [a[a.index("--unlabeled") + 1] for a in argvs] == ["200", "400", "800"]
+    assert all(a[a.index("--draw-unlabeled") + 1] == "800" for a in argvs)
+    assert all(a[-2:] == ["--teacher-backend", "vllm-server"] for a in argvs)
+    assert [a[a.index("--sft-n") + 1] for a in argvs] == ["200", "500", "500"]

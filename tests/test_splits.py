@@ -60,15 +60,38 @@ def test_where_nothing_overlaps_t_is_the_draw_it_was_before_the_rule():
     assert list(after["id"][:4]) == list(before["id"][:4]) and list(after["id"][4:49]) == list(before["id"][5:])
 
 
-def test_the_quality_benchmark_sets_keep_t_apart_from_l_u_dev_and_sft_n():
+def _quality():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
     spec = importlib.util.spec_from_file_location("bench_quality", path)
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
-    args = argparse.Namespace(labeled=50, unlabeled=200, test=200, sft_n=200, dev=20, max_words=12)
+    return quality
+
+
+def test_the_quality_benchmark_sets_keep_t_apart_from_l_u_dev_and_sft_n():
+    quality = _quality()
+    args = argparse.Namespace(labeled=50, unlabeled=200, test=200, sft_n=200, dev=20, max_words=12, draw_unlabeled=None)
     sets = quality.task_sets("atis", args, 0)
     t = _keys(sets["test"])
     assert len(sets["test"]) == 200 and len(t) == 200
     for name in ("labeled", "unlabeled", "dev", "sft_n_labeled"):
         assert not t & _keys(sets[name]), name
     assert not _keys(sets["dev"]) & _keys(sets["sft_n_labeled"])
+
+
+def test_the_points_of_a_u_curve_share_l_t_dev_and_sft_n_and_each_u_holds_the_smaller_ones():
+    quality = _quality()
+    sizes = dict(labeled=50, test=200, sft_n=200, dev=20, max_words=12, draw_unlabeled=800)
+    points = {u: quality.task_sets("atis", argparse.Namespace(unlabeled=u, **sizes), 0) for u in (200, 400, 800)}
+    for name in ("labeled", "test", "dev", "sft_n_labeled"):
+        assert all(points[u][name]["id"].tolist() == points[800][name]["id"].tolist() for u in (200, 400)), name
+    assert [len(points[u]["unlabeled"]) for u in (200, 400, 800)] == [200, 400, 800]
+    assert points[400]["unlabeled"]["id"].tolist()[:200] == points[200]["unlabeled"]["id"].tolist()
+    assert points[800]["unlabeled"]["id"].tolist()[:400] == points[400]["unlabeled"]["id"].tolist()
+    # T and the dev rows stay apart from the largest U, so from every U.
+    assert not _keys(points[800]["test"]) & _keys(points[800]["unlabeled"])
+    assert not _keys(points[800]["dev"]) & _keys(points[800]["unlabeled"])
+    # Without it, a run draws its dev rows after its own U: the sets of U=200 alone differ from the curve's.
+    alone = quality.task_sets("atis", argparse.Namespace(unlabeled=200, **{**sizes, "draw_unlabeled": None}), 0)
+    assert alone["unlabeled"]["id"].tolist() == points[200]["unlabeled"]["id"].tolist()
+    assert alone["dev"]["id"].tolist() != points[200]["dev"]["id"].tolist()

@@ -81,7 +81,8 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
         pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
     # A U-curve's runs draw their sets as for its largest U and keep U's first rows: L, T, the dev rows and SFT-N are
     # then the same rows at every point, and each U holds the smaller ones.
-    drawn = max(args.unlabeled, args.draw_unlabeled or 0)
+    # (getattr: the other benchmarks build their own args for task_sets / run_config, without the newer options.)
+    drawn = max(args.unlabeled, getattr(args, "draw_unlabeled", None) or 0)
     sets = sample_sets(pool, test, args.labeled, drawn, args.test, seed, args.max_words, dev=dev)
     # Compared normalised (data.normalized_input), so T shares no input with the dev rows or SFT-N either, and
     # SFT-N none with the dev rows.
@@ -141,7 +142,7 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
                 "eval_batch_size": 32,
                 "train_on_labeled": args.train_on_labeled,
                 "init": args.init,
-                "epoch_choice": args.epoch_choice,
+                "epoch_choice": getattr(args, "epoch_choice", "best"),
             },
             "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
             "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
@@ -353,7 +354,7 @@ def sizes_of(args) -> dict:
             "demo_selection",
         )
     }
-    if args.draw_unlabeled:
+    if getattr(args, "draw_unlabeled", None):
         sizes["draw_unlabeled"] = args.draw_unlabeled
     # Options are keyed only when not their default, so runs recorded before they existed keep their key.
     options = {
@@ -362,7 +363,7 @@ def sizes_of(args) -> dict:
         "init": args.init,
         "first_labels": args.first_labels,
         "structured_outputs": args.structured_outputs,
-        "epoch_choice": args.epoch_choice,
+        "epoch_choice": getattr(args, "epoch_choice", "best"),
     }
     return {
         **sizes,
@@ -380,7 +381,7 @@ def recipe_of(args) -> dict:
         "teacher_demos": (args.teacher_demos, defaults.teacher.num_demos),
         "demo_selection": (args.demo_selection, defaults.teacher.demo_selection),
         "structured_outputs": (args.structured_outputs, defaults.teacher.structured_outputs),
-        "epoch_choice": (args.epoch_choice, defaults.student.epoch_choice),
+        "epoch_choice": (getattr(args, "epoch_choice", "best"), defaults.student.epoch_choice),
     }
     return {"recipe": {k: v for k, (v, _) in options.items()}, "defaults": all(v == d for v, d in options.values())}
 

@@ -187,7 +187,12 @@ class TeacherConfig(_Section):
     concurrency: int = Field(16, ge=1, description="Concurrent HTTP requests (vllm-server backend).")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
-    structured_outputs: bool = Field(False, description="Constrain decoding with the format's regex where supported.")
+    structured_outputs: bool = Field(
+        False,
+        description="Constrain decoding with the format's regex (json: data.schema) where supported. Off by default: "
+        "a weak teacher's invalid outputs drop the rows it cannot label, and decoding under the schema turns them "
+        "into wrong labels (ATIS-JSON: worse students, BENCHMARKS.md).",
+    )
     trust_remote_code: bool = False
 
 

@@ -70,6 +70,16 @@ LEGACY_METRIC = {
 OUTPUT_TOKENS = {"atis": 64, "craft": 80, "atis-json": 96}
 
 
+#: Options added after the other benchmarks (teacher_structured, suggest_strategies, teacher_dev) started building
+#: their own args for task_sets / run_config: read with `option`, so those args need not carry them.
+NEWER_OPTIONS = {"draw_unlabeled": None, "epoch_choice": "best"}
+
+
+def option(args, name: str):
+    """`args.<name>`, or the option's default where `args` was built without it."""
+    return getattr(args, name, NEWER_OPTIONS[name])
+
+
 def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
     """Seeded L / U / T (+ CRAFT dev) samples and the SFT-N gold set (L plus other pool rows, never U or T)."""
     if task == "atis":
@@ -81,8 +91,7 @@ def task_sets(task: str, args, seed: int) -> dict[str, pd.DataFrame]:
         pool, test, dev = splits["train"], splits["test"], splits["dev"].sample(n=args.dev, random_state=seed)
     # A U-curve's runs draw their sets as for its largest U and keep U's first rows: L, T, the dev rows and SFT-N are
     # then the same rows at every point, and each U holds the smaller ones.
-    # (getattr: the other benchmarks build their own args for task_sets / run_config, without the newer options.)
-    drawn = max(args.unlabeled, getattr(args, "draw_unlabeled", None) or 0)
+    drawn = max(args.unlabeled, option(args, "draw_unlabeled") or 0)
     sets = sample_sets(pool, test, args.labeled, drawn, args.test, seed, args.max_words, dev=dev)
     # Compared normalised (data.normalized_input), so T shares no input with the dev rows or SFT-N either, and
     # SFT-N none with the dev rows.
@@ -142,7 +151,7 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
                 "eval_batch_size": 32,
                 "train_on_labeled": args.train_on_labeled,
                 "init": args.init,
-                "epoch_choice": getattr(args, "epoch_choice", "best"),
+                "epoch_choice": option(args, "epoch_choice"),
             },
             "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
             "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
@@ -354,7 +363,7 @@ def sizes_of(args) -> dict:
             "demo_selection",
         )
     }
-    if getattr(args, "draw_unlabeled", None):
+    if option(args, "draw_unlabeled"):
         sizes["draw_unlabeled"] = args.draw_unlabeled
     # Options are keyed only when not their default, so runs recorded before they existed keep their key.
     options = {
@@ -363,7 +372,7 @@ def sizes_of(args) -> dict:
         "init": args.init,
         "first_labels": args.first_labels,
         "structured_outputs": args.structured_outputs,
-        "epoch_choice": getattr(args, "epoch_choice", "best"),
+        "epoch_choice": option(args, "epoch_choice"),
     }
     return {
         **sizes,
@@ -381,7 +390,7 @@ def recipe_of(args) -> dict:
         "teacher_demos": (args.teacher_demos, defaults.teacher.num_demos),
         "demo_selection": (args.demo_selection, defaults.teacher.demo_selection),
         "structured_outputs": (args.structured_outputs, defaults.teacher.structured_outputs),
-        "epoch_choice": (getattr(args, "epoch_choice", "best"), defaults.student.epoch_choice),
+        "epoch_choice": (option(args, "epoch_choice"), defaults.student.epoch_choice),
     }
     return {"recipe": {k: v for k, (v, _) in options.items()}, "defaults": all(v == d for v, d in options.values())}
 
@@ -424,7 +433,7 @@ def main() -> None:
     parser.add_argument(
         "--draw-unlabeled",
         type=int,
-        default=None,
+        default=NEWER_OPTIONS["draw_unlabeled"],
         help="Draw the sets as for this many unlabeled rows and keep the first --unlabeled of them (a U-curve: the "
         "same L, T, dev rows and SFT-N at every U).",
     )
@@ -477,7 +486,7 @@ def main() -> None:
     parser.add_argument(
         "--epoch-choice",
         choices=["best", "last"],
-        default="best",
+        default=NEWER_OPTIONS["epoch_choice"],
         help="Which epoch a student keeps (student.epoch_choice): best on dev, or the last unless an earlier one "
         "beats it beyond noise.",
     )

@@ -65,8 +65,6 @@ def curve(runs: list[dict], task: str, seed: int) -> dict | None:
             "teacher": s["teacher"]["f1"],
             "deliverable": r["deliverable"]["with_l_only"]["test_f1"],
             "labels_f1": r.get("pseudolabel_f1", {}),
-            "final_minus_sft_n": r["comparisons"].get("final - sft-n"),
-            "sft_n": r["sizes"]["sft_n"],
             "wall_s": r["wall_s"],
         }
     lines: dict[str, list[float]] = {}
@@ -84,7 +82,9 @@ def curve(runs: list[dict], task: str, seed: int) -> dict | None:
 def reaches(c: dict, line: str) -> int | None:
     """The smallest U whose MCKD-3 reaches `line` (an SFT-N line's F1), None where none does."""
     target = c["lines"].get(line)
-    return next((u for u, p in c["points"].items() if target is not None and p["mckd-3"] >= target), None)
+    if target is None:
+        return None
+    return next((u for u, p in c["points"].items() if p["mckd-3"] >= target), None)
 
 
 def markdown(curves: list[dict]) -> str:

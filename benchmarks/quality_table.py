@@ -33,7 +33,15 @@ from mckd_core.scoring import aligned  # noqa: E402
 
 MIN_TEST = 200
 #: The options that make a recipe, in the order a recipe's name lists them.
-OPTIONS = {"train_on_labeled": "gold-aware", "init": "init {}", "first_labels": "first_labels {}"}
+#: Every option quality.sizes_of keys (a run keyed with one is another recipe, never pooled with the runs without it).
+OPTIONS = {
+    "train_on_labeled": "gold-aware",
+    "init": "init {}",
+    "first_labels": "first_labels {}",
+    "epoch_choice": "epoch_choice {}",
+    "structured_outputs": "structured outputs",
+    "draw_unlabeled": "drawn as for U={}",
+}
 GAPS = ("teacher", "sft", "vanilla-kd")
 
 

@@ -222,22 +222,24 @@ def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count
         current(1, 2),
         weak_sft,
         current(0, 2, unlabeled=400),
+        current(1, 2, epoch_choice="last"),  # another recipe on a seed the paper recipe ran: never pooled with it
         dict(current(2, 2), sizes={**base, "test": 20}),  # too few test rows to count
         dict(current(3, 2), metric="an older metric"),
     ]
     lines = table_of(runs).splitlines()[2:]
     assert [line.split(" | ")[1:3] for line in lines] == [
+        ["epoch_choice last", "1"],
         ["gold-aware + first_labels sft", "0"],
         ["paper recipe", "0,1"],
         ["paper recipe, U=400", "0"],
     ]
     # The paper recipe's final student finds every chunk where the rest find half: MCKD-3 100.0, gaps with CIs.
-    assert "**100.0**" in lines[1] and "100.0 / 100.0" in lines[1]
+    assert "**100.0**" in lines[2] and "100.0 / 100.0" in lines[2]
     # Against every SFT-50 of its seeds: seed 0's two SFT-50 trainings averaged per row (F1 40.0), seed 1's one (66.7).
     gap = f"{100 - (40.0 + 200 / 3) / 2:+.1f}"  # every row alike: each row resample gives the same gap
     # ... but the seeds' gaps differ (+60.0 and +33.3), and the interval that redraws the seeds spans them.
-    assert lines[1].endswith(f"| {gap} [{gap}, {gap}] / [+33.3, +60.0] (+60.0, +33.3), 3 trainings |"), lines[1]
-    assert "+33.3 [+33.3, +33.3] / [+33.3, +33.3] (+33.3, +33.3)" in lines[1]
+    assert lines[2].endswith(f"| {gap} [{gap}, {gap}] / [+33.3, +60.0] (+60.0, +33.3), 3 trainings |"), lines[2]
+    assert "+33.3 [+33.3, +33.3] / [+33.3, +33.3] (+33.3, +33.3)" in lines[2]
 
 
 def test_the_guard_ships_an_equal_candidate_less_often_than_the_bar_and_a_clearly_better_one_mostly():

@@ -11,13 +11,18 @@ row), so a gap that comes from one run's weak SFT-L shows. Only runs
 with T >= 200 test rows and today's metric and dev-row recipe (quality.current) count: smaller tables cannot resolve
 the differences in question.
 
+`--effect OPTION=VALUE` prints what one option changes instead: every run keyed with it paired with the run of the
+same task and seed whose sizes are the same but for that option (absent, i.e. its value before the option existed),
+and per task and system, with − without pooled over the pairs with both CIs and the per-seed differences.
+
 Usage:
-  .venv/bin/python benchmarks/quality_table.py [benchmarks/results/quality.json]
+  .venv/bin/python benchmarks/quality_table.py [benchmarks/results/quality.json] [--effect epoch_choice=last]
 Prints a markdown table.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -102,6 +107,54 @@ def against_every_sft(group: list[dict], runs: list[dict]) -> str:
     return f"{quality.pooled_interval(pooled)}, {trainings} trainings"
 
 
+#: The systems an option's effect is shown on (the teacher's rows do not depend on a student option), and the
+#: deliverable a user with only L gets (the guard's pick among the rest, whichever system that is in each run).
+DELIVERABLE = "L-only deliverable"
+EFFECT_ROWS = ("sft", "vanilla-kd", "mckd-2", quality.FINAL, DELIVERABLE)
+
+
+def effect(runs: list[dict], option: str, value) -> str:
+    """The option's effect, one line per task and system: "with − without [CI rows] / [CI seeds] (per seed)"."""
+    counted = [run for run in runs if quality.current(run) and run["sizes"]["test"] >= MIN_TEST]
+    without = {(r["task"], r["seed"], json.dumps(r["sizes"], sort_keys=True)): r for r in counted}
+    pairs: dict[str, list[tuple[dict, dict]]] = {}
+    for run in counted:
+        if run["sizes"].get(option) != value:
+            continue
+        rest = {k: v for k, v in run["sizes"].items() if k != option}
+        other = without.get((run["task"], run["seed"], json.dumps(rest, sort_keys=True)))
+        if other:
+            pairs.setdefault(run["task"], []).append((run, other))
+    lines = [
+        f"| task | {option}={value} vs without: runs paired (seeds) | system | F1 with / without | "
+        "with − without [CI rows] / [CI seeds] (per seed) |",
+        "|---|---|---|---:|---:|",
+    ]
+    for task, both in sorted(pairs.items()):
+        both.sort(key=lambda pair: pair[0]["seed"])
+        aggregate = get_format(quality.FORMAT[task]).aggregate
+        seeds = f"{len(both)} ({','.join(str(run['seed']) for run, _ in both)})"
+        for row in EFFECT_ROWS:
+            stats = [aligned(_rows(run, row), _rows(other, row)) for run, other in both]
+            means = [np.mean([_f1(pair[side], row) for pair in both]) for side in (0, 1)]
+            cmp = quality.pooled_with_seeds(stats, aggregate)
+            lines.append(
+                f"| {task} | {seeds} | {row} | {means[0]:.1f} / {means[1]:.1f} | {quality.pooled_interval(cmp)} |"
+            )
+    return "\n".join(lines)
+
+
+def _rows(run: dict, row: str) -> dict:
+    """A row's per-test-row statistics; the deliverable's are those of whichever system the guard shipped without
+    SFT-N."""
+    name = run["deliverable"]["with_l_only"]["name"] if row == DELIVERABLE else quality.SYSTEM[row]
+    return run["test_rows"][name]
+
+
+def _f1(run: dict, row: str) -> float:
+    return run["deliverable"]["with_l_only"]["test_f1"] if row == DELIVERABLE else run["scores"][row]["f1"]
+
+
 def quality_name(row: str) -> str:
     return {"sft": "SFT-50", "vanilla-kd": "vanilla KD"}.get(row, row)
 
@@ -112,7 +165,17 @@ def _gap(comparisons: dict | None, row: str) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results" / "quality.json"
-    if path.name.startswith("-") or not path.is_file():
-        raise SystemExit(__doc__)
-    print(table(json.loads(path.read_text())["runs"]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", nargs="?", type=Path, default=HERE / "results" / "quality.json")
+    parser.add_argument("--effect", metavar="OPTION=VALUE", help="What one option changes (e.g. epoch_choice=last).")
+    args = parser.parse_args()
+    if not args.path.is_file():
+        raise SystemExit(
+            f"{args.path}: no such file; give quality.py's --out file (default benchmarks/results/quality.json)"
+        )
+    runs = json.loads(args.path.read_text())["runs"]
+    if args.effect:
+        option, _, value = args.effect.partition("=")
+        print(effect(runs, option, json.loads(value) if value in ("true", "false") or value.isdigit() else value))
+    else:
+        print(table(runs))

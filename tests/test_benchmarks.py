@@ -242,6 +242,35 @@ def test_quality_table_has_one_line_per_task_and_recipe_over_the_runs_that_count
     assert "+33.3 [+33.3, +33.3] / [+33.3, +33.3] (+33.3, +33.3)" in lines[2]
 
 
+def test_an_options_effect_pairs_each_run_with_the_run_of_its_seed_made_without_it():
+    quality = _load("quality")
+    effect = _load("quality_table").effect
+    run = lambda seed, right, **sizes: dict(  # noqa: E731
+        _quality_run(seed, right),
+        sizes={"unlabeled": 200, "test": 200, **sizes},
+        deliverable={"name": "final", "with_l_only": {"name": "final", "test_f1": 100.0 if right == 2 else 66.7}},
+        metric=quality.METRIC["atis"],
+    )
+    runs = [
+        run(0, 1),
+        run(0, 2, epoch_choice="last"),  # the final student finds every chunk with the option, half without
+        run(1, 1),
+        run(1, 1, epoch_choice="last"),  # no change on seed 1
+        run(2, 2, epoch_choice="last"),  # no partner without the option: not counted
+        run(3, 1, unlabeled=400),
+        run(3, 2, epoch_choice="last"),  # its partner has other sizes: not counted either
+    ]
+    lines = {line.split(" | ")[2]: line for line in effect(runs, "epoch_choice", "last").splitlines()[2:]}
+    assert set(lines) == {"sft", "vanilla-kd", "mckd-2", "mckd-3", "L-only deliverable"}
+    assert all(" | 2 (0,1) | " in line for line in lines.values())
+    assert "| +0.0 [+0.0, +0.0] / [+0.0, +0.0] (+0.0, +0.0) |" in lines["sft"]
+    gain = f"{(100 - 200 / 3) / 2:+.1f}"  # the mean of the seeds' gains (+33.3 and +0.0)
+    assert f"| 83.3 / 66.7 | {gain} [{gain}, {gain}] / [+0.0, +33.3] (+33.3, +0.0) |" in lines["mckd-3"], lines[
+        "mckd-3"
+    ]
+    assert lines["L-only deliverable"].endswith(lines["mckd-3"].split(" | ", 3)[3])
+
+
 def test_the_guard_ships_an_equal_candidate_less_often_than_the_bar_and_a_clearly_better_one_mostly():
     """guard_sim's model of dev rows, fixed seeds: the real guard (dev_margins + choose_deliverable) against the rule
     before issue #27 (a percentile-bootstrap CI above 0 per candidate) on the same draws."""

@@ -32,10 +32,13 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # label_quality, however this script is loaded
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # loaded 2-core machine
+
+from label_quality import label_quality  # noqa: E402  (benchmarks/, beside this file)
 
 from mckd_core.atis import json_schema, load_atis, load_atis_json  # noqa: E402
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
@@ -244,6 +247,9 @@ def run_one(task: str, seed: int, args) -> dict:
             **{f"stage-{s['stage']}": s["pseudolabel_f1"] for s in report["stages"]},
         },
         "timings_s": {k: round(v, 1) for k, v in report["timings"].items()},
+        # Precision / recall of every stage's labels of U and each distilled student's rows and kept epoch beside
+        # them: what limits a point of the U-curve, read from the record (run dirs are not committed).
+        "label_quality": {k: v for k, v in label_quality(cfg.run_dir).items() if k in ("labels", "students")},
     }
 
 

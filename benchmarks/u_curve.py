@@ -66,6 +66,7 @@ def curve(runs: list[dict], task: str, seed: int) -> dict | None:
             "deliverable": r["deliverable"]["with_l_only"]["test_f1"],
             "labels_f1": r.get("pseudolabel_f1", {}),
             "wall_s": r["wall_s"],
+            **limits(r),
         }
     lines: dict[str, list[float]] = {}
     for r in mine:
@@ -76,6 +77,19 @@ def curve(runs: list[dict], task: str, seed: int) -> dict | None:
         "seed": seed,
         "points": points,
         "lines": {name: sum(v) / len(v) for name, v in sorted(lines.items(), key=lambda kv: int(kv[0][4:]))},
+    }
+
+
+def limits(run: dict) -> dict:
+    """What the run's files say limits a point (recorded by quality.py since 2026-12-07): the teacher labels' precision
+    and recall on U, and the final student's training rows and kept epoch (of how many)."""
+    found = run.get("label_quality")
+    if not found:
+        return {}
+    final = next(s for s in found["students"] if s["model"].endswith("(final)"))
+    return {
+        "teacher_pr": [found["labels"]["teacher"]["precision"], found["labels"]["teacher"]["recall"]],
+        "final_student": {k: final[k] for k in ("train_rows", "epoch", "epochs")},
     }
 
 
@@ -93,15 +107,19 @@ def markdown(curves: list[dict]) -> str:
         lines = ", ".join(f"{name} {f1:.1f}" for name, f1 in c["lines"].items())
         out.append(f"**{c['task']}**, seed {c['seed']} (lines: {lines})\n")
         out.append(
-            "| U | teacher | vanilla KD [95% CI] | MCKD-3 [95% CI] | deliverable | labels F1 by stage | minutes |"
+            "| U | teacher | vanilla KD [95% CI] | MCKD-3 [95% CI] | deliverable | labels F1 by stage "
+            "| teacher labels P / R | final student: rows, epoch kept | minutes |"
         )
-        out.append("|---:|---:|---:|---:|---:|---|---:|")
+        out.append("|---:|---:|---:|---:|---:|---|---:|---:|---:|")
         for u, p in c["points"].items():
             labels = " → ".join(f"{v:.1f}" for v in p["labels_f1"].values())
             out.append(
                 f"| {u} | {p['teacher']:.1f} | {p['vanilla-kd']:.1f} {_ci(p['vanilla-kd_ci95'])} | "
                 f"{p['mckd-3']:.1f} {_ci(p['mckd-3_ci95'])} | {p['deliverable']:.1f} | {labels} | "
-                f"{p['wall_s'] / 60:.0f} |"
+                + (" / ".join(f"{v:.1f}" for v in p["teacher_pr"]) if "teacher_pr" in p else "–")
+                + " | "
+                + (_final(p["final_student"]) if "final_student" in p else "–")
+                + f" | {p['wall_s'] / 60:.0f} |"
             )
         reached = reaches(c, "SFT-200")
         out.append(
@@ -110,6 +128,10 @@ def markdown(curves: list[dict]) -> str:
             + ".\n"
         )
     return "\n".join(out)
+
+
+def _final(student: dict) -> str:
+    return f"{student['train_rows']}, {student['epoch']} of {student['epochs']}"
 
 
 def _ci(ci: list[float]) -> str:

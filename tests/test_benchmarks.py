@@ -335,7 +335,12 @@ def test_label_quality_sets_each_student_beside_the_labels_it_trained_on(tmp_pat
         (run / directory).mkdir(parents=True)
         frame = {"id": ["a"], "input": ["flights from boston to denver"], "target": [gold], "label": [label]}
         pd.DataFrame({**frame, "valid": [True]}).to_parquet(run / directory / "labels-x.parquet")
-    test = lambda f1: {"test": {"f1": f1, "precision": f1, "recall": f1}, "epochs": 1, "dev_f1": 50.0}  # noqa: E731
+    test = lambda f1: {  # noqa: E731
+        "test": {"f1": f1, "precision": f1, "recall": f1},
+        "epochs": 1,
+        "dev_f1": 50.0,
+        "train_rows": 12,
+    }
     report = {
         "config": {"data": {"task": "slots"}, "student": {"epochs": 3}},
         "first_labels": {"chosen": "sft"},  # Y_0 is SFT's labels: MCKD-1 ... would train on them, not the teacher's
@@ -354,6 +359,7 @@ def test_label_quality_sets_each_student_beside_the_labels_it_trained_on(tmp_pat
     by_model = {s["model"]: s for s in quality.label_quality(run)["students"]}
     assert by_model["mckd-1"]["trained_on"] == "sft" and by_model["mckd-1"]["labels"]["recall"] == 50.0
     assert by_model["mckd-1"]["epochs"] == 3 and by_model["mckd-1"]["epoch"] == 1
+    assert by_model["mckd-1"]["train_rows"] == 12
 
 
 def _curve_run(u: int, mckd: float, sft_n: int, sft_n_f1: float, draw: int | None = 800) -> dict:
@@ -376,7 +382,16 @@ def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_
     u_curve = _load("u_curve")
     runs = [
         _curve_run(200, 66.0, 200, 72.0),
-        _curve_run(400, 71.0, 500, 80.0),
+        dict(  # recorded with the labels' precision / recall and each student's rows and epoch (since 2026-12-07)
+            _curve_run(400, 71.0, 500, 80.0),
+            label_quality={
+                "labels": {"teacher": {"f1": 60.0, "precision": 80.0, "recall": 48.0}},
+                "students": [
+                    {"model": "vanilla-kd", "train_rows": 430, "epoch": 2, "epochs": 4},
+                    {"model": "mckd-3 (final)", "train_rows": 450, "epoch": 4, "epochs": 4},
+                ],
+            },
+        ),
         _curve_run(800, 73.5, 500, 82.0),
         _curve_run(200, 99.0, 200, 72.0, draw=None),  # a run of the 3-seed table, not drawn for the curve
     ]
@@ -386,7 +401,11 @@ def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_
     assert c["lines"] == {"SFT-50": 60.0, "SFT-200": 72.0, "SFT-500": 81.0}
     assert u_curve.reaches(c, "SFT-200") == 800 and u_curve.reaches(c, "SFT-500") is None
     table = u_curve.markdown([c])
-    assert "| 400 | 55.0 | 69.0 [66.0, 72.0] | 71.0 [68.0, 74.0] | 71.0 | 60.0 → 65.0 | 40 |" in table
+    assert (
+        "| 400 | 55.0 | 69.0 [66.0, 72.0] | 71.0 [68.0, 74.0] | 71.0 | 60.0 → 65.0 | 80.0 / 48.0 | 450, 4 of 4 | 40 |"
+        in table
+    )
+    assert "| 200 | 55.0 | 64.0 [61.0, 67.0] | 66.0 [63.0, 69.0] | 66.0 | 60.0 → 65.0 | – | – | 20 |" in table
     assert "MCKD-3 reaches SFT-200 at U = 800." in table
     assert u_curve.curve(runs, "craft", 0) is None
     u_curve.figure([c], tmp_path / "curve.png")

@@ -312,7 +312,7 @@ def tokens_line(tokens: dict[str, dict]) -> str:
 def trained_line(name: str, metrics: dict) -> str:
     """The log line of a trained student: its figures with one decimal, as every other figure a user reads."""
     return (
-        f"{name}: {metrics['train_rows']} rows ({metrics.get('gold_rows', 0)} gold), best epoch {metrics['epochs']}, "
+        f"{name}: {metrics['train_rows']} rows ({metrics.get('gold_rows', 0)} gold), kept epoch {metrics['epochs']}, "
         f"dev F1 {_fmt(metrics.get('dev_f1'))}, {metrics['seconds']:.1f}s"
     )
 
@@ -370,7 +370,7 @@ def render_markdown(report: dict) -> str:
         "",
         "FLOP use: the training steps' model FLOP/s as a share of the device's matmul rate, measured by each student.",
         "",
-        "| stage | student | train rows | dev F1 | best epoch | seconds | FLOP use |",
+        "| stage | student | train rows | dev F1 | kept epoch | seconds | FLOP use |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for stage in report["stages"]:
@@ -522,7 +522,7 @@ def model_card(report: dict, name: str = "final") -> str:
         f"- F1 {_fmt(test.get('f1'))} (95% CI {fmt_ci(test.get('ci95'))}), exact match "
         f"{_fmt(test.get('exact_match'))}, invalid outputs {_fmt(test.get('invalid'))}%",
         f"- teacher F1 {_fmt((report['teacher'].get('test') or {}).get('f1'))}",
-        f"- training: {entry['train_rows']} rows, best epoch {entry['epochs']}, dev F1 {_fmt(entry['dev_f1'])}, "
+        f"- training: {entry['train_rows']} rows, kept epoch {entry['epochs']}, dev F1 {_fmt(entry['dev_f1'])}, "
         f"{entry['seconds']:.0f}s, FLOP use {_utilization(entry)}",
         "",
         "## Use",

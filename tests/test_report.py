@@ -240,7 +240,7 @@ def test_a_trained_students_log_line_shows_its_dev_f1_and_seconds_with_one_decim
 
     metrics = {"train_rows": 11, "gold_rows": 3, "epochs": 2, "dev_f1": 68.18181818181819, "seconds": 12.3456}
     assert trained_line("stage 1 student 0", metrics) == (
-        "stage 1 student 0: 11 rows (3 gold), best epoch 2, dev F1 68.2, 12.3s"
+        "stage 1 student 0: 11 rows (3 gold), kept epoch 2, dev F1 68.2, 12.3s"
     )
     assert "dev F1 —" in trained_line("sft", {**metrics, "dev_f1": None})
 

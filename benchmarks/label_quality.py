@@ -51,7 +51,11 @@ def one(pattern: str, run_dir: Path) -> Path:
 
 def label_files(run_dir: Path) -> dict[str, Path]:
     """The U label file of the teacher, of the SFT student where it made Y_0 (stages.first_labels: sft), and of each
-    intermediate stage, in stage order."""
+    intermediate stage, in stage order: those report.json names (a node the cache answered names its file where it
+    was first written, maybe another run's dir), else the run dir's own."""
+    named = json.loads((run_dir / "report.json").read_text()).get("files", {}).get("labels_of_unlabeled")
+    if named:
+        return {name: run_dir / path for name, path in named.items() if name != "final"}
     stages = sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1]))
     first = {"sft": one("sft-labels/labels-*.parquet", run_dir)} if (run_dir / "sft-labels").is_dir() else {}
     return {

@@ -112,6 +112,18 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     result = quality.label_quality(run)
     assert list(result["labels"]) == ["teacher", "sft", "stage-1"] and result["labels"]["sft"]["recall"] == 50.0
     assert result["gain"]["stage-1"]["vs previous"]["diff"] == pytest.approx(100.0 - 66.7, abs=0.1)
+    # A node the cache answered: report.json names its file in the run that wrote it, not in this run's dir.
+    elsewhere = tmp_path / "earlier-run" / "sft-labels"
+    elsewhere.mkdir(parents=True)
+    (run / "sft-labels" / "labels-e.parquet").rename(elsewhere / "labels-e.parquet")
+    files = {"teacher": "teacher/labels-a.parquet", "sft": str(elsewhere / "labels-e.parquet")}
+    files |= {"stage-1": "stage-1/labels-b.parquet", "final": "final/labels/relabels-x.parquet"}
+    (run / "report.json").write_text(
+        json.dumps({"config": {"data": {"task": "slots"}}, "files": {"labels_of_unlabeled": files}})
+    )
+    assert quality.label_quality(run)["labels"]["sft"]["recall"] == 50.0
+    (run / "report.json").write_text(json.dumps({"config": {"data": {"task": "slots"}}}))
+    (elsewhere / "labels-e.parquet").rename(run / "sft-labels" / "labels-e.parquet")
     (run / "sft-labels" / "labels-e.parquet").unlink()
     (run / "sft-labels").rmdir()
     (run / "stage-1" / "labels-c.parquet").write_bytes((run / "stage-1" / "labels-b.parquet").read_bytes())

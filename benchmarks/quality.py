@@ -75,7 +75,7 @@ OUTPUT_TOKENS = {"atis": 64, "craft": 80, "atis-json": 96}
 
 #: Options added after the other benchmarks (teacher_structured, suggest_strategies, teacher_dev) started building
 #: their own args for task_sets / run_config: read with `option`, so those args need not carry them.
-NEWER_OPTIONS = {"draw_unlabeled": None, "epoch_choice": "best"}
+NEWER_OPTIONS = {"draw_unlabeled": None, "epoch_choice": "last"}
 
 
 def option(args, name: str):
@@ -371,7 +371,8 @@ def sizes_of(args) -> dict:
     }
     if option(args, "draw_unlabeled"):
         sizes["draw_unlabeled"] = args.draw_unlabeled
-    # Options are keyed only when not their default, so runs recorded before they existed keep their key.
+    # Options are keyed only when not the value every run had before the option existed (not today's default:
+    # epoch_choice is keyed as `last`), so runs recorded before it keep their key.
     options = {
         "teacher_backend": args.teacher_backend,
         "train_on_labeled": args.train_on_labeled,

@@ -204,7 +204,7 @@ class StudentConfig(_Section):
         4,
         ge=1,
         le=1000,
-        description="Most epochs; the best on dev F1 is kept (4, micro-batch 4 and lr 1e-4: the quality runs' values, "
+        description="Most epochs; which one is kept: epoch_choice (4, micro-batch 4 and lr 1e-4: the quality runs' values, "
         "BENCHMARKS.md).",
     )
     batch_size: int = Field(4, ge=1)
@@ -229,11 +229,12 @@ class StudentConfig(_Section):
     )
     select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
     epoch_choice: Literal["best", "last"] = Field(
-        "best",
-        description="With select_on_dev, which epoch a student keeps: best (the highest dev F1, ties to the later "
-        "epoch) or last (the last epoch, unless an earlier one beats it beyond noise on the dev rows: one-sided "
-        "paired randomization test, p <= 0.05). On 20 dev rows `best` kept an undertrained epoch 1 of 4 that scored "
-        "7.3 F1 below the last on 200 further dev rows (BENCHMARKS.md 'Which epoch').",
+        "last",
+        description="With select_on_dev, which epoch a student keeps: last (the last epoch, unless an earlier one "
+        "beats it beyond noise on the dev rows: one-sided paired randomization test, p <= 0.05) or best (the highest "
+        "dev F1, ties to the later epoch). On 20 dev rows `best` kept an undertrained epoch 1 of 4 that scored 7.3 F1 "
+        "below the last on 200 further dev rows; `last` is the default since six quality runs (BENCHMARKS.md "
+        "'Which epoch').",
     )
     train_on_labeled: bool = Field(
         True,

@@ -204,8 +204,8 @@ class StudentConfig(_Section):
         4,
         ge=1,
         le=1000,
-        description="Most epochs; which one is kept: epoch_choice (4, micro-batch 4 and lr 1e-4: the quality runs' values, "
-        "BENCHMARKS.md).",
+        description="Most epochs; which one is kept: epoch_choice (4, micro-batch 4 and lr 1e-4: the quality runs' "
+        "values, BENCHMARKS.md).",
     )
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -227,7 +227,7 @@ class StudentConfig(_Section):
         "torch's fused CPU SDPA backward is slow, BENCHMARKS.md 'attention'), the model's own (SDPA) on a GPU. "
         "Generation always uses the model's own kernel.",
     )
-    select_on_dev: bool = Field(True, description="Keep the epoch with the best F1 on the labeled dev data.")
+    select_on_dev: bool = Field(True, description="Choose the epoch kept on the labeled dev data (see epoch_choice).")
     epoch_choice: Literal["best", "last"] = Field(
         "last",
         description="With select_on_dev, which epoch a student keeps: last (the last epoch, unless an earlier one "

@@ -318,7 +318,8 @@ def make_optimizer(model, spec: "TrainSpec"):
 
 
 def train(spec: TrainSpec, progress: ProgressFn | None = None) -> dict:
-    """Train, keep the epoch student.epoch_choice picks on dev, save it (safetensors) with metrics.json to spec.out_dir."""
+    """Train, keep the epoch student.epoch_choice picks on dev, save it (safetensors) with metrics.json to
+    spec.out_dir."""
     with cpu_threads(getattr(spec.student, "cpu_threads", None)):
         return _train(spec, progress)
 

@@ -49,11 +49,11 @@ def one(pattern: str, run_dir: Path) -> Path:
     return found[0]
 
 
-def label_files(run_dir: Path) -> dict[str, Path]:
+def label_files(run_dir: Path, report: dict) -> dict[str, Path]:
     """The U label file of the teacher, of the SFT student where it made Y_0 (stages.first_labels: sft), and of each
     intermediate stage, in stage order: those report.json names (a node the cache answered names its file where it
     was first written, maybe another run's dir), else the run dir's own."""
-    named = json.loads((run_dir / "report.json").read_text()).get("files", {}).get("labels_of_unlabeled")
+    named = report.get("files", {}).get("labels_of_unlabeled")
     if named:
         return {name: run_dir / path for name, path in named.items() if name != "final"}
     stages = sorted(run_dir.glob("stage-*"), key=lambda d: int(d.name.split("-")[1]))
@@ -68,7 +68,7 @@ def label_files(run_dir: Path) -> dict[str, Path]:
 def label_quality(run_dir: Path) -> dict:
     report = json.loads((run_dir / "report.json").read_text())
     task = report["config"]["data"]["task"]
-    scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir).items()}
+    scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir, report).items()}
     if any(score is None for score in scores.values()):
         raise SystemExit(
             f"{run_dir}: the rows of U have no gold `target`; label quality needs a run on gold-labeled U (e.g. "

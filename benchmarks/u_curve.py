@@ -113,13 +113,12 @@ def markdown(curves: list[dict]) -> str:
         out.append("|---:|---:|---:|---:|---:|---|---:|---:|---:|")
         for u, p in c["points"].items():
             labels = " → ".join(f"{v:.1f}" for v in p["labels_f1"].values())
+            teacher_pr = " / ".join(f"{v:.1f}" for v in p["teacher_pr"]) if "teacher_pr" in p else "–"
+            final = _final(p["final_student"]) if "final_student" in p else "–"
             out.append(
                 f"| {u} | {p['teacher']:.1f} | {p['vanilla-kd']:.1f} {_ci(p['vanilla-kd_ci95'])} | "
-                f"{p['mckd-3']:.1f} {_ci(p['mckd-3_ci95'])} | {p['deliverable']:.1f} | {labels} | "
-                + (" / ".join(f"{v:.1f}" for v in p["teacher_pr"]) if "teacher_pr" in p else "–")
-                + " | "
-                + (_final(p["final_student"]) if "final_student" in p else "–")
-                + f" | {p['wall_s'] / 60:.0f} |"
+                f"{p['mckd-3']:.1f} {_ci(p['mckd-3_ci95'])} | {p['deliverable']:.1f} | {labels} | {teacher_pr} | "
+                f"{final} | {p['wall_s'] / 60:.0f} |"
             )
         reached = reaches(c, "SFT-200")
         out.append(

@@ -9,6 +9,7 @@ import pandas as pd
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+from prefect.client.schemas.sorting import ArtifactSort
 from toy_data import PAIRS
 
 from mckd_core.config import StudentConfig
@@ -31,8 +32,14 @@ def test_a_child_processes_progress_file_is_forwarded_once_per_change(tmp_path):
 
 
 def _progress_values(description: str) -> list[float]:
+    # Newest first: the session's API holds every earlier test's progress artifacts, more than one page of them,
+    # and unsorted this one could fall off the page (CI saw none at all).
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=20,
+        )
     return [float(a.data) for a in artifacts if a.description == description]
 
 

@@ -326,6 +326,7 @@ def test_suggest_on_a_run_without_files_says_how_to_get_them(tmp_path):
 def test_the_suggest_flow_publishes_its_rows_as_a_table_artifact(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     from flows.suggest import suggest_flow
 
@@ -334,10 +335,12 @@ def test_the_suggest_flow_publishes_its_rows_as_a_table_artifact(tmp_path):
 
     async def latest():
         async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mckd-suggest"]))
+            (found,) = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mckd-suggest"])),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
             )
-            return max(found, key=lambda a: a.created)
+            return found
 
     artifact = asyncio.run(latest())
     assert artifact.type == "table"

@@ -144,7 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--sft-n", type=int, default=100, help="Unused here (quality.py's sampler draws it).")
     parser.add_argument("--dev", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=None, help="Default: the product's (student.epochs).")
     parser.add_argument("--max-words", type=int, default=12)
     parser.add_argument("--teacher-demos", type=int, default=8)
     parser.add_argument("--demo-selection", choices=["bm25", "random-fixed"], default="bm25")
@@ -156,6 +156,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = RunConfig.model_validate({"data": {"labeled": "l", "unlabeled": "u"}})
     args.train_on_labeled, args.init = defaults.student.train_on_labeled, defaults.student.init
     args.first_labels, args.structured_outputs = defaults.stages.first_labels, defaults.teacher.structured_outputs
+    args.epoch_choice = defaults.student.epoch_choice
+    if args.epochs is None:
+        args.epochs = defaults.student.epochs
     return args
 
 

@@ -331,6 +331,7 @@ def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_r
         defaults.student.train_on_labeled,
         defaults.stages.first_labels,
     )
+    assert (cfg.student.epochs, cfg.student.epoch_choice) == (defaults.student.epochs, defaults.student.epoch_choice)
     assert cfg.run_name.endswith("-seed1-random") and cfg.seed == 1
 
 

@@ -65,7 +65,9 @@ def label_files(run_dir: Path, report: dict) -> dict[str, Path]:
     }
 
 
-def label_quality(run_dir: Path) -> dict:
+def label_quality(run_dir: Path, with_gains: bool = True) -> dict:
+    """Label F1/P/R of every Y_k of U, each distilled model beside the labels it trained on, and (`with_gains`) the
+    paired bootstrap of each stage's gain, the slow part."""
     report = json.loads((run_dir / "report.json").read_text())
     task = report["config"]["data"]["task"]
     scores = {name: score_labels(ParquetRef.of(path), task) for name, path in label_files(run_dir, report).items()}
@@ -78,7 +80,7 @@ def label_quality(run_dir: Path) -> dict:
     return {
         "run": str(run_dir),
         "labels": labels,
-        "gain": gains(scores, get_format(task).aggregate),
+        **({"gain": gains(scores, get_format(task).aggregate)} if with_gains else {}),
         **({"students": students(report, labels)} if "final_student" in report else {}),
     }
 

@@ -249,7 +249,7 @@ def run_one(task: str, seed: int, args) -> dict:
         "timings_s": {k: round(v, 1) for k, v in report["timings"].items()},
         # Precision / recall of every stage's labels of U and each distilled student's rows and kept epoch beside
         # them: what limits a point of the U-curve, read from the record (run dirs are not committed).
-        "label_quality": {k: v for k, v in label_quality(cfg.run_dir).items() if k in ("labels", "students")},
+        "label_quality": {k: v for k, v in label_quality(cfg.run_dir, with_gains=False).items() if k != "run"},
     }
 
 

@@ -104,6 +104,7 @@ def test_label_quality_scores_each_stage_of_a_run_dir(tmp_path):
     assert result["gain"]["stage-1"]["vs teacher"]["diff"] == 60.0
     assert result["gain"]["stage-2"]["vs teacher"]["diff"] == pytest.approx(66.7 - 40.0, abs=0.1)
     assert result["gain"]["stage-2"]["vs previous"]["diff"] == pytest.approx(66.7 - 100.0, abs=0.1)
+    assert quality.label_quality(run, with_gains=False) == {k: v for k, v in result.items() if k != "gain"}
     (run / "stage-2" / "labels-d.parquet").unlink()
     (run / "stage-2").rmdir()
     # stages.first_labels: sft: the SFT student's Y_0 sits between the teacher's labels and stage 1's.

@@ -77,6 +77,18 @@ OUTPUT_TOKENS = {"atis": 64, "craft": 80, "atis-json": 96}
 #: their own args for task_sets / run_config: read with `option`, so those args need not carry them.
 NEWER_OPTIONS = {"draw_unlabeled": None, "epoch_choice": "last"}
 
+#: The recipe options a run is keyed by (`sizes_of`) and a table names them by (quality_table), in the order a
+#: recipe's name lists them: each with the value every run had before the option existed (a run with that value is
+#: keyed without the option, so records made before it keep their key) and its label (None: keyed, never named).
+KEYED_OPTIONS = {
+    "teacher_backend": ("transformers", None),
+    "train_on_labeled": (False, "gold-aware"),
+    "init": ("pretrained", "init {}"),
+    "first_labels": ("teacher", "first_labels {}"),
+    "epoch_choice": ("best", "epoch_choice {}"),
+    "structured_outputs": (False, "structured outputs"),
+}
+
 
 def option(args, name: str):
     """`args.<name>`, or the option's default where `args` was built without it."""
@@ -371,20 +383,8 @@ def sizes_of(args) -> dict:
     }
     if option(args, "draw_unlabeled"):
         sizes["draw_unlabeled"] = args.draw_unlabeled
-    # Options are keyed only when not the value every run had before the option existed (not today's default:
-    # epoch_choice is keyed as `last`), so runs recorded before it keep their key.
-    options = {
-        "teacher_backend": args.teacher_backend,
-        "train_on_labeled": args.train_on_labeled,
-        "init": args.init,
-        "first_labels": args.first_labels,
-        "structured_outputs": args.structured_outputs,
-        "epoch_choice": option(args, "epoch_choice"),
-    }
-    return {
-        **sizes,
-        **{k: v for k, v in options.items() if v not in ("transformers", False, "pretrained", "teacher", "best")},
-    }
+    options = {k: option(args, k) if k in NEWER_OPTIONS else getattr(args, k) for k in KEYED_OPTIONS}
+    return {**sizes, **{k: v for k, v in options.items() if v != KEYED_OPTIONS[k][0]}}
 
 
 def recipe_of(args) -> dict:

@@ -37,16 +37,10 @@ from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.scoring import aligned  # noqa: E402
 
 MIN_TEST = 200
-#: The options that make a recipe, in the order a recipe's name lists them.
-#: Every option quality.sizes_of keys (a run keyed with one is another recipe, never pooled with the runs without it).
-OPTIONS = {
-    "train_on_labeled": "gold-aware",
-    "init": "init {}",
-    "first_labels": "first_labels {}",
-    "epoch_choice": "epoch_choice {}",
-    "structured_outputs": "structured outputs",
-    "draw_unlabeled": "drawn as for U={}",
-}
+#: The options that name a recipe, in the order a recipe's name lists them: every option quality.sizes_of keys (a run
+#: keyed with one is another recipe, never pooled with the runs without it), and the sets drawn as for a larger U.
+OPTIONS = {k: label for k, (_, label) in quality.KEYED_OPTIONS.items() if label}
+OPTIONS["draw_unlabeled"] = "drawn as for U={}"
 GAPS = ("teacher", "sft", "vanilla-kd")
 
 

@@ -1,4 +1,4 @@
-"""The `mckd` command line: demo, run, predict, eval, formats, push, report, suggest, data."""
+"""The `mckd` command line: demo, run, predict, eval, formats, push, report, suggest, prune, data."""
 
 from __future__ import annotations
 
@@ -421,6 +421,35 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory holding rep
     if not path.is_file():
         _fail(f"{path} not found; is {run_dir} a finished mckd run dir?")
     print_report(json.loads(path.read_text()), run_dir)
+
+
+@app.command()
+def prune(
+    run_dir: Path = typer.Argument(..., help="A finished run dir (holds report.json)."),
+    keep: list[str] = typer.Option(
+        [], "--keep", help="Also keep this student: final, or a baseline (sft, vanilla-kd, mckd-2, ...); repeatable."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+) -> None:
+    """Free the disk a finished run's students take: delete the weights of every student but its deliverable (and
+    any run's deliverable that lives here). Labels, reports and metrics stay; a re-run of the same config trains
+    the pruned students again."""
+    from mckd_core.errors import MckdInputError
+    from mckd_core.prune import prune as prune_run
+
+    try:
+        pruned = prune_run(run_dir, keep, dry_run)
+    except MckdInputError as exc:
+        _fail(str(exc))
+    verb = "would delete" if dry_run else "deleted"
+    for folder in pruned.students:
+        console.print(f"{verb} the weights of {folder}", highlight=False)
+    console.print(
+        f"{verb} {len(pruned.files)} files of {len(pruned.students)} students: {pruned.bytes / 2**30:.2f} GiB; "
+        f"kept {', '.join(str(k) for k in pruned.kept) or 'none'}"
+        + ("" if dry_run or not pruned.students else "; a re-run of this config trains them again"),
+        highlight=False,
+    )
 
 
 @data_app.command("atis")

@@ -97,3 +97,21 @@ def test_an_edited_format_metric_rescores_and_retrains_nothing_that_does_not_use
     _, states = _run(tmp_path, tiny_models, tmp_path / "runs", **overrides)
     assert set(states["train-student"]) == {"Cached"} and set(states["partition"]) == {"Cached"}, states
     assert "Completed" in states["evaluate-student"], states  # scored again with the new metric
+
+
+def test_a_pruned_run_still_predicts_and_a_re_run_retrains_only_the_pruned_students(tmp_path, tiny_models):
+    from mckd_core.prune import prune
+
+    first, _ = _run(tmp_path, tiny_models, tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "toy"
+    pruned = prune(run_dir)
+    assert pruned.students and pruned.bytes > 0
+    assert (run_dir / "deliverable" / "config.json").is_file() and list((run_dir / "deliverable").glob("*.safetensors"))
+
+    again, states = _run(tmp_path, tiny_models, tmp_path / "runs")
+    # Every pruned student trains again (the cache checks weights on disk); the deliverable's comes from the cache.
+    assert states["train-student"].count("Completed") == len(pruned.students), states
+    assert states["train-student"].count("Cached") == len(states["train-student"]) - len(pruned.students)
+    assert set(states["annotate"]) == {"Cached"}
+    assert again["deliverable"]["name"] == first["deliverable"]["name"]
+    assert prune(run_dir, dry_run=True).bytes == pruned.bytes  # the re-run wrote them back

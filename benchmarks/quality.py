@@ -75,7 +75,7 @@ OUTPUT_TOKENS = {"atis": 64, "craft": 80, "atis-json": 96}
 
 #: Options added after the other benchmarks (teacher_structured, suggest_strategies, teacher_dev) started building
 #: their own args for task_sets / run_config: read with `option`, so those args need not carry them.
-NEWER_OPTIONS = {"draw_unlabeled": None, "epoch_choice": "last"}
+NEWER_OPTIONS = {"draw_unlabeled": None, "epoch_choice": "last", "gold_share": None}
 
 #: The recipe options a run is keyed by (`sizes_of`) and a table names them by (quality_table), in the order a
 #: recipe's name lists them: each with the value every run had before the option existed (a run with that value is
@@ -87,6 +87,7 @@ KEYED_OPTIONS = {
     "first_labels": ("teacher", "first_labels {}"),
     "epoch_choice": ("best", "epoch_choice {}"),
     "structured_outputs": (False, "structured outputs"),
+    "gold_share": (None, "gold share {}"),
 }
 
 
@@ -167,6 +168,7 @@ def run_config(task: str, paths: dict[str, str], args, seed: int) -> RunConfig:
                 "train_on_labeled": args.train_on_labeled,
                 "init": args.init,
                 "epoch_choice": option(args, "epoch_choice"),
+                "gold_share": option(args, "gold_share"),
             },
             "stages": {"num_stages": 3, "partitions": 2, "evaluate_students": False, "first_labels": args.first_labels},
             "baselines": ["sft", "vanilla-kd", "mckd-2", "sft-n"],
@@ -398,6 +400,7 @@ def recipe_of(args) -> dict:
         "demo_selection": (args.demo_selection, defaults.teacher.demo_selection),
         "structured_outputs": (args.structured_outputs, defaults.teacher.structured_outputs),
         "epoch_choice": (option(args, "epoch_choice"), defaults.student.epoch_choice),
+        "gold_share": (option(args, "gold_share"), defaults.student.gold_share),
     }
     return {"recipe": {k: v for k, (v, _) in options.items()}, "defaults": all(v == d for v, d in options.values())}
 
@@ -496,6 +499,12 @@ def main() -> None:
         default=NEWER_OPTIONS["epoch_choice"],
         help="Which epoch a student keeps (student.epoch_choice): best on dev, or the last unless an earlier one "
         "beats it beyond noise.",
+    )
+    parser.add_argument(
+        "--gold-share",
+        type=float,
+        default=NEWER_OPTIONS["gold_share"],
+        help="Repeat the gold rows of gold-aware students to at least this share of their rows (student.gold_share).",
     )
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "quality")
     # Committed, so finished seeds outlive the machine (runs/ does not).

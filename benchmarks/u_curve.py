@@ -9,8 +9,9 @@ when the Prefect cache holds them).
   .venv/bin/python benchmarks/u_curve.py run --tasks atis craft --seed 0 -- --teacher-backend vllm-server
       (one quality.py run per point, one at a time; each is added to quality.json when it ends, a re-run skips
       finished points; what follows `--` goes to quality.py)
-  .venv/bin/python benchmarks/u_curve.py report [--figure benchmarks/results/u-curve.png]
-      (the table, as markdown, and the figure, from quality.json)
+  .venv/bin/python benchmarks/u_curve.py report [--figure benchmarks/results/u-curve.png] [--with gold_share=0.2]
+      (the table, as markdown, and the figure, from quality.json; --with: the points run with that quality.py option
+      after `--`, e.g. `-- --gold-share 0.2`)
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import quality  # noqa: E402  (the recipe options its runs are keyed by)
+
 POINTS = (200, 400, 800)
 #: SFT-N of each point's run: the U=200 run gives the SFT-200 line, the others SFT-500.
 SFT_N = {200: 200, 400: 500, 800: 500}
 QUALITY = ROOT / "benchmarks" / "results" / "quality.json"
+#: Options every point is keyed with (the command's --train-on-labeled, quality.py's defaults, where the teacher
+#: runs); any other keyed option (`--with`) makes another curve.
+CURVE_OPTIONS = {"train_on_labeled", "first_labels", "epoch_choice", "teacher_backend"}
 
 
 def commands(tasks: list[str], seed: int, extra: list[str]) -> list[list[str]]:
@@ -44,13 +52,22 @@ def commands(tasks: list[str], seed: int, extra: list[str]) -> list[list[str]]:
     ]
 
 
-def curve(runs: list[dict], task: str, seed: int) -> dict | None:
-    """One task's curve from quality.json's records: per U the distilled rows and the labels they learned from, and
-    the SFT lines (each from the runs that trained it, their mean where several did)."""
+def variant(sizes: dict) -> dict:
+    """The keyed recipe options of a run beyond the curve's own: {} for a point of today's defaults."""
+    return {k: sizes[k] for k in quality.KEYED_OPTIONS if k in sizes and k not in CURVE_OPTIONS}
+
+
+def curve(runs: list[dict], task: str, seed: int, options: dict | None = None) -> dict | None:
+    """One task's curve from quality.json's records (the runs with `options`, e.g. {"gold_share": 0.2}; none: today's
+    defaults): per U the distilled rows and the labels they learned from, and the SFT lines (each from the runs that
+    trained it, their mean where several did)."""
     mine = [
         r
         for r in runs
-        if r["task"] == task and r["seed"] == seed and r.get("sizes", {}).get("draw_unlabeled") == max(POINTS)
+        if r["task"] == task
+        and r["seed"] == seed
+        and r.get("sizes", {}).get("draw_unlabeled") == max(POINTS)
+        and variant(r["sizes"]) == (options or {})
     ]
     if not mine:
         return None
@@ -75,6 +92,7 @@ def curve(runs: list[dict], task: str, seed: int) -> dict | None:
     return {
         "task": task,
         "seed": seed,
+        "options": options or {},
         "points": points,
         "lines": {name: sum(v) / len(v) for name, v in sorted(lines.items(), key=lambda kv: int(kv[0][4:]))},
     }
@@ -105,7 +123,8 @@ def markdown(curves: list[dict]) -> str:
     out = []
     for c in curves:
         lines = ", ".join(f"{name} {f1:.1f}" for name, f1 in c["lines"].items())
-        out.append(f"**{c['task']}**, seed {c['seed']} (lines: {lines})\n")
+        recipe = "".join(f", {k} {v}" for k, v in c.get("options", {}).items())
+        out.append(f"**{c['task']}**, seed {c['seed']}{recipe} (lines: {lines})\n")
         out.append(
             "| U | teacher | vanilla KD [95% CI] | MCKD-3 [95% CI] | deliverable | labels F1 by stage "
             "| teacher labels P / R | final student: rows, epoch kept | minutes |"
@@ -176,6 +195,14 @@ def main() -> None:
     report.add_argument("--tasks", nargs="+", default=["atis", "craft"])
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--figure", type=Path, default=ROOT / "benchmarks" / "results" / "u-curve.png")
+    report.add_argument(
+        "--with",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="The curve of runs made with this quality.py option too (e.g. gold_share=0.2); repeatable.",
+    )
     args = parser.parse_args()
     if args.command == "run":
         for argv in commands(args.tasks, args.seed, [a for a in args.extra if a != "--"]):
@@ -183,11 +210,20 @@ def main() -> None:
             subprocess.run(argv, check=True)
         return
     runs = json.loads(QUALITY.read_text())["runs"]
-    curves = [c for c in (curve(runs, task, args.seed) for task in args.tasks) if c]
+    options = {name: _value(value) for name, _, value in (o.partition("=") for o in args.options)}
+    curves = [c for c in (curve(runs, task, args.seed, options) for task in args.tasks) if c]
     print(markdown(curves))
     if curves:
         figure(curves, args.figure)
         print(f"figure: {args.figure}")
+
+
+def _value(text: str):
+    """A `--with` value as quality.json keys it: a number or boolean as such, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 if __name__ == "__main__":

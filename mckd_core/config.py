@@ -244,6 +244,14 @@ class StudentConfig(_Section):
         "default (chosen on dev F1, BENCHMARKS.md); false: the paper's recipe, "
         "students learn from pseudolabels only.",
     )
+    gold_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="With train_on_labeled: repeat L's gold rows in each distilled student's training rows until they "
+        "make at least this share of them (null: each gold row once, so their share falls as U grows: 50 gold "
+        "rows are a fifth of the final student's rows at U=200 and a seventeenth at U=800).",
+    )
     init: Literal["pretrained", "sft"] = Field(
         "pretrained",
         description="What every distilled student (stage students, the final student, vanilla KD and MCKD-s "
@@ -347,6 +355,11 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _gold_aware_students_need_dev_rows(self) -> RunConfig:
+        if self.student.gold_share is not None and not self.student.train_on_labeled:
+            raise ValueError(
+                f"student.gold_share: {self.student.gold_share} repeats the gold rows of gold-aware students; set "
+                "student.train_on_labeled: true, or drop student.gold_share"
+            )
         if self.student.train_on_labeled and not self.data.dev and self.data.dev_holdout == 0:
             raise ValueError(
                 "student.train_on_labeled (on by default) needs dev rows no student trains on: give data.dev, "

@@ -312,9 +312,15 @@ def tokens_line(tokens: dict[str, dict]) -> str:
 def trained_line(name: str, metrics: dict) -> str:
     """The log line of a trained student: its figures with one decimal, as every other figure a user reads."""
     return (
-        f"{name}: {metrics['train_rows']} rows ({metrics.get('gold_rows', 0)} gold), kept epoch {metrics['epochs']}, "
+        f"{name}: {metrics['train_rows']} rows ({metrics.get('gold_rows', 0)} gold{_repeated(metrics)}), kept epoch "
+        f"{metrics['epochs']}, "
         f"dev F1 {_fmt(metrics.get('dev_f1'))}, {metrics['seconds']:.1f}s"
     )
+
+
+def _repeated(metrics: dict) -> str:
+    repeats = metrics.get("gold_repeats") or 1
+    return f" x{repeats}" if repeats > 1 else ""
 
 
 def fmt_ci(ci: list[float] | None, signed: bool = False) -> str:
@@ -481,6 +487,7 @@ def card_data(report: dict, name: str = "final"):
                 "partitions": cfg["stages"]["partitions"],
                 "first_labels": cfg["stages"]["first_labels"],
                 "train_on_labeled": cfg["student"]["train_on_labeled"],
+                "gold_share": cfg["student"].get("gold_share"),
                 "init": cfg["student"]["init"],
             },
         },
@@ -771,6 +778,7 @@ def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:
         "partition": partition,
         "train_rows": metrics["train_rows"],
         "gold_rows": metrics.get("gold_rows", 0),
+        "gold_repeats": metrics.get("gold_repeats", 1 if metrics.get("gold_rows") else 0),
         "dev_f1": metrics["dev_f1"],
         "epochs": metrics["epochs"],
         "seconds": metrics["seconds"],
@@ -785,6 +793,7 @@ def final_entry(student_dir: str, metrics: dict, test: dict | None) -> dict:
         "dir": student_dir,
         "train_rows": metrics["train_rows"],
         "gold_rows": metrics.get("gold_rows", 0),
+        "gold_repeats": metrics.get("gold_repeats", 1 if metrics.get("gold_rows") else 0),
         "dev_f1": metrics["dev_f1"],
         "epochs": metrics["epochs"],
         "seconds": metrics["seconds"],

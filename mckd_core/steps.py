@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from pathlib import Path
 
@@ -327,9 +328,11 @@ def training_rows(
     min_valid: int,
     what: str,
     gold: ParquetRef | None = None,
+    gold_share: float | None = None,
 ) -> pd.DataFrame:
     """The valid pseudolabeled rows of the given parts (all parts when `assignment` is None), after the gold rows of
-    `gold` when given (gold-aware students: a gold row keeps its target; it is never relabeled)."""
+    `gold` when given (gold-aware students: a gold row keeps its target; it is never relabeled), repeated until they
+    make at least `gold_share` of the rows (student.gold_share)."""
     df = labels.read()
     if assignment is not None:
         part = assignment.read().set_index("id")["part"]
@@ -342,14 +345,27 @@ def training_rows(
             f"the outputs of {sources} are mostly invalid — check that model, its prompt/demos or epochs, or lower "
             "the floor"
         )
-    return valid if gold is None else pd.concat([_gold_frame(gold.read()), valid], ignore_index=True)
+    if gold is None:
+        return valid
+    rows = _gold_frame(gold.read())
+    return pd.concat([rows] * gold_repeats(len(rows), len(valid), gold_share) + [valid], ignore_index=True)
+
+
+def gold_repeats(gold: int, pseudo: int, share: float | None) -> int:
+    """How many times each of `gold` rows goes into a student's rows beside `pseudo` pseudolabeled ones, so that
+    they make at least `share` of them (once when `share` is None)."""
+    if share is None or gold == 0:
+        return 1
+    return max(1, math.ceil(share * pseudo / ((1 - share) * gold)))
 
 
 def train_student(job: StudentJob, attempt: int = 1, progress: ProgressFn | None = None) -> StudentRef:
     """Train the job's student here, in this process; attempt n > 1 backs off the micro-batch (OOM retries). A student
     never selects on a row it trained on."""
     cfg = job.student
-    train_df = training_rows(job.labels, job.assignment, job.parts, cfg.min_valid_rows, job.name, job.gold)
+    train_df = training_rows(
+        job.labels, job.assignment, job.parts, cfg.min_valid_rows, job.name, job.gold, cfg.gold_share
+    )
     dev_all = job.dev.read()
     seen = set(train_df["id"]) & set(dev_all["id"])
     if seen and cfg.select_on_dev:
@@ -358,6 +374,7 @@ def train_student(job: StudentJob, attempt: int = 1, progress: ProgressFn | None
             "would select its epoch on them; give a data.dev disjoint from its training rows"
         )
     dev_df = dev_all.iloc[: cfg.max_dev]
+    gold = 0 if job.gold is None else job.gold.rows
     init = job.init
     spec = TrainSpec(
         model=init.dir if init else cfg.model,
@@ -374,7 +391,8 @@ def train_student(job: StudentJob, attempt: int = 1, progress: ProgressFn | None
         # For the deliverable guard: the dev rows it selected on (its dev_f1 is its score on them) and those it trained
         # on.
         record={
-            "gold_rows": 0 if job.gold is None else job.gold.rows,
+            "gold_rows": gold,
+            "gold_repeats": int((train_df["source"] == "gold").sum()) // gold if gold else 0,
             "dev_rows": len(dev_df) if cfg.select_on_dev else 0,
             "dev_overlap": len(seen),
             **({"init": init.dir, "init_weights_sha256": init.metrics.get("weights_sha256")} if init else {}),

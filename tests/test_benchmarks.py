@@ -408,6 +408,7 @@ def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_
         ),
         _curve_run(800, 73.5, 500, 82.0),
         _curve_run(200, 99.0, 200, 72.0, draw=None),  # a run of the 3-seed table, not drawn for the curve
+        dict(_curve_run(400, 50.0, 500, 80.0), sizes={**_curve_run(400, 0, 500, 0)["sizes"], "gold_share": 0.2}),
     ]
     c = u_curve.curve(runs, "atis", 0)
     assert list(c["points"]) == [200, 400, 800] and c["points"][200]["mckd-3"] == 66.0
@@ -422,6 +423,10 @@ def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_
     assert "| 200 | 55.0 | 64.0 [61.0, 67.0] | 66.0 [63.0, 69.0] | 66.0 | 60.0 → 65.0 | – | – | 20 |" in table
     assert "MCKD-3 reaches SFT-200 at U = 800." in table
     assert u_curve.curve(runs, "craft", 0) is None
+    # A run with another keyed option is another curve: shown with --with, never mixed into the defaults' points.
+    shared = u_curve.curve(runs, "atis", 0, {"gold_share": 0.2})
+    assert list(shared["points"]) == [400] and shared["points"][400]["mckd-3"] == 50.0
+    assert "**atis**, seed 0, gold_share 0.2 (lines:" in u_curve.markdown([shared])
     u_curve.figure([c], tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     # Every point draws its sets as for the largest U, and only the U=200 run trains SFT-200.

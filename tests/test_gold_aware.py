@@ -11,7 +11,8 @@ from mckd_core.config import parse_config
 from mckd_core.data import write_parquet
 from mckd_core.errors import MckdInputError
 from mckd_core.jobs import StudentJob
-from mckd_core.steps import gold_labels, prepare_inputs, train_student, training_rows
+from mckd_core.report import trained_line
+from mckd_core.steps import gold_labels, gold_repeats, prepare_inputs, train_student, training_rows
 
 LABELED = pd.DataFrame(
     {
@@ -125,6 +126,22 @@ def test_gold_aware_rows_are_l_train_plus_valid_pseudolabels_never_a_dev_row(tmp
     assert set(training_rows(ref, None, None, 1, "final")["id"]) == {f"u{i}" for i in range(5)}  # option off: U only
 
 
+def test_gold_share_repeats_the_gold_rows_until_they_make_that_share_of_a_students_rows(tmp_path):
+    assert [gold_repeats(50, 200, 0.2), gold_repeats(50, 400, 0.2), gold_repeats(50, 800, 0.2)] == [1, 2, 4]
+    assert gold_repeats(50, 800, None) == 1 and gold_repeats(0, 800, 0.5) == 1
+    inputs = prepare_inputs(config(tmp_path, student={"train_on_labeled": True}))
+    ref, _ = pseudolabels(tmp_path)  # 5 valid pseudolabels beside 8 gold rows
+    rows = training_rows(ref, None, None, 1, "final", gold=inputs.labeled_train, gold_share=0.75)
+    gold = rows[rows["source"] == "gold"]
+    assert len(gold) == 16 and gold["id"].value_counts().eq(2).all()  # 16 / 21 >= 0.75; 8 / 13 is not
+    assert len(rows) - len(gold) == 5 and set(gold["id"]) == ids(inputs.labeled_train)
+
+
+def test_gold_share_without_gold_aware_students_is_a_one_line_config_error(tmp_path):
+    with pytest.raises(MckdInputError, match=r"student.gold_share: 0.3 repeats the gold rows of gold-aware students"):
+        config(tmp_path, student={"train_on_labeled": False, "gold_share": 0.3})
+
+
 def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
     inputs = prepare_inputs(config(tmp_path, student={"train_on_labeled": True}))
     cfg = config(tmp_path, student={"model": tiny_models["t5"], "epochs": 1, "max_target_tokens": 8}).student
@@ -142,7 +159,7 @@ def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
         )
     )
     m = student.metrics
-    assert (m["gold_rows"], m["dev_rows"], m["dev_overlap"], m["train_rows"]) == (8, 2, 0, 5 + 8)
+    assert (m["gold_rows"], m["gold_repeats"], m["dev_rows"], m["dev_overlap"], m["train_rows"]) == (8, 1, 2, 0, 5 + 8)
     # Kept in metrics.json too: a student read back from its dir (a dispatched one's) tells the guard the same.
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev_overlap"] == 0
     with pytest.raises(MckdInputError, match=r"final/student: trains on 10 of its 10 dev rows \(e.g. 'l0'\)"):
@@ -170,6 +187,21 @@ def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
         )
     )
     assert (unselected.metrics["dev_rows"], unselected.metrics["dev_overlap"]) == (0, 10)  # the guard leaves it out
+    repeated = train_student(
+        StudentJob(
+            name="final/student",
+            task="text",
+            student=cfg.model_copy(update={"gold_share": 0.75}),
+            seed=0,
+            labels=labels,
+            dev=inputs.dev,
+            out_dir=str(tmp_path / "s4"),
+            gold=inputs.labeled_train,
+        )
+    )
+    m = repeated.metrics
+    assert (m["gold_rows"], m["gold_repeats"], m["train_rows"]) == (8, 2, 21)
+    assert trained_line("final/student", repeated.metrics).startswith("final/student: 21 rows (8 gold x2), kept epoch")
 
 
 def test_dev_rows_in_l_fail_before_the_teacher_when_the_sft_student_makes_the_first_labels(tmp_path):

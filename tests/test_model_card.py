@@ -40,6 +40,7 @@ def test_the_deliverables_card_parses_with_huggingface_hub_and_carries_its_metri
         "partitions": 2,
         "first_labels": "auto",  # the default; with one stage (vanilla KD) it keeps the teacher's labels
         "train_on_labeled": True,
+        "gold_share": None,
         "init": "pretrained",
     }
     assert data["mckd"]["deliverable"] and data["mckd"]["why"] == report["deliverable"]["why"]

@@ -103,7 +103,9 @@ def students(report: dict, labels: dict[str, dict]) -> list[dict]:
             "trained_on": source,
             "labels": {k: labels[source][k] for k in ("f1", "precision", "recall")},
             "test": {k: rounded(entry["test"][k]) for k in ("f1", "precision", "recall")},
-            "train_rows": entry.get("train_rows"),
+            "train_rows": entry.get("train_rows"),  # gold copies included (student.gold_share)
+            "gold_rows": entry.get("gold_rows"),
+            "gold_repeats": entry.get("gold_repeats"),
             "epoch": entry.get("epochs"),
             "epochs": report["config"]["student"]["epochs"],
             "dev_f1": rounded(entry["dev_f1"]) if entry.get("dev_f1") is not None else None,

@@ -31,9 +31,9 @@ POINTS = (200, 400, 800)
 #: SFT-N of each point's run: the U=200 run gives the SFT-200 line, the others SFT-500.
 SFT_N = {200: 200, 400: 500, 800: 500}
 QUALITY = ROOT / "benchmarks" / "results" / "quality.json"
-#: Options every point is keyed with (the command's --train-on-labeled, quality.py's defaults, where the teacher
-#: runs); any other keyed option (`--with`) makes another curve.
-CURVE_OPTIONS = {"train_on_labeled", "first_labels", "epoch_choice", "teacher_backend"}
+#: The keyed options of every point of the curve (the command's --train-on-labeled, quality.py's defaults); a run
+#: keyed otherwise (`--with`, another epoch choice) is another curve. Where the teacher runs is not an option.
+CURVE_OPTIONS = {"train_on_labeled": True, "first_labels": "auto", "epoch_choice": "last"}
 
 
 def commands(tasks: list[str], seed: int, extra: list[str]) -> list[list[str]]:
@@ -53,8 +53,9 @@ def commands(tasks: list[str], seed: int, extra: list[str]) -> list[list[str]]:
 
 
 def variant(sizes: dict) -> dict:
-    """The keyed recipe options of a run beyond the curve's own: {} for a point of today's defaults."""
-    return {k: sizes[k] for k in quality.KEYED_OPTIONS if k in sizes and k not in CURVE_OPTIONS}
+    """The keyed recipe options of a run where they differ from the curve's: {} for a point of today's defaults."""
+    keyed = [k for k in quality.KEYED_OPTIONS if k != "teacher_backend"]
+    return {k: sizes.get(k) for k in keyed if sizes.get(k) != CURVE_OPTIONS.get(k)}
 
 
 def curve(runs: list[dict], task: str, seed: int, options: dict | None = None) -> dict | None:
@@ -107,7 +108,7 @@ def limits(run: dict) -> dict:
     final = next(s for s in found["students"] if s["model"].endswith("(final)"))
     return {
         "teacher_pr": [found["labels"]["teacher"]["precision"], found["labels"]["teacher"]["recall"]],
-        "final_student": {k: final[k] for k in ("train_rows", "epoch", "epochs")},
+        "final_student": {k: final.get(k) for k in ("train_rows", "gold_repeats", "epoch", "epochs")},
     }
 
 
@@ -149,7 +150,9 @@ def markdown(curves: list[dict]) -> str:
 
 
 def _final(student: dict) -> str:
-    return f"{student['train_rows']}, {student['epoch']} of {student['epochs']}"
+    repeats = student.get("gold_repeats") or 1  # student.gold_share: the rows count each gold copy
+    copies = f" (gold x{repeats})" if repeats > 1 else ""
+    return f"{student['train_rows']}{copies}, {student['epoch']} of {student['epochs']}"
 
 
 def _ci(ci: list[float]) -> str:

@@ -295,11 +295,18 @@ def _max_target_tokens(model_dir: Path) -> int:
 
 def _student_dir(path: Path) -> Path:
     """A trained student dir as given, or a run dir's deliverable (its final student for runs from before the guard)."""
+    from mckd_core.prune import weight_files
+
     if (path / "config.json").is_file():
+        if not weight_files(path):
+            _fail(
+                f"{path} holds no weights (`mckd prune` deletes those of every student but the deliverable); use "
+                "the run dir's deliverable/, or re-run the run's config to train this student again"
+            )
         return path
     if (path / "report.json").is_file():
         for candidate in (path / "deliverable", path / "final" / "student"):
-            if (candidate / "config.json").is_file():
+            if (candidate / "config.json").is_file() and weight_files(candidate):
                 console.print(f"using {candidate} ({candidate.resolve()})", highlight=False)
                 return candidate
     _fail(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RunConfig, baseline_stages
+from .config import RunConfig, StudentConfig, baseline_stages
 from .data import ParquetRef
 from .jobs import AnnotateJob, RelabelJob, StudentJob, StudentRef
 from .partition import cross_assignment
@@ -97,7 +97,7 @@ class RunPlan:
             labels=teacher_labels,
             source="baseline/sft",
             stage=0,
-            settings=self.cfg.student,
+            settings=self._sft_settings(),
             task=self.cfg.data.format_ref,
             out_dir=self.path("sft-labels"),
         )
@@ -113,11 +113,18 @@ class RunPlan:
         )
         return self._student(name, labels, self.cfg.seed + 100 * stages, out_dir, init)
 
+    def _sft_settings(self) -> StudentConfig:
+        """student settings for the SFT students and their labels: gold_share shapes distilled students only, so it
+        is left out of their keys (a run with it reuses the SFT students of a run without)."""
+        return self.cfg.student.model_copy(update={"gold_share": None})
+
     def supervised(self, name: str) -> StudentJob:
         """`sft` on L less the dev rows, `sft-n` on data.sft_n_labeled less them; it selects epochs on dev only where
         dev rows are held out of its training data."""
         rows = self.data.labeled_train if name == "sft" else self.data.sft_n
-        settings = self.cfg.student.model_copy(update={"select_on_dev": self.data.dev_held_out, "min_valid_rows": 1})
+        settings = self._sft_settings().model_copy(
+            update={"select_on_dev": self.data.dev_held_out, "min_valid_rows": 1}
+        )
         return StudentJob(
             name=f"baseline/{name}",
             task=self.cfg.data.format_ref,

@@ -476,6 +476,7 @@ def card_data(report: dict, name: str = "final"):
             "dev_f1": entry.get("dev_f1"),
             "train_rows": entry["train_rows"],
             "gold_rows": entry.get("gold_rows", 0),
+            "gold_repeats": entry.get("gold_repeats", 1 if entry.get("gold_rows") else 0),
             "teacher": {
                 "model": cfg["teacher"]["model"],
                 "num_demos": cfg["teacher"]["num_demos"],

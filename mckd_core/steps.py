@@ -10,6 +10,7 @@ import contextlib
 import functools
 import math
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -356,7 +357,8 @@ def gold_repeats(gold: int, pseudo: int, share: float | None) -> int:
     they make at least `share` of them (once when `share` is None)."""
     if share is None or gold == 0:
         return 1
-    return max(1, math.ceil(share * pseudo / ((1 - share) * gold)))
+    exact = Fraction(str(share))  # the share as written: float rounding would add a repeat where it is met exactly
+    return max(1, math.ceil(exact * pseudo / ((1 - exact) * gold)))
 
 
 def train_student(job: StudentJob, attempt: int = 1, progress: ProgressFn | None = None) -> StudentRef:

@@ -380,6 +380,13 @@ def _curve_run(u: int, mckd: float, sft_n: int, sft_n_f1: float, draw: int | Non
     f1s = {"teacher": 55.0, "sft": 60.0, "vanilla-kd": mckd - 2, "mckd-3": mckd, "sft-n": sft_n_f1}
     scores = {name: {"f1": f1, "ci95": [f1 - 3, f1 + 3]} for name, f1 in f1s.items()}
     sizes = {"labeled": 50, "unlabeled": u, "sft_n": sft_n, **({"draw_unlabeled": draw} if draw else {})}
+    # keyed as quality.py keys today's defaults (with --train-on-labeled), wherever the teacher ran
+    sizes |= {
+        "teacher_backend": "vllm-server",
+        "train_on_labeled": True,
+        "first_labels": "auto",
+        "epoch_choice": "last",
+    }
     return {
         "task": "atis",
         "seed": 0,
@@ -408,7 +415,21 @@ def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_
         ),
         _curve_run(800, 73.5, 500, 82.0),
         _curve_run(200, 99.0, 200, 72.0, draw=None),  # a run of the 3-seed table, not drawn for the curve
-        dict(_curve_run(400, 50.0, 500, 80.0), sizes={**_curve_run(400, 0, 500, 0)["sizes"], "gold_share": 0.2}),
+        dict(
+            _curve_run(400, 50.0, 500, 80.0),
+            sizes={**_curve_run(400, 0, 500, 0)["sizes"], "gold_share": 0.2},
+            label_quality={
+                "labels": {"teacher": {"f1": 60.0, "precision": 80.0, "recall": 48.0}},
+                "students": [
+                    {"model": "mckd-3 (final)", "train_rows": 500, "gold_repeats": 2, "epoch": 4, "epochs": 4}
+                ],
+            },
+        ),
+        # epoch_choice best (keyed by its absence): another recipe, on neither curve
+        dict(
+            _curve_run(400, 40.0, 500, 80.0),
+            sizes={k: v for k, v in _curve_run(400, 0, 500, 0)["sizes"].items() if k != "epoch_choice"},
+        ),
     ]
     c = u_curve.curve(runs, "atis", 0)
     assert list(c["points"]) == [200, 400, 800] and c["points"][200]["mckd-3"] == 66.0
@@ -427,6 +448,7 @@ def test_the_u_curve_takes_its_own_runs_and_says_where_mckd_reaches_sft_200(tmp_
     shared = u_curve.curve(runs, "atis", 0, {"gold_share": 0.2})
     assert list(shared["points"]) == [400] and shared["points"][400]["mckd-3"] == 50.0
     assert "**atis**, seed 0, gold_share 0.2 (lines:" in u_curve.markdown([shared])
+    assert "| 500 (gold x2), 4 of 4 |" in u_curve.markdown([shared])
     u_curve.figure([c], tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     # Every point draws its sets as for the largest U, and only the U=200 run trains SFT-200.

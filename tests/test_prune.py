@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,14 +81,49 @@ def test_a_student_another_run_ships_is_kept_and_keep_names_more(tmp_path):
     }
 
 
+def test_a_moved_run_pruned_from_inside_keeps_what_its_report_names_in_the_new_place(tmp_path, monkeypatch):
+    _run(tmp_path / "old", "a")
+    shutil.move(tmp_path / "old", tmp_path / "new")  # report.json's absolute dirs now point nowhere
+    run = tmp_path / "new" / "a"
+    other = tmp_path / "new" / "b"
+    other.mkdir()
+    point_to_deliverable(other, run / "stage-1" / "student-1")
+    monkeypatch.chdir(run)
+    pruned = prune(".", keep=["final"])  # the runs root is the parent of the real dir, not of "."
+    assert [d.relative_to(run).as_posix() for d in pruned.students] == ["baselines/vanilla-kd", "stage-1/student-0"]
+
+
+def test_a_run_from_before_the_deliverable_guard_keeps_its_final_student(tmp_path):
+    run = _run(tmp_path, "a")
+    report = json.loads((run / "report.json").read_text())
+    del report["deliverable"]
+    (run / "report.json").write_text(json.dumps(report))
+    (run / "deliverable").unlink()
+    assert "final/student" not in [d.relative_to(run).as_posix() for d in prune(run).students]
+    assert (run / "final" / "student" / "model.safetensors").is_file()
+
+
 def test_prune_refuses_a_run_that_has_not_finished_and_a_keep_name_it_does_not_have(tmp_path):
     run = _run(tmp_path, "a")
     with pytest.raises(MckdInputError, match=r"--keep mckd-9: .* use one of: final, sft, vanilla-kd"):
         prune(run, keep=["mckd-9"])
+    # A re-run writing into the dir: files newer than the report's.
+    past = (run / "report.json").stat().st_mtime - 1000
+    os.utime(run / "report.json", (past, past))
+    with pytest.raises(MckdInputError, match=r"files are newer than report.json .*: a run is writing here"):
+        prune(run)
     (run / "report.json").unlink()
     with pytest.raises(MckdInputError, match="no report.json; prune a finished run dir"):
         prune(run)
     assert (run / "stage-1" / "student-0" / "model.safetensors").is_file()  # refused: nothing deleted
+
+
+def test_a_deliverable_without_weights_prunes_nothing(tmp_path):
+    run = _run(tmp_path, "a")
+    (run / "baselines" / "sft" / "model.safetensors").unlink()
+    with pytest.raises(MckdInputError, match=r"its deliverable .*sft holds no weights; nothing pruned"):
+        prune(run)
+    assert (run / "final" / "student" / "model.safetensors").is_file()
 
 
 def test_the_prune_command_says_what_it_freed_and_fails_in_one_line(tmp_path):
@@ -97,5 +134,8 @@ def test_the_prune_command_says_what_it_freed_and_fails_in_one_line(tmp_path):
     assert (run / "final" / "student" / "model.safetensors").is_file()
     result = runner.invoke(app, ["prune", str(run), "--keep", "final"])
     assert result.exit_code == 0 and "deleted 3 files of 3 students" in " ".join(result.output.split())
+    # a pruned student says so where a model is asked for
+    result = runner.invoke(app, ["predict", str(run / "stage-1" / "student-0"), "--input", str(run / "x.jsonl")])
+    assert result.exit_code == 2 and "holds no weights (`mckd prune`" in " ".join(result.output.split())
     result = runner.invoke(app, ["prune", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "no report.json; prune a finished run dir" in " ".join(result.output.split())

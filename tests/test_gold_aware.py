@@ -218,3 +218,18 @@ def test_sft_init_with_no_dev_rows_held_out_is_a_one_line_config_error(tmp_path)
     lines = str(info.value).splitlines()
     assert lines[0] == "invalid config (1 error):" and len(lines) == 2 and "give data.dev, or leave" in lines[1]
     config(tmp_path, data={"dev_holdout": 2}, student={"train_on_labeled": False, "init": "sft"})  # held-out rows: fine
+
+
+def test_gold_share_leaves_the_sft_students_and_their_labels_keyed_as_without_it(tmp_path):
+    from mckd_core.identity import key_view
+    from mckd_core.plan import RunPlan
+
+    def jobs(**student):
+        cfg = config(tmp_path, student={"train_on_labeled": True, **student})
+        plan = RunPlan(cfg, prepare_inputs(cfg))
+        labels, _ = pseudolabels(tmp_path)
+        return plan.supervised("sft"), plan.first_labels_by_sft(labels), plan.distilled("final", labels, 3, None)
+
+    plain, shared = jobs(), jobs(gold_share=0.2)
+    assert key_view(shared[0]) == key_view(plain[0]) and key_view(shared[1]) == key_view(plain[1])
+    assert key_view(shared[2]) != key_view(plain[2])  # the distilled students are what it changes

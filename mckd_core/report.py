@@ -318,8 +318,14 @@ def trained_line(name: str, metrics: dict) -> str:
     )
 
 
+def gold_repeats_of(metrics: dict) -> int:
+    """How many times a student saw each gold row (student.gold_share); students trained before it was recorded saw
+    each once, and a student without gold rows none."""
+    return metrics.get("gold_repeats", 1 if metrics.get("gold_rows") else 0)
+
+
 def _repeated(metrics: dict) -> str:
-    repeats = metrics.get("gold_repeats") or 1
+    repeats = gold_repeats_of(metrics)
     return f" x{repeats}" if repeats > 1 else ""
 
 
@@ -476,7 +482,7 @@ def card_data(report: dict, name: str = "final"):
             "dev_f1": entry.get("dev_f1"),
             "train_rows": entry["train_rows"],
             "gold_rows": entry.get("gold_rows", 0),
-            "gold_repeats": entry.get("gold_repeats", 1 if entry.get("gold_rows") else 0),
+            "gold_repeats": gold_repeats_of(entry),
             "teacher": {
                 "model": cfg["teacher"]["model"],
                 "num_demos": cfg["teacher"]["num_demos"],
@@ -779,7 +785,7 @@ def student_entry(partition: int, metrics: dict, test: dict | None) -> dict:
         "partition": partition,
         "train_rows": metrics["train_rows"],
         "gold_rows": metrics.get("gold_rows", 0),
-        "gold_repeats": metrics.get("gold_repeats", 1 if metrics.get("gold_rows") else 0),
+        "gold_repeats": gold_repeats_of(metrics),
         "dev_f1": metrics["dev_f1"],
         "epochs": metrics["epochs"],
         "seconds": metrics["seconds"],
@@ -794,7 +800,7 @@ def final_entry(student_dir: str, metrics: dict, test: dict | None) -> dict:
         "dir": student_dir,
         "train_rows": metrics["train_rows"],
         "gold_rows": metrics.get("gold_rows", 0),
-        "gold_repeats": metrics.get("gold_repeats", 1 if metrics.get("gold_rows") else 0),
+        "gold_repeats": gold_repeats_of(metrics),
         "dev_f1": metrics["dev_f1"],
         "epochs": metrics["epochs"],
         "seconds": metrics["seconds"],

@@ -146,59 +146,30 @@ def test_a_student_never_selects_on_a_row_it_trained_on(tmp_path, tiny_models):
     inputs = prepare_inputs(config(tmp_path, student={"train_on_labeled": True}))
     cfg = config(tmp_path, student={"model": tiny_models["t5"], "epochs": 1, "max_target_tokens": 8}).student
     labels, _ = pseudolabels(tmp_path)
-    student = train_student(
-        StudentJob(
-            name="final/student",
-            task="text",
-            student=cfg,
-            seed=0,
-            labels=labels,
-            dev=inputs.dev,
-            out_dir=str(tmp_path / "s"),
-            gold=inputs.labeled_train,
+
+    def train(out, dev, gold=None, name="final/student", student=cfg, labels=labels):
+        out_dir = str(tmp_path / out)
+        return train_student(
+            StudentJob(
+                name=name, task="text", student=student, seed=0, labels=labels, dev=dev, gold=gold, out_dir=out_dir
+            )
         )
-    )
-    m = student.metrics
+
+    m = train("s", inputs.dev, gold=inputs.labeled_train).metrics
     assert (m["gold_rows"], m["gold_repeats"], m["dev_rows"], m["dev_overlap"], m["train_rows"]) == (8, 1, 2, 0, 5 + 8)
     # Kept in metrics.json too: a student read back from its dir (a dispatched one's) tells the guard the same.
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev_overlap"] == 0
     with pytest.raises(MckdInputError, match=r"final/student: trains on 10 of its 10 dev rows \(e.g. 'l0'\)"):
-        train_student(
-            StudentJob(
-                name="final/student",
-                task="text",
-                student=cfg,
-                seed=0,
-                labels=labels,
-                dev=inputs.labeled,
-                out_dir=str(tmp_path / "s2"),
-                gold=inputs.labeled,
-            )
-        )
-    unselected = train_student(
-        StudentJob(
-            name="student",
-            task="text",
-            student=cfg.model_copy(update={"select_on_dev": False}),
-            seed=0,
-            labels=gold_labels(inputs.labeled, tmp_path / "gold"),
-            dev=inputs.labeled,
-            out_dir=str(tmp_path / "s3"),
-        )
+        train("s2", inputs.labeled, gold=inputs.labeled)
+    unselected = train(
+        "s3",
+        inputs.labeled,
+        name="student",
+        student=cfg.model_copy(update={"select_on_dev": False}),
+        labels=gold_labels(inputs.labeled, tmp_path / "gold"),
     )
     assert (unselected.metrics["dev_rows"], unselected.metrics["dev_overlap"]) == (0, 10)  # the guard leaves it out
-    repeated = train_student(
-        StudentJob(
-            name="final/student",
-            task="text",
-            student=cfg.model_copy(update={"gold_share": 0.75}),
-            seed=0,
-            labels=labels,
-            dev=inputs.dev,
-            out_dir=str(tmp_path / "s4"),
-            gold=inputs.labeled_train,
-        )
-    )
+    repeated = train("s4", inputs.dev, gold=inputs.labeled_train, student=cfg.model_copy(update={"gold_share": 0.75}))
     m = repeated.metrics
     assert (m["gold_rows"], m["gold_repeats"], m["train_rows"]) == (8, 2, 21)
     assert trained_line("final/student", repeated.metrics).startswith("final/student: 21 rows (8 gold x2), kept epoch")

@@ -35,7 +35,7 @@ import quality  # noqa: E402  (its environment defaults, samples and recipe)
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
 from mckd_core.data import write_sets  # noqa: E402
 from mckd_core.formats import get_format  # noqa: E402
-from mckd_core.scoring import TEST_ROWS_FILE, aligned  # noqa: E402
+from mckd_core.scoring import TEST_ROWS_FILE, aligned, score_predictions  # noqa: E402
 from mckd_core.suggest import load_run, suggest  # noqa: E402
 
 STRATEGIES = ("suggest", "random", "unsure")
@@ -98,16 +98,58 @@ def record(report: dict, run_dir: Path, wall: float) -> dict:
     }
 
 
+def picked_quality(run_dir: Path, ids: list[str] | None = None) -> dict:
+    """How good the base run's labels were on the rows a strategy picked (every row of U: `ids` None): the teacher's
+    and the final student's F1 against U's gold, and the rows' mean length in words. A strategy that picks rows its
+    labels already get right sends the annotator little to teach."""
+    run = load_run(run_dir)
+    out = {}
+    for name in ("teacher", "final"):
+        df = run.labelings[name]
+        if ids is not None:
+            df = df[df["id"].isin(set(ids))]
+        preds = [label if valid else None for label, valid in zip(df["label"], df["valid"])]
+        out[f"{name}_f1"] = round(score_predictions(df, preds, run.task)["f1"], 2)
+    out["words"] = round(float(df["input"].str.split().str.len().mean()), 2)
+    return out
+
+
+def base_args_of(args) -> argparse.Namespace:
+    """The arguments of the runs: U holds the n rows the annotator will label too."""
+    return argparse.Namespace(**{**vars(args), "unlabeled": args.unlabeled + args.n})
+
+
+def fill_picked(runs: list[dict], args) -> bool:
+    """Adds `picked` / `u_quality` to runs recorded without them, from their base run dir where it is still on disk
+    (runs/ is not committed); True if any run changed."""
+    changed = False
+    for r in runs:
+        base_dir = Path(args.runs_root) / f"{quality.run_name(r['task'], r['seed'], base_args_of(args))}-base"
+        if r["n"] != args.n or not (base_dir / "report.json").is_file():
+            continue
+        if "u_quality" not in r["base"]:
+            r["base"]["u_quality"], changed = picked_quality(base_dir), True
+        for entry in r["strategies"].values():
+            if "picked" not in entry:
+                entry["picked"], changed = picked_quality(base_dir, entry["ids"]), True
+    return changed
+
+
 def run_seed(task: str, seed: int, args) -> dict:
-    base_args = argparse.Namespace(**{**vars(args), "unlabeled": args.unlabeled + args.n})
+    base_args = base_args_of(args)
     sets = quality.task_sets(task, base_args, seed)
     report, run_dir, wall = one_run(task, seed, base_args, sets, "base")
-    out = {"task": task, "seed": seed, "n": args.n, "base": record(report, run_dir, wall), "strategies": {}}
+    base = record(report, run_dir, wall) | {"u_quality": picked_quality(run_dir)}
+    out = {"task": task, "seed": seed, "n": args.n, "base": base, "strategies": {}}
     for strategy in STRATEGIES:
         ids = chosen_rows(strategy, run_dir, args.n, seed)
         labeled = with_labels(sets, ids)
         report_s, dir_s, wall_s = one_run(task, seed, base_args, labeled, strategy)
-        out["strategies"][strategy] = {"ids": ids, **record(report_s, dir_s, wall_s)}
+        out["strategies"][strategy] = {
+            "ids": ids,
+            "picked": picked_quality(run_dir, ids),
+            **record(report_s, dir_s, wall_s),
+        }
     return out
 
 
@@ -122,6 +164,9 @@ def summarize(runs: list[dict]) -> dict:
                 what: quality.mean_sd([r["strategies"][strategy][f"{key}_f1"] for r in mine])
                 for what, key in (("deliverable", "deliverable"), ("mckd-3", "mckd3"))
             } | {"wall_s": statistics.mean(r["strategies"][strategy]["wall_s"] for r in mine)}
+            picked = [r["strategies"][strategy].get("picked") for r in mine]
+            if all(picked):
+                table[strategy]["picked"] = {k: round(statistics.mean(p[k] for p in picked), 2) for k in picked[0]}
         diffs = {}
         for other in ("random", "unsure"):
             for what in ("deliverable", "mckd-3"):
@@ -130,8 +175,49 @@ def summarize(runs: list[dict]) -> dict:
                     for r in mine
                 ]
                 diffs[f"suggest - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
-        summary[task] = {"seeds": [r["seed"] for r in mine], "table": table, "comparisons": diffs}
+        summary[task] = {
+            "seeds": [r["seed"] for r in mine],
+            "base": {
+                "deliverable": quality.mean_sd([r["base"]["deliverable_f1"] for r in mine]),
+                "mckd-3": quality.mean_sd([r["base"]["mckd3_f1"] for r in mine]),
+                "wall_s": statistics.mean(r["base"]["wall_s"] for r in mine),
+                "shipped": [r["base"]["deliverable"] for r in mine],
+            },
+            "shipped": {strategy: [r["strategies"][strategy]["deliverable"] for r in mine] for strategy in STRATEGIES},
+            "table": table,
+            "comparisons": diffs,
+        }
     return summary
+
+
+def markdown(summary: dict) -> str:
+    """BENCHMARKS.md's strategy table: test F1 per strategy (mean ± sd over seeds), the base run's labels on the rows
+    each picked, wall time; then suggest minus each other strategy with its CIs."""
+    lines = [
+        "| task (seeds) | L | rows added by | deliverable | MCKD-3 | teacher / final F1 on the added rows | wall |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for task, s in summary.items():
+        b = s["base"]
+        lines.append(
+            f"| {task} ({len(s['seeds'])}) | 50 | none (the base run) | {_mean_sd(b['deliverable'])} | "
+            f"{_mean_sd(b['mckd-3'])} | | {b['wall_s'] / 60:.0f} min |"
+        )
+        for strategy, row in s["table"].items():
+            picked = row.get("picked")
+            on_rows = f"{picked['teacher_f1']:.1f} / {picked['final_f1']:.1f}" if picked else "n/a"
+            lines.append(
+                f"| | 100 | {strategy} | {_mean_sd(row['deliverable'])} | {_mean_sd(row['mckd-3'])} | {on_rows} | "
+                f"{row['wall_s'] / 60:.0f} min |"
+            )
+    for task, s in summary.items():
+        gaps = "; ".join(f"{name} {quality.pooled_interval(c)}" for name, c in s["comparisons"].items())
+        lines.append(f"\n{task}, 95% CI over test rows / over seeds and test rows (per-seed gaps): {gaps}")
+    return "\n".join(lines)
+
+
+def _mean_sd(cell: dict) -> str:
+    return f"{cell['mean']:.1f}" + (f" ± {cell['sd']:.1f}" if cell["sd"] is not None else "")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -151,6 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-backend", choices=["transformers", "vllm-server"], default="transformers")
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "suggest")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suggest_strategies.json")
+    parser.add_argument("--table", action="store_true", help="Print the recorded runs' table (markdown); run nothing.")
     args = parser.parse_args(argv)
     # quality.run_config's recipe options, at RunConfig's defaults ("re-run MCKD with defaults")
     defaults = RunConfig.model_validate({"data": {"labeled": "l", "unlabeled": "u"}})
@@ -164,14 +251,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    runs = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
+    saved = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
+    runs = saved["runs"]
+    for r in runs:  # recorded when the file kept one command for all runs
+        r.setdefault("command", saved.get("command"))
+    if fill_picked(runs, args):
+        args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+    if args.table:
+        print(markdown(summarize([r for r in runs if r["task"] in args.tasks and r["seed"] in args.seeds])))
+        return
     for task in args.tasks:
         for seed in args.seeds:
             if any(r["task"] == task and r["seed"] == seed and r["n"] == args.n for r in runs):
                 continue
-            runs.append(run_seed(task, seed, args))
+            runs.append(run_seed(task, seed, args) | {"command": sys.argv})
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"command": sys.argv, "runs": runs}, indent=1, default=str))
+            args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
     print(json.dumps(summarize([r for r in runs if r["task"] in args.tasks and r["seed"] in args.seeds]), indent=2))
 
 

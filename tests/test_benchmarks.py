@@ -311,7 +311,13 @@ def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_r
     bench = _load("suggest_strategies")
     rows = [("u0", "red hot", "blue cold"), ("u1", "big day", "small night"), ("u2", "up yes", "down no")]
     changed = [rows[0], ("u1", "big day", "large night"), rows[2]]
-    run = make_run(tmp_path, "text", L_TEXT, stages({"teacher": rows, "final": changed}, logprobs=[-0.1, -0.2, -3.0]))
+    labelings = stages({"teacher": rows, "final": changed}, logprobs=[-0.1, -0.2, -3.0])
+    for df in labelings.values():
+        df["target"] = ["blue cold", "large night", "down no"]  # U's gold: the final student mended u1
+    run = make_run(tmp_path, "text", L_TEXT, labelings)
+    # What the base run's labels were worth on the picked rows (the "why" of the strategy table)
+    assert bench.picked_quality(run, ["u1"]) == {"teacher_f1": 50.0, "final_f1": 100.0, "words": 2.0}
+    assert bench.picked_quality(run)["final_f1"] == 100.0 > bench.picked_quality(run)["teacher_f1"]
     assert bench.chosen_rows("suggest", run, 2, 0) == [s.id for s in suggest(run, 2)[1]]
     assert bench.chosen_rows("unsure", run, 1, 0) == ["u2"]
     drawn = bench.chosen_rows("random", run, 2, 0)
@@ -334,6 +340,45 @@ def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_r
     )
     assert (cfg.student.epochs, cfg.student.epoch_choice) == (defaults.student.epochs, defaults.student.epoch_choice)
     assert cfg.run_name.endswith("-seed1-random") and cfg.seed == 1
+
+
+def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_rows():
+    from mckd_core.formats import get_format
+
+    bench = _load("suggest_strategies")
+    fmt = get_format("slots")
+    inputs = ["flights from boston", "to denver"]
+    golds = ["flights from [fromloc.city_name boston]", "to [toloc.city_name denver]"]
+
+    def rows(preds):
+        return {"id": ["t0", "t1"], "stats": fmt.row_stats(inputs, golds, preds).tolist()}
+
+    def entry(preds, picked):
+        f1 = fmt.metrics(inputs, golds, preds)["f1"]
+        run = {"wall_s": 600.0, "deliverable": "final", "deliverable_f1": f1, "mckd3_f1": f1}
+        return run | {"test_rows": {"deliverable": rows(preds), "mckd-3": rows(preds)}, "picked": picked}
+
+    right, half = golds, [golds[0], "to denver"]
+    runs = [
+        {
+            "task": "atis",
+            "seed": seed,
+            "n": 50,
+            "base": entry(half, None) | {"u_quality": {"teacher_f1": 50.0, "final_f1": 60.0, "words": 9.0}},
+            "strategies": {
+                "suggest": entry(right, {"teacher_f1": 20.0, "final_f1": 30.0, "words": 11.0}),
+                "random": entry(half, {"teacher_f1": 50.0, "final_f1": 60.0, "words": 9.0}),
+                "unsure": entry(half, {"teacher_f1": 40.0, "final_f1": 40.0, "words": 10.0}),
+            },
+        }
+        for seed in (0, 1)
+    ]
+    summary = bench.summarize(runs)["atis"]
+    gap = summary["comparisons"]["suggest - random (mckd-3)"]
+    assert gap["diff"] > 0 and gap["per_seed"] == [gap["diff"]] * 2
+    table = bench.markdown(bench.summarize(runs))
+    assert "| | 100 | suggest | 100.0 ± 0.0 | 100.0 ± 0.0 | 20.0 / 30.0 | 10 min |" in table
+    assert "suggest - random (mckd-3) +" in table and "none (the base run)" in table
 
 
 def test_label_quality_sets_each_student_beside_the_labels_it_trained_on(tmp_path):

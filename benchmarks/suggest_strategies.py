@@ -8,7 +8,8 @@ benchmarks), join L and leave U, and MCKD runs again on the same T and dev rows.
   unsure   the n rows with the lowest mean token log-prob of the final student (report.json files: final)
 Reports per strategy the test F1 of the deliverable and of MCKD-3 (the final student), and suggest minus each other
 strategy pooled over seeds with paired CIs (test rows resampled within each run; `ci95_seeds` resamples the seeds
-too), wall times, and the commands. Results are added to --out after every run; finished runs are skipped.
+too), wall times, and the commands. Each run is added to --out as it ends; a seed stopped part-way goes on from its
+next run (the rows each strategy picked are in the record, so the base run need not be re-run).
 
   .venv/bin/python benchmarks/suggest_strategies.py --tasks atis --seeds 0 1 2 --unlabeled 200 --test 200
 """
@@ -135,22 +136,31 @@ def fill_picked(runs: list[dict], args) -> bool:
     return changed
 
 
-def run_seed(task: str, seed: int, args) -> dict:
+def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
+    """One seed's four runs, `save`d after each: the base run with every strategy's rows chosen from it at once (ids
+    and `picked`), then each strategy's run. A seed recorded in part (`entry`) goes on where it stopped: the chosen
+    ids are in the record, so its base run dir need not be on disk any more (runs/ is not committed)."""
     base_args = base_args_of(args)
     sets = quality.task_sets(task, base_args, seed)
-    report, run_dir, wall = one_run(task, seed, base_args, sets, "base")
-    base = record(report, run_dir, wall) | {"u_quality": picked_quality(run_dir)}
-    out = {"task": task, "seed": seed, "n": args.n, "base": base, "strategies": {}}
-    for strategy in STRATEGIES:
-        ids = chosen_rows(strategy, run_dir, args.n, seed)
-        labeled = with_labels(sets, ids)
-        report_s, dir_s, wall_s = one_run(task, seed, base_args, labeled, strategy)
-        out["strategies"][strategy] = {
-            "ids": ids,
-            "picked": picked_quality(run_dir, ids),
-            **record(report_s, dir_s, wall_s),
-        }
-    return out
+    if entry is None:
+        report, run_dir, wall = one_run(task, seed, base_args, sets, "base")
+        base = record(report, run_dir, wall) | {"u_quality": picked_quality(run_dir)}
+        entry = {"task": task, "seed": seed, "n": args.n, "command": sys.argv, "base": base, "strategies": {}}
+        for strategy in STRATEGIES:
+            ids = chosen_rows(strategy, run_dir, args.n, seed)
+            entry["strategies"][strategy] = {"ids": ids, "picked": picked_quality(run_dir, ids)}
+        save(entry)
+    for strategy, chosen in entry["strategies"].items():
+        if "wall_s" in chosen:
+            continue
+        report_s, dir_s, wall_s = one_run(task, seed, base_args, with_labels(sets, chosen["ids"]), strategy)
+        chosen.update(record(report_s, dir_s, wall_s))
+        save(entry)
+    return entry
+
+
+def complete(run: dict) -> bool:
+    return all("wall_s" in chosen for chosen in run["strategies"].values())
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -249,6 +259,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def chosen_runs(runs: list[dict], args) -> list[dict]:
+    """The finished seeds of --tasks / --seeds / --n (a seed recorded in part is left out of the table)."""
+    return [r for r in runs if r["task"] in args.tasks and r["seed"] in args.seeds and r["n"] == args.n and complete(r)]
+
+
 def main() -> None:
     args = parse_args()
     saved = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
@@ -258,16 +273,21 @@ def main() -> None:
     if fill_picked(runs, args):
         args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
     if args.table:
-        print(markdown(summarize([r for r in runs if r["task"] in args.tasks and r["seed"] in args.seeds])))
+        print(markdown(summarize(chosen_runs(runs, args))))
         return
+
+    def save(entry: dict) -> None:
+        if not any(r is entry for r in runs):
+            runs.append(entry)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+
     for task in args.tasks:
         for seed in args.seeds:
-            if any(r["task"] == task and r["seed"] == seed and r["n"] == args.n for r in runs):
-                continue
-            runs.append(run_seed(task, seed, args) | {"command": sys.argv})
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
-    print(json.dumps(summarize([r for r in runs if r["task"] in args.tasks and r["seed"] in args.seeds]), indent=2))
+            entry = next((r for r in runs if (r["task"], r["seed"], r["n"]) == (task, seed, args.n)), None)
+            if entry is None or not complete(entry):
+                run_seed(task, seed, args, entry, save)
+    print(json.dumps(summarize(chosen_runs(runs, args)), indent=2))
 
 
 if __name__ == "__main__":

@@ -342,6 +342,46 @@ def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_r
     assert cfg.run_name.endswith("-seed1-random") and cfg.seed == 1
 
 
+def test_a_strategy_seed_stopped_part_way_goes_on_from_its_next_run_without_the_base_run_dir(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    bench = _load("suggest_strategies")
+    unlabeled = pd.DataFrame({"id": ["u0", "u1", "u2"], "input": ["a b", "c d", "e f"], "target": ["x", "y", "z"]})
+    sets = {"labeled": pd.DataFrame({"id": ["l0"], "input": ["g"], "target": ["w"]}), "unlabeled": unlabeled}
+    monkeypatch.setattr(bench.quality, "task_sets", lambda task, args, seed: sets)
+    monkeypatch.setattr(
+        bench, "chosen_rows", lambda strategy, run_dir, n, seed: {"suggest": ["u0"]}.get(strategy, ["u1"])
+    )
+    monkeypatch.setattr(bench, "picked_quality", lambda run_dir, ids=None: {"rows": ids})
+    monkeypatch.setattr(bench, "record", lambda report, run_dir, wall: {"wall_s": wall, "labeled": report})
+    ran, stop_at = [], ["random"]
+
+    def one_run(task, seed, args, run_sets, name):  # the edge: the MCKD run itself
+        if name in stop_at and not stop_at.remove(name):
+            raise RuntimeError("the session ended")  # during the second strategy's run
+        ran.append(name)
+        return list(run_sets["labeled"]["id"]), tmp_path, 1.0
+
+    monkeypatch.setattr(bench, "one_run", one_run)
+    saved = []
+    args = bench.parse_args(["--n", "1"])
+    with pytest.raises(RuntimeError, match="the session ended"):
+        bench.run_seed("atis", 0, args, None, lambda entry: saved.append(json.loads(json.dumps(entry))))
+    entry = saved[-1]
+    assert ran == ["base", "suggest"] and not bench.complete(entry)
+    assert entry["strategies"]["suggest"]["labeled"] == ["l0", "u0"] and "wall_s" not in entry["strategies"]["random"]
+    bench.run_seed("atis", 0, args, entry, lambda e: None)
+    assert ran == ["base", "suggest", "random", "unsure"] and bench.complete(entry)
+    assert entry["strategies"]["unsure"] == {
+        "ids": ["u1"],
+        "picked": {"rows": ["u1"]},
+        "wall_s": 1.0,
+        "labeled": ["l0", "u1"],
+    }
+
+
 def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_rows():
     from mckd_core.formats import get_format
 

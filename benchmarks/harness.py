@@ -445,6 +445,9 @@ def machine() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "prefect": prefect.__version__,
+        # AVX2 / AVX512 / ...: where student.precision auto trains in bf16, and how fast (students and the CPU
+        # teacher alike run several times slower on an AVX2-only machine)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import harness  # noqa: E402
 import quality  # noqa: E402  (its environment defaults, samples and recipe)
 
 from mckd_core.config import RunConfig, parse_config  # noqa: E402
@@ -72,6 +73,9 @@ def config(task: str, paths: dict, args, seed: int, name: str):
     cfg = quality.run_config(task, paths, args, seed).model_dump(mode="json")
     cfg["run_name"], cfg["baselines"] = f"{quality.run_name(task, seed, args)}-{name}", BASELINES
     cfg["data"]["sft_n_labeled"] = None  # sampled by quality.task_sets for its SFT-N row; no row here
+    # A seed's four runs may span sessions, and a session's machine may or may not have bf16 (`auto`): one precision
+    # keeps the runs compared with each other comparable.
+    cfg["student"]["precision"] = "fp32"
     return parse_config(cfg, source=f"suggest_strategies {task} seed {seed} {name}")
 
 
@@ -95,6 +99,7 @@ def record(report: dict, run_dir: Path, wall: float) -> dict:
         "deliverable_f1": tests[shipped]["f1"],
         "mckd3_f1": tests["final"]["f1"],
         "counts": {k: report["counts"][k] for k in ("labeled", "unlabeled", "test")},
+        "machine": this_machine(),
         "test_rows": {"deliverable": rows[shipped], "mckd-3": rows["final"]},
     }
 
@@ -120,9 +125,9 @@ def base_args_of(args) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "unlabeled": args.unlabeled + args.n})
 
 
-def fill_picked(runs: list[dict], args) -> bool:
-    """Adds `picked` / `u_quality` to runs recorded without them, from their base run dir where it is still on disk
-    (runs/ is not committed); True if any run changed."""
+def fill_missing(runs: list[dict], args) -> bool:
+    """Adds `picked` / `u_quality` / `machine` to runs recorded without them, where their base run dir is still on
+    disk (runs/ is not committed, so they ran on this machine); True if any run changed."""
     changed = False
     for r in runs:
         base_dir = Path(args.runs_root) / f"{quality.run_name(r['task'], r['seed'], base_args_of(args))}-base"
@@ -130,10 +135,16 @@ def fill_picked(runs: list[dict], args) -> bool:
             continue
         if "u_quality" not in r["base"]:
             r["base"]["u_quality"], changed = picked_quality(base_dir), True
-        for entry in r["strategies"].values():
-            if "picked" not in entry:
+        for entry in [r["base"], *r["strategies"].values()]:
+            if "picked" not in entry and "ids" in entry:
                 entry["picked"], changed = picked_quality(base_dir, entry["ids"]), True
+            if "machine" not in entry and "wall_s" in entry:
+                entry["machine"], changed = this_machine(), True
     return changed
+
+
+def this_machine() -> dict:
+    return {k: harness.machine()[k] for k in ("cpu", "cores", "cpu_capability")}
 
 
 def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
@@ -196,8 +207,18 @@ def summarize(runs: list[dict]) -> dict:
             "shipped": {strategy: [r["strategies"][strategy]["deliverable"] for r in mine] for strategy in STRATEGIES},
             "table": table,
             "comparisons": diffs,
+            "machines": sorted({_machine(e) for r in mine for e in [r["base"], *r["strategies"].values()]}),
+            # seeds whose runs did not all run on one kind of machine (their pairs mix the CPUs' numerics)
+            "mixed_seeds": [
+                r["seed"] for r in mine if len({_machine(e) for e in [r["base"], *r["strategies"].values()]}) > 1
+            ],
         }
     return summary
+
+
+def _machine(entry: dict) -> str:
+    m = entry.get("machine")
+    return f"{m['cores']}-core {m['cpu']} ({m['cpu_capability']})" if m else "not recorded"
 
 
 def markdown(summary: dict) -> str:
@@ -223,6 +244,8 @@ def markdown(summary: dict) -> str:
     for task, s in summary.items():
         gaps = "; ".join(f"{name} {quality.pooled_interval(c)}" for name, c in s["comparisons"].items())
         lines.append(f"\n{task}, 95% CI over test rows / over seeds and test rows (per-seed gaps): {gaps}")
+        mixed = f"; seeds {s['mixed_seeds']} ran on more than one" if s["mixed_seeds"] else ""
+        lines.append(f"\n{task} ran on: {', '.join(s['machines'])}{mixed}.")
     return "\n".join(lines)
 
 
@@ -270,7 +293,7 @@ def main() -> None:
     runs = saved["runs"]
     for r in runs:  # recorded when the file kept one command for all runs
         r.setdefault("command", saved.get("command"))
-    if fill_picked(runs, args):
+    if fill_missing(runs, args):
         args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
     if args.table:
         print(markdown(summarize(chosen_runs(runs, args))))

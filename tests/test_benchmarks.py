@@ -340,6 +340,7 @@ def test_suggest_strategies_send_the_chosen_rows_of_u_to_l_with_their_gold_and_r
     )
     assert (cfg.student.epochs, cfg.student.epoch_choice) == (defaults.student.epochs, defaults.student.epoch_choice)
     assert cfg.run_name.endswith("-seed1-random") and cfg.seed == 1
+    assert cfg.student.precision == "fp32"  # not `auto`: a seed's runs may span sessions on CPUs with and without bf16
 
 
 def test_a_strategy_seed_stopped_part_way_goes_on_from_its_next_run_without_the_base_run_dir(tmp_path, monkeypatch):
@@ -393,10 +394,15 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
     def rows(preds):
         return {"id": ["t0", "t1"], "stats": fmt.row_stats(inputs, golds, preds).tolist()}
 
-    def entry(preds, picked):
+    def entry(preds, picked, isa="AVX2"):
         f1 = fmt.metrics(inputs, golds, preds)["f1"]
         run = {"wall_s": 600.0, "deliverable": "final", "deliverable_f1": f1, "mckd3_f1": f1}
-        return run | {"test_rows": {"deliverable": rows(preds), "mckd-3": rows(preds)}, "picked": picked}
+        machine = {"cpu": "AMD EPYC", "cores": 2, "cpu_capability": isa}
+        return run | {
+            "test_rows": {"deliverable": rows(preds), "mckd-3": rows(preds)},
+            "picked": picked,
+            "machine": machine,
+        }
 
     right, half = golds, [golds[0], "to denver"]
     runs = [
@@ -408,7 +414,7 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
             "strategies": {
                 "suggest": entry(right, {"teacher_f1": 20.0, "final_f1": 30.0, "words": 11.0}),
                 "random": entry(half, {"teacher_f1": 50.0, "final_f1": 60.0, "words": 9.0}),
-                "unsure": entry(half, {"teacher_f1": 40.0, "final_f1": 40.0, "words": 10.0}),
+                "unsure": entry(half, {"teacher_f1": 40.0, "final_f1": 40.0, "words": 10.0}, ["AVX2", "AVX512"][seed]),
             },
         }
         for seed in (0, 1)
@@ -419,6 +425,9 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
     table = bench.markdown(bench.summarize(runs))
     assert "| | 100 | suggest | 100.0 ± 0.0 | 100.0 ± 0.0 | 20.0 / 30.0 | 10 min |" in table
     assert "suggest - random (mckd-3) +" in table and "none (the base run)" in table
+    # seed 1's last run resumed on another kind of machine: said, not hidden
+    assert summary["mixed_seeds"] == [1]
+    assert "atis ran on: 2-core AMD EPYC (AVX2), 2-core AMD EPYC (AVX512); seeds [1] ran on more than one." in table
 
 
 def test_label_quality_sets_each_student_beside_the_labels_it_trained_on(tmp_path):

@@ -1,6 +1,6 @@
 """Which 50 rows to label next (issue #29): `mckd suggest` against random rows and the final student's least sure ones.
 
-Per (task, seed): one MCKD run on L / U+n / T (quality.py's samples and recipe, baselines sft, vanilla-kd, mckd-2);
+Per (task, seed): one MCKD run on L / U+n / T (quality.py's samples and recipe, the sft baseline only);
 then per strategy, n rows of its U are labeled by a simulated annotator (the gold targets U carries in the
 benchmarks), join L and leave U, and MCKD runs again on the same T and dev rows. Strategies:
   suggest  `mckd suggest RUN --n n` (label changes, teacher invalid/repaired, final sureness; diverse rows)
@@ -41,7 +41,9 @@ from mckd_core.scoring import TEST_ROWS_FILE, aligned, score_predictions  # noqa
 from mckd_core.suggest import load_run, suggest  # noqa: E402
 
 STRATEGIES = ("suggest", "random", "unsure")
-BASELINES = ["sft", "vanilla-kd", "mckd-2"]  # the deliverable guard's candidates a user with only L has
+# The guard's candidates: the final student and SFT on L (trained anyway under the default first_labels: auto).
+# Not vanilla-kd / mckd-2: two more students on all of U per run, and no strategy's question.
+BASELINES = ["sft"]
 
 
 def chosen_rows(strategy: str, run_dir: Path, n: int, seed: int) -> list[str]:

@@ -200,11 +200,13 @@ def summarize(runs: list[dict]) -> dict:
                 diffs[f"suggest - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
         summary[task] = {
             "seeds": [r["seed"] for r in mine],
+            "n": mine[0]["n"],
             "base": {
                 "deliverable": quality.mean_sd([r["base"]["deliverable_f1"] for r in mine]),
                 "mckd-3": quality.mean_sd([r["base"]["mckd3_f1"] for r in mine]),
                 "wall_s": statistics.mean(r["base"]["wall_s"] for r in mine),
                 "shipped": [r["base"]["deliverable"] for r in mine],
+                "labeled": mine[0]["base"]["counts"]["labeled"],
             },
             "shipped": {strategy: [r["strategies"][strategy]["deliverable"] for r in mine] for strategy in STRATEGIES},
             "table": table,
@@ -233,15 +235,15 @@ def markdown(summary: dict) -> str:
     for task, s in summary.items():
         b = s["base"]
         lines.append(
-            f"| {task} ({len(s['seeds'])}) | 50 | none (the base run) | {_mean_sd(b['deliverable'])} | "
+            f"| {task} ({len(s['seeds'])}) | {b['labeled']} | none (the base run) | {_mean_sd(b['deliverable'])} | "
             f"{_mean_sd(b['mckd-3'])} | | {b['wall_s'] / 60:.0f} min |"
         )
         for strategy, row in s["table"].items():
             picked = row.get("picked")
             on_rows = f"{picked['teacher_f1']:.1f} / {picked['final_f1']:.1f}" if picked else "n/a"
             lines.append(
-                f"| | 100 | {strategy} | {_mean_sd(row['deliverable'])} | {_mean_sd(row['mckd-3'])} | {on_rows} | "
-                f"{row['wall_s'] / 60:.0f} min |"
+                f"| | {b['labeled'] + s['n']} | {strategy} | {_mean_sd(row['deliverable'])} | "
+                f"{_mean_sd(row['mckd-3'])} | {on_rows} | {row['wall_s'] / 60:.0f} min |"
             )
     for task, s in summary.items():
         gaps = "; ".join(f"{name} {quality.pooled_interval(c)}" for name, c in s["comparisons"].items())

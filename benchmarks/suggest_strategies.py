@@ -127,26 +127,9 @@ def base_args_of(args) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "unlabeled": args.unlabeled + args.n})
 
 
-def fill_missing(runs: list[dict], args) -> bool:
-    """Adds `picked` / `u_quality` / `machine` to runs recorded without them, where their base run dir is still on
-    disk (runs/ is not committed, so they ran on this machine); True if any run changed."""
-    changed = False
-    for r in runs:
-        base_dir = Path(args.runs_root) / f"{quality.run_name(r['task'], r['seed'], base_args_of(args))}-base"
-        if r["n"] != args.n or not (base_dir / "report.json").is_file():
-            continue
-        if "u_quality" not in r["base"]:
-            r["base"]["u_quality"], changed = picked_quality(base_dir), True
-        for entry in [r["base"], *r["strategies"].values()]:
-            if "picked" not in entry and "ids" in entry:
-                entry["picked"], changed = picked_quality(base_dir, entry["ids"]), True
-            if "machine" not in entry and "wall_s" in entry:
-                entry["machine"], changed = this_machine(), True
-    return changed
-
-
 def this_machine() -> dict:
-    return {k: harness.machine()[k] for k in ("cpu", "cores", "cpu_capability")}
+    machine = harness.machine()
+    return {k: machine[k] for k in ("cpu", "cores", "cpu_capability")}
 
 
 def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
@@ -293,12 +276,7 @@ def chosen_runs(runs: list[dict], args) -> list[dict]:
 
 def main() -> None:
     args = parse_args()
-    saved = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
-    runs = saved["runs"]
-    for r in runs:  # recorded when the file kept one command for all runs
-        r.setdefault("command", saved.get("command"))
-    if fill_missing(runs, args):
-        args.out.write_text(json.dumps({"runs": runs}, indent=1, default=str))
+    runs = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
     if args.table:
         print(markdown(summarize(chosen_runs(runs, args))))
         return

@@ -6,6 +6,9 @@ benchmarks), join L and leave U, and MCKD runs again on the same T and dev rows.
   suggest  `mckd suggest RUN --n n` (label changes, teacher invalid/repaired, final sureness; diverse rows)
   random   n rows of U drawn with the seed
   unsure   the n rows with the lowest mean token log-prob of the final student (report.json files: final)
+  suggest-same-prompts  suggest's rows, the re-run with data.demos = the base run's demo pool: its teacher prompts
+           unchanged, so the teacher cache answers U and T (what a user pays for the teacher once; the teacher is not
+           shown the new rows)
 Reports per strategy the test F1 of the deliverable and of MCKD-3 (the final student), and suggest minus each other
 strategy pooled over seeds with paired CIs (test rows resampled within each run; `ci95_seeds` resamples the seeds
 too), wall times, and the commands. Each run is added to --out as it ends; a seed stopped part-way goes on from its
@@ -40,7 +43,9 @@ from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned, score_predictions  # noqa: E402
 from mckd_core.suggest import load_run, suggest  # noqa: E402
 
-STRATEGIES = ("suggest", "random", "unsure")
+STRATEGIES = ("suggest", "random", "unsure", "suggest-same-prompts")
+# Re-runs on another strategy's rows, with another config: the rows come from that strategy's record.
+SAME_ROWS = {"suggest-same-prompts": "suggest"}
 # The guard's candidates: the final student and SFT on L (trained anyway under the default first_labels: auto).
 # Not vanilla-kd / mckd-2: two more students on all of U per run, and no strategy's question.
 BASELINES = ["sft"]
@@ -81,11 +86,20 @@ def config(task: str, paths: dict, args, seed: int, name: str):
     return parse_config(cfg, source=f"suggest_strategies {task} seed {seed} {name}")
 
 
-def one_run(task: str, seed: int, args, sets: dict, name: str) -> tuple[dict, Path, float]:
+def one_run(
+    task: str, seed: int, args, sets: dict, name: str, demos: pd.DataFrame | None = None
+) -> tuple[dict, Path, float]:
+    """One MCKD run on `sets`; `demos`: the teacher's demo pool (data.demos) instead of L."""
     from flows.mckd import mckd_flow
 
-    paths = write_sets(sets, Path(args.runs_root) / "data" / f"{quality.run_name(task, seed, args)}-{name}")
+    directory = Path(args.runs_root) / "data" / f"{quality.run_name(task, seed, args)}-{name}"
+    paths = write_sets(sets, directory)
     cfg = config(task, paths, args, seed, name)
+    if demos is not None:
+        if not cfg.data.dev:
+            raise RuntimeError("data.demos = the base run's L needs the base run's dev rows outside L (data.dev)")
+        demos.to_parquet(directory / "demos.parquet", index=False)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"demos": str(directory / "demos.parquet")})})
     started = time.perf_counter()
     report = mckd_flow(cfg)
     return report, cfg.run_dir, round(time.perf_counter() - started, 1)
@@ -101,6 +115,9 @@ def record(report: dict, run_dir: Path, wall: float) -> dict:
         "deliverable_f1": tests[shipped]["f1"],
         "mckd3_f1": tests["final"]["f1"],
         "counts": {k: report["counts"][k] for k in ("labeled", "unlabeled", "test")},
+        # rows the teacher was asked (not answered by its cache); on another machine than the base run's, its cache
+        # is not there
+        "teacher_sent": report["teacher"].get("tokens", {}).get("total", {}).get("sent"),
         "machine": this_machine(),
         "test_rows": {"deliverable": rows[shipped], "mckd-3": rows["final"]},
     }
@@ -133,7 +150,7 @@ def this_machine() -> dict:
 
 
 def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
-    """One seed's four runs, `save`d after each: the base run with every strategy's rows chosen from it at once (ids
+    """One seed's runs, `save`d after each: the base run with every strategy's rows chosen from it at once (ids
     and `picked`), then each strategy's run. A seed recorded in part (`entry`) goes on where it stopped: the chosen
     ids are in the record, so its base run dir need not be on disk any more (runs/ is not committed)."""
     base_args = base_args_of(args)
@@ -143,20 +160,26 @@ def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
         base = record(report, run_dir, wall) | {"u_quality": picked_quality(run_dir)}
         entry = {"task": task, "seed": seed, "n": args.n, "command": sys.argv, "base": base, "strategies": {}}
         for strategy in STRATEGIES:
-            ids = chosen_rows(strategy, run_dir, args.n, seed)
-            entry["strategies"][strategy] = {"ids": ids, "picked": picked_quality(run_dir, ids)}
-        save(entry)
-    for strategy, chosen in entry["strategies"].items():
+            if strategy not in SAME_ROWS:
+                ids = chosen_rows(strategy, run_dir, args.n, seed)
+                entry["strategies"][strategy] = {"ids": ids, "picked": picked_quality(run_dir, ids)}
+    for strategy, source in SAME_ROWS.items():  # also for a seed recorded before this strategy existed
+        entry["strategies"].setdefault(strategy, {k: entry["strategies"][source][k] for k in ("ids", "picked")})
+    save(entry)
+    for strategy in STRATEGIES:
+        chosen = entry["strategies"][strategy]
         if "wall_s" in chosen:
             continue
-        report_s, dir_s, wall_s = one_run(task, seed, base_args, with_labels(sets, chosen["ids"]), strategy)
+        # The base run's demo pool is its L: its dev rows are data.dev, none held out of L (quality.run_config).
+        demos = sets["labeled"] if strategy == "suggest-same-prompts" else None
+        report_s, dir_s, wall_s = one_run(task, seed, base_args, with_labels(sets, chosen["ids"]), strategy, demos)
         chosen.update(record(report_s, dir_s, wall_s))
         save(entry)
     return entry
 
 
 def complete(run: dict) -> bool:
-    return all("wall_s" in chosen for chosen in run["strategies"].values())
+    return all("wall_s" in run["strategies"].get(strategy, {}) for strategy in STRATEGIES)
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -170,17 +193,19 @@ def summarize(runs: list[dict]) -> dict:
                 what: quality.mean_sd([r["strategies"][strategy][f"{key}_f1"] for r in mine])
                 for what, key in (("deliverable", "deliverable"), ("mckd-3", "mckd3"))
             } | {"wall_s": statistics.mean(r["strategies"][strategy]["wall_s"] for r in mine)}
+            sent = [r["strategies"][strategy].get("teacher_sent") for r in mine]
+            table[strategy]["teacher_sent"] = statistics.mean(sent) if None not in sent else None
             picked = [r["strategies"][strategy].get("picked") for r in mine]
             if all(picked):
                 table[strategy]["picked"] = {k: round(statistics.mean(p[k] for p in picked), 2) for k in picked[0]}
         diffs = {}
-        for other in ("random", "unsure"):
+        for one, other in (("suggest", "random"), ("suggest", "unsure"), ("suggest-same-prompts", "suggest")):
             for what in ("deliverable", "mckd-3"):
                 pairs = [
-                    aligned(r["strategies"]["suggest"]["test_rows"][what], r["strategies"][other]["test_rows"][what])
+                    aligned(r["strategies"][one]["test_rows"][what], r["strategies"][other]["test_rows"][what])
                     for r in mine
                 ]
-                diffs[f"suggest - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
+                diffs[f"{one} - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
         summary[task] = {
             "seeds": [r["seed"] for r in mine],
             "n": mine[0]["n"],
@@ -212,21 +237,23 @@ def markdown(summary: dict) -> str:
     """BENCHMARKS.md's strategy table: test F1 per strategy (mean ± sd over seeds), the base run's labels on the rows
     each picked, wall time; then suggest minus each other strategy with its CIs."""
     lines = [
-        "| task (seeds) | L | rows added by | deliverable | MCKD-3 | teacher / final F1 on the added rows | wall |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| task (seeds) | L | rows added by | deliverable | MCKD-3 | teacher / final F1 on the added rows | "
+        "teacher rows sent | wall |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for task, s in summary.items():
         b = s["base"]
         lines.append(
             f"| {task} ({len(s['seeds'])}) | {b['labeled']} | none (the base run) | {_mean_sd(b['deliverable'])} | "
-            f"{_mean_sd(b['mckd-3'])} | | {b['wall_s'] / 60:.0f} min |"
+            f"{_mean_sd(b['mckd-3'])} | | | {b['wall_s'] / 60:.0f} min |"
         )
         for strategy, row in s["table"].items():
             picked = row.get("picked")
             on_rows = f"{picked['teacher_f1']:.1f} / {picked['final_f1']:.1f}" if picked else "n/a"
+            sent = "n/a" if row["teacher_sent"] is None else f"{row['teacher_sent']:.0f}"
             lines.append(
                 f"| | {b['labeled'] + s['n']} | {strategy} | {_mean_sd(row['deliverable'])} | "
-                f"{_mean_sd(row['mckd-3'])} | {on_rows} | {row['wall_s'] / 60:.0f} min |"
+                f"{_mean_sd(row['mckd-3'])} | {on_rows} | {sent} | {row['wall_s'] / 60:.0f} min |"
             )
     for task, s in summary.items():
         gaps = "; ".join(f"{name} {quality.pooled_interval(c)}" for name, c in s["comparisons"].items())

@@ -604,7 +604,8 @@ def data_merge_labels(
     try:
         if task is None and run_dir is None:
             raise MckdInputError("merge-labels: give --task FORMAT or --run RUN_DIR (the run the rows came from)")
-        ref = format_ref(task, load_schema(schema, "--schema")) if task else load_run(run_dir).task
+        run = load_run(run_dir) if run_dir is not None else None
+        ref = format_ref(task, load_schema(schema, "--schema")) if task else run.task
         new = read_labeled(from_, ref)
         merged = merge_labeled(labeled, new, from_)
     except MckdInputError as exc:
@@ -630,3 +631,11 @@ def data_merge_labels(
         unlabeled_out.parent.mkdir(parents=True, exist_ok=True)
         rest.to_parquet(unlabeled_out, index=False)
         console.print(f"U: {len(rows) - len(rest)} rows left it, {len(rest)} remain: {unlabeled_out}", highlight=False)
+    if run is not None and run.demos is not None:
+        console.print(
+            f"Teacher: the next run asks it again for most rows (a larger L changes the prompts' demos). To reuse "
+            f"{run_dir}'s answers instead (the same prompts; the teacher is not shown the new rows), set "
+            f"data.demos: {run.demos}",
+            highlight=False,
+            soft_wrap=True,  # a path to copy, not broken across lines
+        )

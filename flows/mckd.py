@@ -175,7 +175,13 @@ def _label_files(
         path, root = Path(ref.path).resolve(), run_dir.resolve()
         return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
-    sets = {"labeled": data.labeled, "unlabeled": data.unlabeled, "test": data.test, "dev": data.dev}
+    sets = {
+        "labeled": data.labeled,
+        "unlabeled": data.unlabeled,
+        "test": data.test,
+        "dev": data.dev,
+        "demos": data.teacher_demos,  # the next run's data.demos after merge-labels keeps this run's prompts
+    }
     labelings = {"teacher": history[0], **({"sft": first} if first is not history[0] else {})}
     labelings |= {f"stage-{s}": ref for s, ref in enumerate(history[1:], start=1)} | {"final": final_labels}
     return {

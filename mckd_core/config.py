@@ -59,6 +59,14 @@ class DataConfig(_Section):
         "paper's recipe (students select on L; SFT trains on all of L without selection and is left "
         "out of the guard).",
     )
+    demos: str | None = Field(
+        None,
+        description="Gold rows the teacher's few-shot demos come from, instead of L less the dev rows. After `mckd "
+        "data merge-labels`, the earlier run's demo file (report.json files.demos; merge-labels prints it) keeps every "
+        "prompt of that run, so the teacher cache answers U and T again: the new rows then train the students and "
+        "give dev rows, and the teacher does not see them. Must share no id with U, T or the dev rows; dev rows are "
+        "held out of the rows of L not in it.",
+    )
     sft_n_labeled: str | None = Field(
         None,
         description="More gold examples (e.g. 500) for the `sft-n` baseline: the "

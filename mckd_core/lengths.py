@@ -51,11 +51,12 @@ def check_lengths(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict, 
     """report.json's `overlong` ({"student": {"limit", "rows": {set: count}}, "teacher": ... where known}) and the
     warnings to log; with data.overlong=error, an over-long row, or a count that cannot be made, stops the run.
     `sets` are the run's sets after the dev split: dev rows held out of L are counted once, as rows of L, and the
-    teacher's prompts are built with the demos it is given (L less the held-out dev rows)."""
+    teacher's prompts are built with the demos it is given (data.demos, else L less the held-out dev rows)."""
     summary, warnings, failed = {}, [], set()
-    demos = sets.get("labeled_train", sets["labeled"])
+    demos = sets.get("demos", sets.get("labeled_train", sets["labeled"]))
     held_out = "labeled_train" in sets  # dev is then a slice of L
-    sets = {name: df for name, df in sets.items() if name != "labeled_train" and not (held_out and name == "dev")}
+    skip = ("labeled_train", "demos") + (("dev",) if held_out else ())  # demos only ever sit inside a prompt
+    sets = {name: df for name, df in sets.items() if name not in skip}
     for key, who, count in (
         ("student", "student", student_overlong),
         ("student_target", "student", target_overlong),

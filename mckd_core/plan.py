@@ -36,12 +36,13 @@ class RunPlan:
         return {which: rows for which, rows in sets.items() if rows is not None}
 
     def annotate(self, examples: ParquetRef, which: str) -> AnnotateJob:
-        """The teacher labeling `examples` ("unlabeled", "test" or "dev"), with its demos from L's training rows: a dev
-        row in a prompt would flatter every distilled candidate's dev score against SFT's, which never saw it."""
+        """The teacher labeling `examples` ("unlabeled", "test" or "dev"), with its demos from L's training rows (or
+        data.demos): a dev row in a prompt would flatter every distilled candidate's dev score against SFT's, which
+        never saw it."""
         out_dir = self.path("teacher") if which == "unlabeled" else self.path("teacher", which)
         return AnnotateJob(
             examples=examples,
-            demos=self.data.labeled_train,
+            demos=self.data.teacher_demos,
             teacher=self.cfg.teacher,
             task=self.cfg.data.format_ref,
             seed=self.cfg.seed,

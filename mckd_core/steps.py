@@ -48,6 +48,9 @@ class Inputs(BaseModel):
     dev: ParquetRef  # selection and the deliverable guard: data.dev, else the held-out slice of L, else L itself
     labeled_train: ParquetRef  # L less the held-out dev rows: what SFT and gold-aware students train on
     dev_source: str  # where `dev` comes from, for the report
+    # The teacher's demo pool: data.demos, else labeled_train (never a dev row). Optional only so that an Inputs
+    # built by hand (benchmarks) need not name it.
+    demos: ParquetRef | None = None
     test: ParquetRef | None = None
     sft_n: ParquetRef | None = None  # less the dev rows where dev is held out
     overlong: dict = {}  # report.json's `overlong`: rows longer than the student / teacher sees (lengths.check_lengths)
@@ -58,6 +61,10 @@ class Inputs(BaseModel):
         """Whether the dev rows are kept out of every training set (data.dev or a held-out slice), rather than being
         L."""
         return self.dev != self.labeled
+
+    @property
+    def teacher_demos(self) -> ParquetRef:
+        return self.demos or self.labeled_train
 
 
 def prepare_inputs(cfg: RunConfig) -> Inputs:
@@ -76,12 +83,14 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
         sets["test"] = normalize_examples(read_table(d.test, "test"), "test", need_target=True, limit=d.max_test)
     if d.dev:
         sets["dev"] = normalize_examples(read_table(d.dev, "dev"), "dev", need_target=True)
+    if d.demos:
+        sets["demos"] = normalize_examples(read_table(d.demos, "demos"), "demos", need_target=True)
     if d.sft_n_labeled:
         sets["sft_n"] = normalize_examples(
             read_table(d.sft_n_labeled, "sft_n_labeled"), "sft_n_labeled", need_target=True
         )
-    files = {"labeled": d.labeled, "test": d.test, "dev": d.dev, "sft_n": d.sft_n_labeled}
-    for name in ("labeled", "test", "dev", "sft_n"):
+    files = {"labeled": d.labeled, "test": d.test, "dev": d.dev, "sft_n": d.sft_n_labeled, "demos": d.demos}
+    for name in ("labeled", "test", "dev", "sft_n", "demos"):
         if name in sets:
             check_targets(sets[name], name, fmt, files[name])
     sets = {name: canonical_targets(df, fmt) for name, df in sets.items()}
@@ -89,8 +98,15 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
     if "sft_n" in sets and "test" in sets:
         # The upper bound may share examples with L and U (all gold from the training pool), never with T.
         check_disjoint({"sft_n_labeled": sets["sft_n"], "test": sets["test"]})
+    if "demos" in sets:  # the teacher would be shown the answer of a row it labels
+        check_disjoint({k: v for k, v in sets.items() if k in ("demos", "unlabeled", "test")})
     sets, dev_source = _with_dev_rows(cfg, sets)
-    demos = len(sets.get("labeled_train", sets["labeled"]))  # the teacher's demos never include a dev row
+    demos = len(sets.get("demos", sets.get("labeled_train", sets["labeled"])))  # never a dev row
+    if "demos" in sets and demos < cfg.teacher.num_demos:
+        raise MckdInputError(
+            f"demos ({d.demos}): {demos} rows but teacher.num_demos={cfg.teacher.num_demos}; give more demo rows "
+            "or lower teacher.num_demos"
+        )
     if demos < cfg.teacher.num_demos:
         held = len(sets["labeled"]) - demos
         raise MckdInputError(
@@ -110,21 +126,37 @@ def prepare_inputs(cfg: RunConfig) -> Inputs:
     refs = {name: write_parquet(df, out, name) for name, df in sets.items()}
     refs.setdefault("dev", refs["labeled"])
     refs.setdefault("labeled_train", refs["labeled"])
+    refs.setdefault("demos", refs["labeled_train"])
     return Inputs(**refs, dev_source=dev_source, overlong=overlong, warnings=warnings)
 
 
 def _with_dev_rows(cfg: RunConfig, sets: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], str]:
-    """The dev rows no candidate trains on: data.dev, else a seeded slice of L (`labeled_train` is the rest), else none
-    held out (data.dev_holdout: 0, dev = L). Where dev is held out, sft-n's rows that are dev rows are left out."""
+    """The dev rows no candidate trains on: data.dev, else a seeded slice of L (`labeled_train` is the rest) that
+    avoids data.demos' rows, else none held out (data.dev_holdout: 0, dev = L). Where dev is held out, sft-n's rows
+    that are dev rows are left out, and no dev row may be a demo."""
+    demo_ids = set(sets["demos"]["id"]) if "demos" in sets else set()
     if "dev" in sets:
         _check_dev_unseen(cfg, sets)
         dev, source = sets["dev"], f"data.dev ({len(sets['dev'])} rows)"
+        if shared := demo_ids & set(dev["id"]):
+            raise MckdInputError(
+                f"demos ({cfg.data.demos}): {len(shared)} id(s) also in dev (e.g. {sorted(shared)[0]!r}); a dev row "
+                "in a teacher prompt flatters the teacher's dev score; remove them from one of the two files"
+            )
     else:
         labeled = sets["labeled"]
         n = _holdout_size(cfg, len(labeled))
         if n == 0:
             return sets, f"the labeled set L ({len(labeled)} rows, none held out)"
-        held = np.random.default_rng(cfg.seed).permutation(len(labeled))[:n]
+        # Dev rows come from the rows of L that are not demos; without data.demos, the same draw as ever.
+        pool = np.flatnonzero(~labeled["id"].isin(demo_ids).to_numpy())
+        if len(pool) < n:
+            raise MckdInputError(
+                f"demos ({cfg.data.demos}): {len(labeled) - len(pool)} of L's {len(labeled)} rows are demos, leaving "
+                f"{len(pool)} to hold out {n} dev rows from (a demo is never a dev row); give data.dev, lower "
+                "data.dev_holdout, or use demos that leave more of L"
+            )
+        held = pool[np.random.default_rng(cfg.seed).permutation(len(pool))[:n]]
         dev = labeled.iloc[np.sort(held)].reset_index(drop=True)
         sets = {**sets, "dev": dev, "labeled_train": labeled.drop(labeled.index[held]).reset_index(drop=True)}
         source = f"{n} row{'s' * (n > 1)} held out of L (data.dev_holdout)"

@@ -35,6 +35,7 @@ class RunLabels:
     labeled: pd.DataFrame
     test: pd.DataFrame | None
     labelings: dict[str, pd.DataFrame]  # name ("teacher", "stage-1", ..., "final") -> label rows of U, in run order
+    demos: Path | None = None  # the teacher's demo pool (files.demos; None for a run from before data.demos)
 
 
 @dataclass
@@ -75,6 +76,7 @@ def load_run(run_dir: str | Path) -> RunLabels:
         labeled=table(files["labeled"], "labeled"),
         test=table(files["test"], "test") if files.get("test") else None,
         labelings=labelings,
+        demos=(run_dir / files["demos"]).resolve() if files.get("demos") else None,
     )
 
 

@@ -357,12 +357,13 @@ def test_a_strategy_seed_stopped_part_way_goes_on_from_its_next_run_without_the_
     )
     monkeypatch.setattr(bench, "picked_quality", lambda run_dir, ids=None: {"rows": ids})
     monkeypatch.setattr(bench, "record", lambda report, run_dir, wall: {"wall_s": wall, "labeled": report})
-    ran, stop_at = [], ["random"]
+    ran, stop_at, demo_pools = [], ["random"], {}
 
-    def one_run(task, seed, args, run_sets, name):  # the edge: the MCKD run itself
+    def one_run(task, seed, args, run_sets, name, demos=None):  # the edge: the MCKD run itself
         if name in stop_at and not stop_at.remove(name):
             raise RuntimeError("the session ended")  # during the second strategy's run
         ran.append(name)
+        demo_pools[name] = None if demos is None else list(demos["id"])
         return list(run_sets["labeled"]["id"]), tmp_path, 1.0
 
     monkeypatch.setattr(bench, "one_run", one_run)
@@ -374,13 +375,22 @@ def test_a_strategy_seed_stopped_part_way_goes_on_from_its_next_run_without_the_
     assert ran == ["base", "suggest"] and not bench.complete(entry)
     assert entry["strategies"]["suggest"]["labeled"] == ["l0", "u0"] and "wall_s" not in entry["strategies"]["random"]
     bench.run_seed("atis", 0, args, entry, lambda e: None)
-    assert ran == ["base", "suggest", "random", "unsure"] and bench.complete(entry)
+    assert ran == ["base", "suggest", "random", "unsure", "suggest-same-prompts"] and bench.complete(entry)
     assert entry["strategies"]["unsure"] == {
         "ids": ["u1"],
         "picked": {"rows": ["u1"]},
         "wall_s": 1.0,
         "labeled": ["l0", "u1"],
     }
+    # suggest's rows again, the teacher's demos the base run's L (its prompts, so its teacher cache answers)
+    assert entry["strategies"]["suggest-same-prompts"]["labeled"] == ["l0", "u0"]
+    assert demo_pools == {"base": None, "suggest": None, "random": None, "unsure": None, "suggest-same-prompts": ["l0"]}
+    # A seed recorded complete before suggest-same-prompts existed goes on with that run alone, on suggest's rows.
+    del entry["strategies"]["suggest-same-prompts"]
+    assert not bench.complete(entry)
+    ran.clear()
+    bench.run_seed("atis", 0, args, entry, lambda e: None)
+    assert ran == ["suggest-same-prompts"] and entry["strategies"]["suggest-same-prompts"]["ids"] == ["u0"]
 
 
 def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_rows():
@@ -397,6 +407,7 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
     def entry(preds, picked, isa="AVX2"):
         f1 = fmt.metrics(inputs, golds, preds)["f1"]
         run = {"wall_s": 600.0, "deliverable": "final", "deliverable_f1": f1, "mckd3_f1": f1, "counts": {"labeled": 50}}
+        run["teacher_sent"] = 0 if picked and picked["words"] == 11.0 else 420
         machine = {"cpu": "AMD EPYC", "cores": 2, "cpu_capability": isa}
         return run | {
             "test_rows": {"deliverable": rows(preds), "mckd-3": rows(preds)},
@@ -415,6 +426,7 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
                 "suggest": entry(right, {"teacher_f1": 20.0, "final_f1": 30.0, "words": 11.0}),
                 "random": entry(half, {"teacher_f1": 50.0, "final_f1": 60.0, "words": 9.0}),
                 "unsure": entry(half, {"teacher_f1": 40.0, "final_f1": 40.0, "words": 10.0}, ["AVX2", "AVX512"][seed]),
+                "suggest-same-prompts": entry(half, {"teacher_f1": 20.0, "final_f1": 30.0, "words": 11.0}),
             },
         }
         for seed in (0, 1)
@@ -423,8 +435,11 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
     gap = summary["comparisons"]["suggest - random (mckd-3)"]
     assert gap["diff"] > 0 and gap["per_seed"] == [gap["diff"]] * 2
     table = bench.markdown(bench.summarize(runs))
-    assert "| | 100 | suggest | 100.0 ± 0.0 | 100.0 ± 0.0 | 20.0 / 30.0 | 10 min |" in table
+    assert "| | 100 | suggest | 100.0 ± 0.0 | 100.0 ± 0.0 | 20.0 / 30.0 | 0 | 10 min |" in table
+    assert "| | 100 | random | 66.7 ± 0.0 | 66.7 ± 0.0 | 50.0 / 60.0 | 420 | 10 min |" in table
     assert "suggest - random (mckd-3) +" in table and "none (the base run)" in table
+    # what keeping the teacher's prompts cost: the same rows added, the teacher not shown them
+    assert summary["comparisons"]["suggest-same-prompts - suggest (mckd-3)"]["diff"] == -gap["diff"]
     # seed 1's last run resumed on another kind of machine: said, not hidden
     assert summary["mixed_seeds"] == [1]
     assert "atis ran on: 2-core AMD EPYC (AVX2), 2-core AMD EPYC (AVX512); seeds [1] ran on more than one." in table

@@ -155,6 +155,50 @@ def test_the_estimate_counted_the_prompt_tokens_the_teacher_then_reported(toy_ru
     assert (after.to_send, after.prompt_tokens, after.completion_tokens_max) == (0, 0, 0)
 
 
+def test_after_merge_labels_data_demos_keeps_the_runs_prompts_so_the_teacher_cache_answers_u_and_t(toy_run, tmp_path):
+    """issue #29: rows labeled after `mckd suggest` join L and leave U; a larger L changes the prompts' demos, so the
+    next run would ask the teacher again. merge-labels names the run's demo pool, and with it as data.demos only the
+    new dev rows are left to send: U and T come from the teacher cache."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from mckd_core.estimate import estimate_teacher
+    from mckd_core.steps import prepare_inputs
+
+    cfg, _ = toy_run
+    report = json.loads((cfg.run_dir / "report.json").read_text())
+    unlabeled = pd.read_parquet(cfg.data.unlabeled)
+    picked = unlabeled.iloc[:4].assign(target=lambda df: df["input"].str.split().str[0])
+    export = tmp_path / "labeled-rows.jsonl"
+    picked.to_json(export, orient="records", lines=True)
+    new_l, new_u = tmp_path / "labeled-2.parquet", tmp_path / "unlabeled-2.parquet"
+    args = ["data", "merge-labels", "--labeled", cfg.data.labeled, "--from", str(export), "--run", str(cfg.run_dir)]
+    result = CliRunner().invoke(
+        app, [*args, "--out", str(new_l), "--unlabeled", cfg.data.unlabeled, "--unlabeled-out", str(new_u)]
+    )
+    assert result.exit_code == 0, result.output
+    demos = (cfg.run_dir / report["files"]["demos"]).resolve()
+    assert f"set data.demos: {demos}\n" in result.output  # one line, the path whole
+    assert len(pd.read_parquet(demos)) == report["counts"]["labeled_train"]
+
+    def estimate(**data):
+        grown = cfg.model_copy(
+            update={"data": cfg.data.model_copy(update={"labeled": str(new_l), "unlabeled": str(new_u), **data})}
+        )
+        inputs = prepare_inputs(grown)
+        return inputs, estimate_teacher(grown, inputs)
+
+    inputs, kept = estimate(demos=str(demos))
+    assert (kept.sets["unlabeled"].to_send, kept.sets["test"].to_send) == (0, 0)
+    assert inputs.teacher_demos.read()["id"].tolist() == pd.read_parquet(demos)["id"].tolist()
+    # 12 rows of L: 2 dev rows, held out of the 5 that are not demos (the old dev row and the 4 new ones)
+    dev = set(inputs.dev.read()["id"])
+    assert len(dev) == 2 and not dev & set(pd.read_parquet(demos)["id"])
+    assert kept.sets["dev"].to_send <= 2
+    _, asked_again = estimate()  # the default demo pool: L less the new dev rows
+    assert asked_again.sets["unlabeled"].to_send > 0
+
+
 def test_rerun_same_config_is_cached(toy_run):
     cfg, first = toy_run
     second = mckd_flow(cfg, return_state=True)

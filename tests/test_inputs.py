@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -407,3 +408,65 @@ def test_an_unconverted_gguf_alias_is_counted_from_its_file_without_converting(t
     sets = {"unlabeled": pd.DataFrame({"id": ["u1", "u2"], "input": ["to dallas", LONG]})}
     assert student_overlong(cfg, sets).rows == {"unlabeled": [1]}
     assert not (tmp_path / "cache").exists()
+
+
+CITIES = ["boston", "denver", "dallas", "miami", "ohio", "austin", "tampa", "reno", "omaha", "salem"]
+TEN = pd.DataFrame(
+    {
+        "id": [f"l{i}" for i in range(10)],
+        "input": [f"to {w}" for w in CITIES],
+        "target": [f"to [toloc.city_name {w}]" for w in CITIES],
+    }
+)
+
+
+def with_demos(tmp_path, demos: pd.DataFrame, **cfg):
+    """Ten rows of L (two of them held out as dev by default) and `demos` as data.demos."""
+    path = tmp_path / "demos.parquet"
+    demos.to_parquet(path)
+    return make(tmp_path, labeled=TEN, data={"demos": str(path), **cfg.pop("data", {})}, **cfg)
+
+
+def test_dev_rows_are_held_out_of_the_rows_of_l_that_are_not_teacher_demos(tmp_path):
+    """data.demos (after merge-labels: the earlier run's demo pool): the teacher's prompts draw on it alone, and the
+    dev rows come from the rest of L, so no dev row is ever a demo; students still train on all of L less dev."""
+    inputs = prepare_inputs(with_demos(tmp_path, TEN.iloc[:6]))
+    dev = set(inputs.dev.read()["id"])
+    assert len(dev) == 2 and dev <= {"l6", "l7", "l8", "l9"}
+    assert inputs.teacher_demos.read()["id"].tolist() == ["l0", "l1", "l2", "l3", "l4", "l5"]
+    assert set(inputs.labeled_train.read()["id"]) == set(TEN["id"]) - dev
+
+
+def test_without_data_demos_the_dev_rows_and_the_demo_pool_are_what_they_always_were(tmp_path):
+    """The seeded draw over all of L is unchanged, so every earlier run's dev rows, prompts and caches stay valid."""
+    cfg = make(tmp_path, labeled=TEN)
+    inputs = prepare_inputs(cfg)
+    held = np.random.default_rng(cfg.seed).permutation(10)[:2]
+    assert sorted(inputs.dev.read()["id"]) == sorted(TEN["id"].iloc[held])
+    assert inputs.teacher_demos == inputs.labeled_train
+
+
+@pytest.mark.parametrize(
+    "case,pattern",
+    [
+        ("in_unlabeled", r"ids overlap between unlabeled and demos \(1 shared, e.g. 'u1'\)"),
+        ("all_of_l", r"demos \(\S*demos.parquet\): 10 of L's 10 rows are demos, leaving 0 to hold out 2 dev rows"),
+        ("in_dev", r"demos \(\S*demos.parquet\): 1 id\(s\) also in dev \(e.g. 'd0'\)"),
+        ("too_few", r"demos \(\S*demos.parquet\): 1 rows but teacher.num_demos=2"),
+        ("bad_target", r"demos \(\S*demos.parquet\): row 0 \(id 'l0'\): field 'target' is not a valid slots"),
+    ],
+)
+def test_a_bad_demo_file_is_one_clear_error(tmp_path, case, pattern):
+    dev = pd.DataFrame({"id": ["d0"], "input": ["on friday"], "target": ["on [depart_date.day_name friday]"]})
+    dev_path = tmp_path / "dev.jsonl"
+    dev.to_json(dev_path, orient="records", lines=True)
+    demos, cfg = {
+        "in_unlabeled": (pd.concat([TEN.iloc[:3], pd.DataFrame({"id": ["u1"], "input": ["x"], "target": ["x"]})]), {}),
+        "all_of_l": (TEN, {}),
+        "in_dev": (pd.concat([TEN.iloc[:3], dev]), {"data": {"dev": str(dev_path)}}),
+        "too_few": (TEN.iloc[:1], {}),
+        "bad_target": (TEN.iloc[:3].assign(target=["to [oops", "x", "y"]), {}),
+    }[case]
+    with pytest.raises(MckdInputError, match=pattern) as info:
+        prepare_inputs(with_demos(tmp_path, demos, **cfg))
+    assert "\n" not in str(info.value)

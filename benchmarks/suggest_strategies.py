@@ -6,9 +6,9 @@ benchmarks), join L and leave U, and MCKD runs again on the same T and dev rows.
   suggest  `mckd suggest RUN --n n` (label changes, teacher invalid/repaired, final sureness; diverse rows)
   random   n rows of U drawn with the seed
   unsure   the n rows with the lowest mean token log-prob of the final student (report.json files: final)
-  suggest-same-prompts  suggest's rows, the re-run with data.demos = the base run's demo pool: its teacher prompts
-           unchanged, so the teacher cache answers U and T (what a user pays for the teacher once; the teacher is not
-           shown the new rows)
+  suggest-same-prompts  (with --same-prompts) suggest's rows, the re-run with data.demos = the base run's demo
+           pool: its teacher prompts unchanged, so the teacher cache answers U and T (what paying for the teacher once
+           costs; the teacher is not shown the new rows); in the table over the seeds that have it
 Reports per strategy the test F1 of the deliverable and of MCKD-3 (the final student), and suggest minus each other
 strategy pooled over seeds with paired CIs (test rows resampled within each run; `ci95_seeds` resamples the seeds
 too), wall times, and the commands. Each run is added to --out as it ends; a seed stopped part-way goes on from its
@@ -43,8 +43,8 @@ from mckd_core.formats import get_format  # noqa: E402
 from mckd_core.scoring import TEST_ROWS_FILE, aligned, score_predictions  # noqa: E402
 from mckd_core.suggest import load_run, suggest  # noqa: E402
 
-STRATEGIES = ("suggest", "random", "unsure", "suggest-same-prompts")
-# Re-runs on another strategy's rows, with another config: the rows come from that strategy's record.
+STRATEGIES = ("suggest", "random", "unsure")  # the issue's: every seed has them
+# Opt-in re-runs on another strategy's rows with another config (--same-prompts): the rows come from its record.
 SAME_ROWS = {"suggest-same-prompts": "suggest"}
 # The guard's candidates: the final student and SFT on L (trained anyway under the default first_labels: auto).
 # Not vanilla-kd / mckd-2: two more students on all of U per run, and no strategy's question.
@@ -149,6 +149,10 @@ def this_machine() -> dict:
     return {k: machine[k] for k in ("cpu", "cores", "cpu_capability")}
 
 
+def wanted(args) -> tuple[str, ...]:
+    return STRATEGIES + (tuple(SAME_ROWS) if args.same_prompts else ())
+
+
 def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
     """One seed's runs, `save`d after each: the base run with every strategy's rows chosen from it at once (ids
     and `picked`), then each strategy's run. A seed recorded in part (`entry`) goes on where it stopped: the chosen
@@ -160,13 +164,13 @@ def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
         base = record(report, run_dir, wall) | {"u_quality": picked_quality(run_dir)}
         entry = {"task": task, "seed": seed, "n": args.n, "command": sys.argv, "base": base, "strategies": {}}
         for strategy in STRATEGIES:
-            if strategy not in SAME_ROWS:
-                ids = chosen_rows(strategy, run_dir, args.n, seed)
-                entry["strategies"][strategy] = {"ids": ids, "picked": picked_quality(run_dir, ids)}
-    for strategy, source in SAME_ROWS.items():  # also for a seed recorded before this strategy existed
-        entry["strategies"].setdefault(strategy, {k: entry["strategies"][source][k] for k in ("ids", "picked")})
+            ids = chosen_rows(strategy, run_dir, args.n, seed)
+            entry["strategies"][strategy] = {"ids": ids, "picked": picked_quality(run_dir, ids)}
+    for strategy in wanted(args)[len(STRATEGIES) :]:  # also for a seed recorded without it
+        source = entry["strategies"][SAME_ROWS[strategy]]
+        entry["strategies"].setdefault(strategy, {k: source[k] for k in ("ids", "picked")})
     save(entry)
-    for strategy in STRATEGIES:
+    for strategy in wanted(args):
         chosen = entry["strategies"][strategy]
         if "wall_s" in chosen:
             continue
@@ -178,8 +182,8 @@ def run_seed(task: str, seed: int, args, entry: dict | None, save) -> dict:
     return entry
 
 
-def complete(run: dict) -> bool:
-    return all("wall_s" in run["strategies"].get(strategy, {}) for strategy in STRATEGIES)
+def complete(run: dict, strategies: tuple[str, ...] = STRATEGIES) -> bool:
+    return all("wall_s" in run["strategies"].get(strategy, {}) for strategy in strategies)
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -187,25 +191,19 @@ def summarize(runs: list[dict]) -> dict:
     for task in sorted({r["task"] for r in runs}):
         mine = [r for r in runs if r["task"] == task]
         aggregate = get_format(quality.FORMAT[task]).aggregate
-        table = {}
-        for strategy in STRATEGIES:
-            table[strategy] = {
-                what: quality.mean_sd([r["strategies"][strategy][f"{key}_f1"] for r in mine])
-                for what, key in (("deliverable", "deliverable"), ("mckd-3", "mckd3"))
-            } | {"wall_s": statistics.mean(r["strategies"][strategy]["wall_s"] for r in mine)}
-            sent = [r["strategies"][strategy].get("teacher_sent") for r in mine]
-            table[strategy]["teacher_sent"] = statistics.mean(sent) if None not in sent else None
-            picked = [r["strategies"][strategy].get("picked") for r in mine]
-            if all(picked):
-                table[strategy]["picked"] = {k: round(statistics.mean(p[k] for p in picked), 2) for k in picked[0]}
+        # The opt-in strategies over the seeds that ran them; the issue's over every seed.
+        having = {s: [r for r in mine if complete(r, (s,))] for s in (*STRATEGIES, *SAME_ROWS)}
+        table = {s: strategy_row(s, having[s]) for s in having if having[s]}
         diffs = {}
-        for one, other in (("suggest", "random"), ("suggest", "unsure"), ("suggest-same-prompts", "suggest")):
+        pairs_of = [("suggest", "random"), ("suggest", "unsure"), *((s, src) for s, src in SAME_ROWS.items())]
+        for one, other in pairs_of:
             for what in ("deliverable", "mckd-3"):
                 pairs = [
                     aligned(r["strategies"][one]["test_rows"][what], r["strategies"][other]["test_rows"][what])
-                    for r in mine
+                    for r in having[one]
                 ]
-                diffs[f"{one} - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
+                if pairs:
+                    diffs[f"{one} - {other} ({what})"] = quality.pooled_with_seeds(pairs, aggregate)
         summary[task] = {
             "seeds": [r["seed"] for r in mine],
             "n": mine[0]["n"],
@@ -216,16 +214,43 @@ def summarize(runs: list[dict]) -> dict:
                 "shipped": [r["base"]["deliverable"] for r in mine],
                 "labeled": mine[0]["base"]["counts"]["labeled"],
             },
-            "shipped": {strategy: [r["strategies"][strategy]["deliverable"] for r in mine] for strategy in STRATEGIES},
+            "shipped": {s: [r["strategies"][s]["deliverable"] for r in having[s]] for s in table},
             "table": table,
             "comparisons": diffs,
-            "machines": sorted({_machine(e) for r in mine for e in [r["base"], *r["strategies"].values()]}),
+            "machines": sorted({m for r in mine for m in _machines(r)}),
             # seeds whose runs did not all run on one kind of machine (their pairs mix the CPUs' numerics)
-            "mixed_seeds": [
-                r["seed"] for r in mine if len({_machine(e) for e in [r["base"], *r["strategies"].values()]}) > 1
-            ],
+            "mixed_seeds": [r["seed"] for r in mine if len(_machines(r)) > 1],
         }
     return summary
+
+
+def strategy_row(strategy: str, runs: list[dict]) -> dict:
+    """A strategy's row of the table: test F1 (mean ± sd over `runs`' seeds), wall, teacher rows sent, and what the
+    base run's labels were worth on the rows it picked."""
+    mine = [r["strategies"][strategy] for r in runs]
+    row = {
+        what: quality.mean_sd([m[f"{key}_f1"] for m in mine])
+        for what, key in (("deliverable", "deliverable"), ("mckd-3", "mckd3"))
+    }
+    sent = [m.get("teacher_sent") for m in mine]
+    row |= {
+        "seeds": [r["seed"] for r in runs],
+        "wall_s": statistics.mean(m["wall_s"] for m in mine),
+        "teacher_sent": statistics.mean(sent) if None not in sent else None,
+    }
+    picked = [m.get("picked") for m in mine]
+    if all(picked):
+        row["picked"] = {k: round(statistics.mean(p[k] for p in picked), 2) for k in picked[0]}
+    return row
+
+
+def _machines(run: dict) -> set[str]:
+    """The kinds of machine a seed's finished runs ran on."""
+    return {_machine(e) for e in [run["base"], *run["strategies"].values()] if "wall_s" in e}
+
+
+def _seeds_if_fewer(row: dict, task_summary: dict) -> str:
+    return "" if row["seeds"] == task_summary["seeds"] else f" (seeds {', '.join(map(str, row['seeds']))})"
 
 
 def _machine(entry: dict) -> str:
@@ -252,7 +277,7 @@ def markdown(summary: dict) -> str:
             on_rows = f"{picked['teacher_f1']:.1f} / {picked['final_f1']:.1f}" if picked else "n/a"
             sent = "n/a" if row["teacher_sent"] is None else f"{row['teacher_sent']:.0f}"
             lines.append(
-                f"| | {b['labeled'] + s['n']} | {strategy} | {_mean_sd(row['deliverable'])} | "
+                f"| | {b['labeled'] + s['n']} | {strategy}{_seeds_if_fewer(row, s)} | {_mean_sd(row['deliverable'])} | "
                 f"{_mean_sd(row['mckd-3'])} | {on_rows} | {sent} | {row['wall_s'] / 60:.0f} min |"
             )
     for task, s in summary.items():
@@ -284,6 +309,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-backend", choices=["transformers", "vllm-server"], default="transformers")
     parser.add_argument("--runs-root", type=Path, default=ROOT / "runs" / "suggest")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suggest_strategies.json")
+    parser.add_argument(
+        "--same-prompts",
+        action="store_true",
+        help="Also re-run on suggest's rows with the base run's teacher prompts (data.demos): one more run per seed.",
+    )
     parser.add_argument("--table", action="store_true", help="Print the recorded runs' table (markdown); run nothing.")
     args = parser.parse_args(argv)
     # quality.run_config's recipe options, at RunConfig's defaults ("re-run MCKD with defaults")
@@ -317,7 +347,7 @@ def main() -> None:
     for task in args.tasks:
         for seed in args.seeds:
             entry = next((r for r in runs if (r["task"], r["seed"], r["n"]) == (task, seed, args.n)), None)
-            if entry is None or not complete(entry):
+            if entry is None or not complete(entry, wanted(args)):
                 run_seed(task, seed, args, entry, save)
     print(json.dumps(summarize(chosen_runs(runs, args)), indent=2))
 

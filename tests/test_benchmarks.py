@@ -375,22 +375,23 @@ def test_a_strategy_seed_stopped_part_way_goes_on_from_its_next_run_without_the_
     assert ran == ["base", "suggest"] and not bench.complete(entry)
     assert entry["strategies"]["suggest"]["labeled"] == ["l0", "u0"] and "wall_s" not in entry["strategies"]["random"]
     bench.run_seed("atis", 0, args, entry, lambda e: None)
-    assert ran == ["base", "suggest", "random", "unsure", "suggest-same-prompts"] and bench.complete(entry)
+    assert ran == ["base", "suggest", "random", "unsure"] and bench.complete(entry)
     assert entry["strategies"]["unsure"] == {
         "ids": ["u1"],
         "picked": {"rows": ["u1"]},
         "wall_s": 1.0,
         "labeled": ["l0", "u1"],
     }
-    # suggest's rows again, the teacher's demos the base run's L (its prompts, so its teacher cache answers)
+    assert set(entry["strategies"]) == {"suggest", "random", "unsure"}  # suggest-same-prompts is opt-in
+    # --same-prompts on the complete seed: that run alone, suggest's rows again, the teacher's demos the base run's L
+    # (its prompts, so its teacher cache answers)
+    ran.clear()
+    with_it = bench.parse_args(["--n", "1", "--same-prompts"])
+    assert not bench.complete(entry, bench.wanted(with_it))
+    bench.run_seed("atis", 0, with_it, entry, lambda e: None)
+    assert ran == ["suggest-same-prompts"] and bench.complete(entry, bench.wanted(with_it))
     assert entry["strategies"]["suggest-same-prompts"]["labeled"] == ["l0", "u0"]
     assert demo_pools == {"base": None, "suggest": None, "random": None, "unsure": None, "suggest-same-prompts": ["l0"]}
-    # A seed recorded complete before suggest-same-prompts existed goes on with that run alone, on suggest's rows.
-    del entry["strategies"]["suggest-same-prompts"]
-    assert not bench.complete(entry)
-    ran.clear()
-    bench.run_seed("atis", 0, args, entry, lambda e: None)
-    assert ran == ["suggest-same-prompts"] and entry["strategies"]["suggest-same-prompts"]["ids"] == ["u0"]
 
 
 def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_rows():
@@ -431,6 +432,7 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
         }
         for seed in (0, 1)
     ]
+    del runs[1]["strategies"]["suggest-same-prompts"]  # opt-in: run on seed 0 only
     summary = bench.summarize(runs)["atis"]
     gap = summary["comparisons"]["suggest - random (mckd-3)"]
     assert gap["diff"] > 0 and gap["per_seed"] == [gap["diff"]] * 2
@@ -439,7 +441,9 @@ def test_the_strategy_table_pairs_each_strategy_with_suggest_on_the_same_test_ro
     assert "| | 100 | random | 66.7 ± 0.0 | 66.7 ± 0.0 | 50.0 / 60.0 | 420 | 10 min |" in table
     assert "suggest - random (mckd-3) +" in table and "none (the base run)" in table
     # what keeping the teacher's prompts cost: the same rows added, the teacher not shown them
-    assert summary["comparisons"]["suggest-same-prompts - suggest (mckd-3)"]["diff"] == -gap["diff"]
+    kept = summary["comparisons"]["suggest-same-prompts - suggest (mckd-3)"]
+    assert kept["diff"] == -gap["diff"] and len(kept["per_seed"]) == 1
+    assert "| | 100 | suggest-same-prompts (seeds 0) | 66.7 | 66.7 | 20.0 / 30.0 | 0 | 10 min |" in table
     # seed 1's last run resumed on another kind of machine: said, not hidden
     assert summary["mixed_seeds"] == [1]
     assert "atis ran on: 2-core AMD EPYC (AVX2), 2-core AMD EPYC (AVX512); seeds [1] ran on more than one." in table
